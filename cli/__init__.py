@@ -1,0 +1,1 @@
+"""The ``rfmx`` command line (click): parse options, call the Python API, print."""

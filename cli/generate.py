@@ -1,0 +1,35 @@
+"""``rfmx generate``: write a synthetic order history."""
+from __future__ import annotations
+
+import click
+
+from .options import show_progress
+
+
+@click.command()
+@click.argument("out", type=click.Path(dir_okay=True))
+@click.option("--rows", type=click.IntRange(min=1), default=1_000_000, show_default=True, help="Order lines to write.")
+@click.option("--customers", type=click.IntRange(min=1), default=None, help="Customers (default: rows / 13.8).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--start", default="2024-01-01", show_default=True, help="First day of the history.")
+@click.option("--days", type=click.IntRange(min=1), default=730, show_default=True, help="Length of the history.")
+@click.option("--string-ids", is_flag=True, help="String customer ids (cus-...) instead of int64.")
+@click.option("--refund-rate", type=click.FloatRange(0, 1), default=0.02, show_default=True, help="Share of orders refunded later.")
+@click.option("--lines-per-order", type=click.FloatRange(min=1), default=1.33, show_default=True, help="Mean lines per order.")
+@click.option("--decimal-amounts", is_flag=True, help="Amounts as decimal(12, 2) instead of float64.")
+@click.option("--files", type=click.IntRange(min=1), default=1, show_default=True, help="Split into this many Parquet files (OUT is a directory).")
+@click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: when stderr is a terminal).")
+def generate(out, rows, customers, seed, start, days, string_ids, refund_rate, lines_per_order, decimal_amounts, files, progress):
+    """Write a realistic synthetic order history to OUT (.parquet, .csv, .arrow).
+
+    Power-law orders per customer, lognormal amounts, multi-line orders, refunds;
+    deterministic by --seed.  Columns: customer_id, order_id, order_time, amount.
+    """
+    from rfmx.generate import write_orders
+
+    from .main import run_guarded
+
+    paths = run_guarded(write_orders, out, rows, files=files, progress=show_progress(progress), customers=customers,
+                        seed=seed, start=start, days=days, string_ids=string_ids, refund_rate=refund_rate,
+                        lines_per_order=lines_per_order, decimal_amounts=decimal_amounts)
+    click.echo(f"rfmx: wrote {rows:,} order lines to {', '.join(paths) if len(paths) < 4 else out}", err=True)

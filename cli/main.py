@@ -1,0 +1,32 @@
+"""``rfmx``: the command group.  Commands import rfmx's engine inside their bodies, so
+``rfmx --help`` never imports Numba or compiles anything."""
+from __future__ import annotations
+
+import click
+
+from .aggregate import aggregate, demo
+from .generate import generate
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="rfmx")
+def main():
+    """rfmx: exact, streaming RFM customer-value scoring.
+
+    Quick start:  rfmx demo
+    """
+
+
+main.add_command(generate)
+main.add_command(aggregate)
+main.add_command(demo)
+
+
+def run_guarded(fn, *args, **kwargs):
+    """Call ``fn``; turn rfmx's input errors into a one-line message and a non-zero exit."""
+    from rfmx.errors import RfmxError
+
+    try:
+        return fn(*args, **kwargs)
+    except RfmxError as exc:
+        raise click.ClickException(str(exc)) from None

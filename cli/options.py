@@ -1,0 +1,65 @@
+"""Options shared by several commands, declared once."""
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+
+def column_options(f):
+    """--customer/--time/--amount/--order-id: which input columns hold what."""
+    @click.option("--customer", default="customer_id", show_default=True, help="Customer id column.")
+    @click.option("--time", "time_col", default="order_time", show_default=True, help="Order time column.")
+    @click.option("--amount", default="amount", show_default=True, help="Amount column (refunds negative).")
+    @click.option("--order-id", default=None, help="Order id column: lines of one order count once.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def stream_options(f):
+    """Options of every command that streams order rows into a state."""
+    @click.option("--as-of", default=None, help="Compute as of this date/time (default: day after the latest order); later lines are excluded.")
+    @click.option("--since", default=None, help="Ignore lines before this date/time.")
+    @click.option("--threads", type=click.IntRange(min=1), default=None, help="Kernel threads (default: all cores).")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=1 << 20, show_default=True, help="Rows per record batch.")
+    @click.option("--amount-scale", type=click.IntRange(0, 9), default=2, show_default=True, help="Decimals kept for money (2 = cents); totals are exact in these units.")
+    @click.option("--on-null", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Null customer/time/amount: fail, or drop the rows and report how many.")
+    @click.option("--delimiter", default=None, help="CSV field delimiter (default ',').")
+    @click.option("--state-in", type=click.Path(dir_okay=False), default=None, help="Start from this saved state (Arrow file) instead of an empty one.")
+    @click.option("--state-out", type=click.Path(dir_okay=False), default=None, help="Save the state (Arrow file) for later increments.")
+    @click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: when stderr is a terminal).")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def show_progress(flag):
+    return sys.stderr.isatty() if flag is None else flag
+
+
+def build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
+                             amount_scale, on_null, delimiter, state_in, progress):
+    """Load ``--state-in`` (if any) and fold ``sources`` into it; the shared front of every command."""
+    from rfmx.api import build_state
+    from rfmx.state import RFMState
+
+    state = RFMState.load(state_in, threads=threads) if state_in else None
+    if state is not None and since is not None:
+        raise click.UsageError("--since cannot change the window of a saved state (--state-in)")
+    return build_state(list(sources) or None, customer, time_col, amount, order_id, as_of=as_of if state is None else None,
+                       since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
+                       batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter)
+
+
+def report_state(state) -> None:
+    """One line on stderr: what was read, skipped and kept."""
+    parts = [f"{state.rows_read:,} rows read", f"{state.n_customers:,} customers"]
+    if state.rows_null_skipped:
+        parts.append(f"{state.rows_null_skipped:,} rows with nulls skipped")
+    if state.rows_outside_window:
+        parts.append(f"{state.rows_outside_window:,} rows outside the window skipped")
+    click.echo("rfmx: " + ", ".join(parts), err=True)

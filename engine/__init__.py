@@ -1,0 +1,37 @@
+"""rfmx: exact, streaming RFM (recency, frequency, monetary) customer scoring.
+
+Importing rfmx is cheap: nothing compiles and Numba is not imported until a kernel runs.
+
+>>> import rfmx
+>>> table = rfmx.aggregate("orders.parquet", customer="customer_id", time="order_time", amount="amount")
+"""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "aggregate": ("api", "aggregate"),
+    "build_state": ("api", "build_state"),
+    "RFMState": ("state", "RFMState"),
+    "RfmxError": ("errors", "RfmxError"),
+    "generate_orders": ("generate", "generate_orders"),
+    "write_orders": ("generate", "write_orders"),
+    "write_table": ("sinks", "write_table"),
+}
+
+__all__ = sorted(_LAZY) + ["__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'rfmx' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,176 @@
+"""Customer-id hashing and exact dense encoding (NumPy in, NumPy out).
+
+Customers are spread over ``P`` hash partitions (the top bits of a 64-bit hash) and each
+partition owns an open-addressing table that maps an id to a dense *local* code
+``0..n[p]-1`` in order of first appearance.  A table slot is ``(key, code)`` for integer
+ids and ``(hash, code)`` for byte-string ids, whose bytes are kept in a per-partition
+arena and compared in full on every hash match: a hash collision costs a probe, it never
+merges two customers.
+
+Partitions exist so that threads can own customers: the worker that owns a partition is
+the only one that ever writes its table or its aggregate rows, and because the number of
+partitions is fixed (not the thread count) the result is the same with 1 or 32 threads.
+
+Layouts (all int64 unless noted):
+
+``table``  (P, cap, 2)   slot = (key or hash, code); code -1 marks an empty slot; cap is a
+                         power of two, kept at most half full by the caller
+``keys``   (P, ncap)     integer ids by local code (integer tables)
+``key_offsets`` (P, ncap + 1) and ``key_data`` (P, bcap) uint8: byte-string ids by local code
+``n``      (P,)          customers per partition
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._policy import kernel
+
+__all__ = [
+    "PARTITION_BITS",
+    "N_PARTITIONS",
+    "mix64",
+    "hash_int64",
+    "hash_bytes",
+    "partition_of",
+    "probe_int64",
+    "probe_bytes",
+    "rehash_int64",
+    "rehash_bytes",
+]
+
+#: log2 of the number of customer partitions; fixed so results never depend on threads.
+PARTITION_BITS = 4
+N_PARTITIONS = 1 << PARTITION_BITS
+
+_EMPTY = -1
+
+
+@kernel
+def mix64(x):
+    """A 64-bit finalizer (murmur3 fmix64): every input bit moves every output bit."""
+    z = np.uint64(x)
+    z ^= z >> np.uint64(33)
+    z *= np.uint64(0xFF51AFD7ED558CCD)
+    z ^= z >> np.uint64(33)
+    z *= np.uint64(0xC4CEB9FE1A85EC53)
+    z ^= z >> np.uint64(33)
+    return np.int64(z)
+
+
+@kernel(parallel=True)
+def hash_int64(ids, out):
+    """``out[i] = mix64(ids[i])`` for int64 ``ids``; ``out`` is int64 of the same length."""
+    for i in prange(ids.shape[0]):
+        out[i] = mix64(ids[i])
+
+
+@kernel
+def _hash_span(data, start, stop):
+    # FNV-1a over the bytes, then a full-avalanche finalizer so the top bits (partition)
+    # and the low bits (slot) are both well mixed.
+    h = np.uint64(0xCBF29CE484222325)
+    for j in range(start, stop):
+        h ^= np.uint64(data[j])
+        h *= np.uint64(0x100000001B3)
+    return mix64(h ^ np.uint64(stop - start))
+
+
+@kernel(parallel=True)
+def hash_bytes(offsets, data, out):
+    """Hash each byte string ``data[offsets[i]:offsets[i+1]]`` into ``out[i]`` (int64)."""
+    for i in prange(out.shape[0]):
+        out[i] = _hash_span(data, offsets[i], offsets[i + 1])
+
+
+@kernel
+def partition_of(h, partition_bits):
+    """Partition of a hash: its top ``partition_bits`` bits."""
+    return np.int64(np.uint64(h) >> np.uint64(64 - partition_bits))
+
+
+@kernel
+def probe_int64(table, keys, n, p, key, h):
+    """Local code of integer ``key`` in partition ``p``, inserting it if new.
+
+    ``h`` is ``mix64(key)``; the slot is taken from its low bits.  Updates ``n[p]`` and
+    ``keys[p]`` on insert.  The caller guarantees room (table at most half full).
+    """
+    mask = table.shape[1] - 1
+    s = h & mask
+    while True:
+        code = table[p, s, 1]
+        if code == _EMPTY:
+            code = n[p]
+            n[p] = code + 1
+            table[p, s, 0] = key
+            table[p, s, 1] = code
+            keys[p, code] = key
+            return code
+        if table[p, s, 0] == key:
+            return code
+        s = (s + 1) & mask
+
+
+@kernel
+def probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, start, stop, h):
+    """Local code of the byte string ``data[start:stop]`` in partition ``p``, inserting it if new.
+
+    A slot matches only when the stored hash is equal *and* the stored bytes are equal.
+    On insert the bytes are appended to the partition's arena (``nbytes[p]`` grows).
+    """
+    mask = table.shape[1] - 1
+    s = h & mask
+    length = stop - start
+    while True:
+        code = table[p, s, 1]
+        if code == _EMPTY:
+            code = n[p]
+            n[p] = code + 1
+            table[p, s, 0] = h
+            table[p, s, 1] = code
+            base = nbytes[p]
+            for j in range(length):
+                key_data[p, base + j] = data[start + j]
+            nbytes[p] = base + length
+            key_offsets[p, code + 1] = base + length
+            return code
+        if table[p, s, 0] == h:
+            k0 = key_offsets[p, code]
+            if key_offsets[p, code + 1] - k0 == length:
+                same = True
+                for j in range(length):
+                    if key_data[p, k0 + j] != data[start + j]:
+                        same = False
+                        break
+                if same:
+                    return code
+        s = (s + 1) & mask
+
+
+@kernel(parallel=True)
+def rehash_int64(keys, n, table):
+    """Fill an empty ``table`` (all codes -1) from ``keys``/``n``; used when a table grows."""
+    mask = table.shape[1] - 1
+    for p in prange(keys.shape[0]):
+        for code in range(n[p]):
+            key = keys[p, code]
+            s = mix64(key) & mask
+            while table[p, s, 1] != _EMPTY:
+                s = (s + 1) & mask
+            table[p, s, 0] = key
+            table[p, s, 1] = code
+
+
+@kernel(parallel=True)
+def rehash_bytes(key_offsets, key_data, n, table):
+    """Fill an empty ``table`` from the byte-string arena; used when a table grows."""
+    mask = table.shape[1] - 1
+    for p in prange(key_offsets.shape[0]):
+        for code in range(n[p]):
+            h = _hash_span(key_data[p], key_offsets[p, code], key_offsets[p, code + 1])
+            s = h & mask
+            while table[p, s, 1] != _EMPTY:
+                s = (s + 1) & mask
+            table[p, s, 0] = h
+            table[p, s, 1] = code
