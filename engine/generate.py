@@ -41,7 +41,7 @@ def _customer_ids(n_customers: int, string_ids: bool) -> pa.Array:
 
 def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, seed: int = 0,
                     start="2024-01-01", days: int = 730, string_ids: bool = False,
-                    refund_rate: float = 0.02, lines_per_order: float = 1.33, alpha: float = 1.6,
+                    refund_rate: float = 0.02, lines_per_order: float = 1.33, alpha: float = 2.0,
                     mean_lifetime_days: float = 365.0, decimal_amounts: bool = False):
     """Yield the order history as ``pyarrow.RecordBatch`` es of at most 2**20 rows.
 
