@@ -93,6 +93,9 @@ def customer_ids(arr: pa.Array, where: str, column: str) -> CustomerIds:
     if pa.types.is_dictionary(t):
         arr = arr.dictionary_decode()
         t = arr.type
+    if pa.types.is_null(t):
+        # A column with no values at all (a header-only CSV): no type to keep, no ids.
+        return CustomerIds("int", pa.int64(), ints=np.zeros(len(arr), dtype=np.int64))
     if pa.types.is_integer(t):
         if t == pa.uint64():
             ints = np.asarray(arr).view(np.int64)
@@ -118,26 +121,57 @@ def customer_ids(arr: pa.Array, where: str, column: str) -> CustomerIds:
     return CustomerIds("bytes", t, offsets=offsets.astype(np.int64, copy=False), data=data)
 
 
-def _parse_time_strings(arr: pa.Array, where: str, column: str, row0: int) -> pa.Array:
+# A zone designator after a time of day: Z, +HH, +HHMM or +HH:MM (a date alone has none).
+_ZONED = r"[T ]\d{2}(:?\d{2}(:?\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
+
+
+def _cast_times(arr: pa.Array) -> pa.Array:
+    """ISO-8601 strings → timestamp[us] (naive) or timestamp[us, UTC] (if any has a zone)."""
     for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
         try:
             return arr.cast(target)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
+    # Naive and zoned strings mixed: parse each kind on its own, keep UTC instants for
+    # the zoned ones and the wall-clock reading for the others (as for whole columns).
+    zoned = pc.match_substring_regex(arr, _ZONED)
+    naive = pc.invert(zoned)
+    if not pc.any(zoned).as_py() or not pc.any(naive).as_py():
+        raise pa.ArrowInvalid("unparseable time")
+    t_zoned = arr.filter(zoned).cast(pa.timestamp("us", tz="UTC")).view(pa.int64())
+    t_naive = arr.filter(naive).cast(pa.timestamp("us")).view(pa.int64())
+    out = np.empty(len(arr), dtype=np.int64)
+    mask = np.asarray(zoned.fill_null(False))
+    out[mask] = np.asarray(t_zoned)
+    out[~mask] = np.asarray(t_naive)
+    return pa.array(out).view(pa.timestamp("us", tz="UTC"))
+
+
+def _row(row0, i: int) -> int:
+    """Row number in the source of line ``i`` of a batch: ``row0`` is the batch's first row,
+    or the source row of every line when some lines were dropped."""
+    return int(row0 + i) if np.isscalar(row0) else int(row0[i])
+
+
+def _parse_time_strings(arr: pa.Array, where: str, column: str, row0) -> pa.Array:
+    try:
+        return _cast_times(arr)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     # Bisect for the first row that does not parse, so the message can point at it.
     lo, hi = 0, len(arr)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         try:
-            arr.slice(lo, mid - lo).cast(pa.timestamp("us"))
+            _cast_times(arr.slice(lo, mid - lo))
             lo = mid
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             hi = mid
     bad = arr[lo].as_py()
-    raise RfmxError(f"{where}: column '{column}' (order time) has an unparseable time {bad!r} at row {row0 + lo}")
+    raise RfmxError(f"{where}: column '{column}' (order time) has an unparseable time {bad!r} at row {_row(row0, lo)}")
 
 
-def time_us(arr: pa.Array, where: str, column: str, row0: int) -> tuple[np.ndarray, str | None]:
+def time_us(arr: pa.Array, where: str, column: str, row0) -> tuple[np.ndarray, str | None]:
     """Order times as int64 microseconds, and the input's time zone (None if naive)."""
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
@@ -156,24 +190,35 @@ def time_us(arr: pa.Array, where: str, column: str, row0: int) -> tuple[np.ndarr
     raise RfmxError(f"{where}: column '{column}' (order time) has type {t}; expected a timestamp, date or ISO-8601 string")
 
 
-def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0: int) -> np.ndarray:
+def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0) -> np.ndarray:
     """Money as exact int64 minor units (``amount * 10**scale``)."""
     t = arr.type
     unit = 10 ** scale
     if pa.types.is_integer(t):
-        v = np.asarray(arr.cast(pa.int64()))
         limit = np.iinfo(np.int64).max // unit
-        if v.size and (v.max() > limit or v.min() < -limit):
-            i = int(np.flatnonzero((v > limit) | (v < -limit))[0])
-            raise RfmxError(f"{where}: column '{column}' (amount) value {v[i]} at row {row0 + i} overflows int64 minor units")
-        return v * unit
+        if t == pa.uint64():
+            big = np.asarray(arr) > limit
+            if big.any():
+                i = int(np.flatnonzero(big)[0])
+                raise RfmxError(f"{where}: column '{column}' (amount) value {arr[i].as_py()} at row {_row(row0, i)} "
+                                f"overflows int64 minor units")
+        from .kernels.money import int_to_minor  # deferred: importing numba is not cheap
+
+        v = np.asarray(arr.cast(pa.int64()))
+        out = np.empty(len(v), dtype=np.int64)
+        i = int_to_minor(v, unit, out)
+        if i >= 0:
+            raise RfmxError(f"{where}: column '{column}' (amount) value {v[i]} at row {_row(row0, i)} overflows int64 minor units")
+        return out
     if pa.types.is_floating(t):
-        v = np.asarray(arr.cast(pa.float64())) * unit
-        finite = np.isfinite(v) & (np.abs(v) < 9.2e18)
-        if not finite.all():
-            i = int(np.flatnonzero(~finite)[0])
-            raise RfmxError(f"{where}: column '{column}' (amount) has a non-finite or too large value {arr[i].as_py()} at row {row0 + i}")
-        return np.rint(v).astype(np.int64)
+        from .kernels.money import float_to_minor
+
+        v = np.asarray(arr.cast(pa.float64()))
+        out = np.empty(len(v), dtype=np.int64)
+        i = float_to_minor(v, float(unit), out)
+        if i >= 0:
+            raise RfmxError(f"{where}: column '{column}' (amount) has a non-finite or too large value {arr[i].as_py()} at row {_row(row0, i)}")
+        return out
     if pa.types.is_decimal(t):
         if t.scale > scale:
             raise RfmxError(
@@ -189,7 +234,7 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0: int) 
         fits = hi == (lo >> 63)
         if not fits.all():
             i = int(np.flatnonzero(~fits)[0])
-            raise RfmxError(f"{where}: column '{column}' (amount) value {arr[i].as_py()} at row {row0 + i} overflows int64 minor units")
+            raise RfmxError(f"{where}: column '{column}' (amount) value {arr[i].as_py()} at row {_row(row0, i)} overflows int64 minor units")
         return np.ascontiguousarray(lo)
     raise RfmxError(f"{where}: column '{column}' (amount) has type {t}; expected integers, floats or decimals")
 
@@ -208,7 +253,7 @@ def order_ids(arr: pa.Array, where: str, column: str) -> np.ndarray:
     from .kernels.customers import hash_bytes  # deferred: importing numba is not cheap
 
     out = np.empty(len(ids), dtype=np.int64)
-    hash_bytes(ids.offsets, ids.data, out)
+    hash_bytes(ids.offsets, ids.data, 1, out, np.zeros(2, np.int64), np.zeros(2, np.int64))
     return out
 
 

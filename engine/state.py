@@ -39,6 +39,7 @@ __all__ = ["RFMState", "to_us", "STATE_FORMAT", "STATE_VERSION"]
 
 STATE_FORMAT = "rfmx-state"
 STATE_VERSION = 1
+_GROUP = 32  # order lines whose memory loads the kernels issue together
 _FIELD_NAMES = (
     "first_order_us", "last_order_us", "n_orders", "n_refunds",
     "gross_minor", "refunds_minor", "first_order_id", "last_order_id",
@@ -135,7 +136,7 @@ class RFMState:
         self._kind = kind
         self._n = np.zeros(N_PARTITIONS, dtype=np.int64)
         self._ncap = 256
-        self._table = np.full((N_PARTITIONS, 1024, 2), -1, dtype=np.int64)
+        self._table = np.zeros((N_PARTITIONS, 1024, 2), dtype=np.int64)
         self._agg = new_aggregates((N_PARTITIONS, self._ncap))
         self._keys = np.empty((N_PARTITIONS, self._ncap), dtype=np.int64)
         self._key_offsets = np.zeros((N_PARTITIONS, self._ncap + 1), dtype=np.int64)
@@ -145,19 +146,22 @@ class RFMState:
     def _reserve(self, incoming: np.ndarray, incoming_bytes: np.ndarray | None) -> None:
         """Make room for ``incoming`` new customers (and bytes) per partition."""
         from .kernels.customers import rehash_bytes, rehash_int64
-        from .kernels.rfm import new_aggregates
 
         need = int((self._n + incoming).max())
         if need > self._ncap:
             # Grow by 1.5x: peak memory during a grow is old + new.
             cap = max(need, self._ncap + self._ncap // 2)
             P = len(self._n)
-            agg = new_aggregates((P, cap))
-            agg[:, : self._ncap] = self._agg
+            # Rows of new customers are initialized by the kernels on insert, so only the
+            # rows in use are copied and the rest of the new array is never touched here.
+            agg = np.empty((P, cap, self._agg.shape[-1]), dtype=np.int64)
+            for p in range(P):
+                agg[p, : self._n[p]] = self._agg[p, : self._n[p]]
             self._agg = agg
             if self._kind == "int":
                 keys = np.empty((P, cap), dtype=np.int64)
-                keys[:, : self._ncap] = self._keys
+                for p in range(P):
+                    keys[p, : self._n[p]] = self._keys[p, : self._n[p]]
                 self._keys = keys
             else:
                 offs = np.zeros((P, cap + 1), dtype=np.int64)
@@ -173,7 +177,7 @@ class RFMState:
                 self._key_data = data
         slots = _next_pow2(2 * need)
         if slots > self._table.shape[1]:
-            self._table = np.full((len(self._n), slots, 2), -1, dtype=np.int64)
+            self._table = np.zeros((len(self._n), slots, 2), dtype=np.int64)
             if self._kind == "int":
                 rehash_int64(self._keys, self._n, self._table)
             else:
@@ -193,17 +197,14 @@ class RFMState:
         from .kernels.customers import PARTITION_BITS, hash_bytes, hash_int64
 
         hashes = np.empty(len(ids), dtype=np.int64)
-        if ids.kind == "int":
-            hash_int64(ids.ints, hashes)
-        else:
-            hash_bytes(ids.offsets, ids.data, hashes)
-        part = (hashes.view(np.uint64) >> np.uint64(64 - PARTITION_BITS)).astype(np.intp)
         P = len(self._n)
-        incoming = np.bincount(part, minlength=P)
+        incoming = np.zeros(P, dtype=np.int64)
         incoming_bytes = None
-        if ids.kind == "bytes":
-            lengths = np.diff(ids.offsets)
-            incoming_bytes = np.bincount(part, weights=lengths, minlength=P).astype(np.int64)
+        if ids.kind == "int":
+            hash_int64(ids.ints, PARTITION_BITS, hashes, incoming)
+        else:
+            incoming_bytes = np.zeros(P, dtype=np.int64)
+            hash_bytes(ids.offsets, ids.data, PARTITION_BITS, hashes, incoming, incoming_bytes)
         self._reserve(incoming, incoming_bytes)
         return hashes
 
@@ -233,6 +234,7 @@ class RFMState:
                 raise_on_nulls(batch, cols, source, row0)
             batch = batch.filter(pa.array(valid))
             self.rows_null_skipped += int(len(valid) - valid.sum())
+            row0 = row0 + np.flatnonzero(valid)  # source row of each kept line, for error messages
         if batch.num_rows == 0:
             if self._kind is None:
                 self._adopt_ids(customer_ids(batch.column(cols.customer), source, cols.customer), source)
@@ -265,11 +267,11 @@ class RFMState:
         with threads(self.threads) as n_workers:
             if ids.kind == "int":
                 rfm_update_partitioned_int64(
-                    ids.ints, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS,
+                    ids.ints, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._keys, self._n, self._agg)
             else:
                 rfm_update_partitioned_bytes(
-                    ids.offsets, ids.data, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS,
+                    ids.offsets, ids.data, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg)
         return self
 
@@ -327,15 +329,22 @@ class RFMState:
                                             PARTITION_BITS, self._table, self._key_offsets, self._key_data,
                                             self._n, self._nbytes, self._agg)
 
+    def _threads(self):
+        from .kernels._policy import threads
+
+        return threads(self.threads)
+
     @property
     def n_customers(self) -> int:
         return int(self._n.sum())
 
-    def _flat(self) -> tuple[CustomerIds, np.ndarray]:
+    def _flat(self, with_rows: bool = True) -> tuple[CustomerIds, np.ndarray | None]:
         """Customers in partition order, first appearance within a partition."""
         n = self._n
-        rows = np.concatenate([self._agg[p, : n[p]] for p in range(len(n))]) if self._kind else \
-            np.empty((0, self._agg.shape[-1]), dtype=np.int64)
+        rows = None
+        if with_rows:
+            rows = np.concatenate([self._agg[p, : n[p]] for p in range(len(n))]) if self._kind else \
+                np.empty((0, self._agg.shape[-1]), dtype=np.int64)
         if self._kind == "int":
             ints = np.concatenate([self._keys[p, : n[p]] for p in range(len(n))])
             return CustomerIds("int", self.id_type, ints=ints), rows
@@ -373,34 +382,33 @@ class RFMState:
         ``monetary_minor``, ``avg_order_value``, ``gross_total``, ``refunds_total``.
         Customers with refunds but no order in the window have null times and recency.
         """
-        from .kernels.rfm import FIRST_ORDER, GROSS, LAST_ORDER, N_ORDERS, N_REFUNDS, REFUNDS
+        from .kernels import rfm as k
 
         as_of_us = self.resolve_as_of(as_of)
-        ids, rows = self._flat()
-        n_orders = rows[:, N_ORDERS]
-        none = n_orders == 0
-        first, last = rows[:, FIRST_ORDER], rows[:, LAST_ORDER]
-        unit = 10 ** self.amount_scale
-        net_minor = rows[:, GROSS] + rows[:, REFUNDS]
+        m = self.n_customers
+        ints = np.empty((7, m), dtype=np.int64)
+        floats = np.empty((4, m), dtype=np.float64)
+        has_orders = np.empty(m, dtype=np.bool_)
+        if self._kind is not None:
+            with self._threads():
+                k.rfm_finalize_partitioned(self._agg, self._n, as_of_us if as_of_us is not None else 0,
+                                           US_PER_DAY, float(10 ** self.amount_scale), ints, floats, has_orders)
+        ids, _ = self._flat(with_rows=False)
+        mask = ~has_orders if not has_orders.all() else None
         ts = pa.timestamp("us", tz=self.time_zone)
-        a = as_of_us if as_of_us is not None else 0
-        with np.errstate(divide="ignore", invalid="ignore"):
-            monetary = net_minor / unit
-            aov = np.where(none, 0.0, monetary / np.maximum(n_orders, 1))
-        mask = none if none.any() else None
         table = pa.table({
             "customer_id": self._id_array(ids),
-            "first_order": pa.array(np.where(none, 0, first), type=pa.int64(), mask=mask).view(ts),
-            "last_order": pa.array(np.where(none, 0, last), type=pa.int64(), mask=mask).view(ts),
-            "recency_days": pa.array(np.where(none, 0, (a - last) // US_PER_DAY), mask=mask),
-            "tenure_days": pa.array(np.where(none, 0, (a - first) // US_PER_DAY), mask=mask),
-            "n_orders": pa.array(n_orders),
-            "n_refunds": pa.array(rows[:, N_REFUNDS]),
-            "monetary_total": pa.array(monetary),
-            "monetary_minor": pa.array(net_minor),
-            "avg_order_value": pa.array(aov, mask=mask),
-            "gross_total": pa.array(rows[:, GROSS] / unit),
-            "refunds_total": pa.array(rows[:, REFUNDS] / unit),
+            "first_order": pa.array(ints[k.OUT_FIRST], mask=mask).view(ts),
+            "last_order": pa.array(ints[k.OUT_LAST], mask=mask).view(ts),
+            "recency_days": pa.array(ints[k.OUT_RECENCY], mask=mask),
+            "tenure_days": pa.array(ints[k.OUT_TENURE], mask=mask),
+            "n_orders": pa.array(ints[k.OUT_N_ORDERS]),
+            "n_refunds": pa.array(ints[k.OUT_N_REFUNDS]),
+            "monetary_total": pa.array(floats[k.OUT_MONETARY]),
+            "monetary_minor": pa.array(ints[k.OUT_NET_MINOR]),
+            "avg_order_value": pa.array(floats[k.OUT_AOV], mask=mask),
+            "gross_total": pa.array(floats[k.OUT_GROSS]),
+            "refunds_total": pa.array(floats[k.OUT_REFUNDS]),
         })
         meta = {"rfmx.as_of": _us_to_iso(as_of_us) or "", "rfmx.amount_scale": str(self.amount_scale),
                 "rfmx.customer_column": self.columns.customer}

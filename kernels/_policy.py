@@ -13,12 +13,19 @@ from __future__ import annotations
 import contextlib
 
 import numba
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
-__all__ = ["kernel", "threads"]
+__all__ = ["kernel", "threads", "prefetch"]
 
 
-def kernel(fn=None, *, parallel: bool = False):
+def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
     """Compile ``fn`` as an rfmx kernel: nopython, nogil, cached; ``parallel`` enables prange.
+
+    ``inline`` marks small helpers (one probe, one row update) that are inlined into the
+    loops calling them: passing arrays through a real call costs reference-count
+    traffic on every row.
 
     Serial kernels release the GIL so Arrow's decoding threads (or Dask's workers) keep
     running beside them; parallel kernels are only called from one Python thread at a
@@ -26,7 +33,8 @@ def kernel(fn=None, *, parallel: bool = False):
     Python threads at once).
     """
     def wrap(f):
-        return numba.njit(f, nogil=True, cache=True, parallel=parallel, error_model="numpy")
+        return numba.njit(f, nogil=True, cache=True, parallel=parallel, error_model="numpy",
+                          inline="always" if inline else "never")
     return wrap(fn) if fn is not None else wrap
 
 
@@ -45,3 +53,31 @@ def threads(n: int | None):
     finally:
         numba.set_num_threads(previous)
 
+
+
+@intrinsic
+def prefetch(typingctx, array, i, j):
+    """Ask the CPU to start loading ``array[i, j, 0]`` into cache; no effect on results.
+
+    The aggregation kernels are bound by memory latency (one random table slot and one
+    random aggregate row per order line); issuing the loads for a group of lines before
+    using any of them lets the misses overlap instead of queueing one after another.
+    """
+    sig = types.void(array, i, j)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary, ii, jj = args
+        a = context.make_array(aryty)(context, builder, ary)
+        zero = context.get_constant(types.intp, 0)
+        idx = [context.cast(builder, ii, signature.args[1], types.intp),
+               context.cast(builder, jj, signature.args[2], types.intp), zero]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, a, idx, wraparound=False)
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fnty = ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
+        builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -13,8 +13,9 @@ partitions is fixed (not the thread count) the result is the same with 1 or 32 t
 
 Layouts (all int64 unless noted):
 
-``table``  (P, cap, 2)   slot = (key or hash, code); code -1 marks an empty slot; cap is a
-                         power of two, kept at most half full by the caller
+``table``  (P, cap, 2)   slot = (key or hash, code + 1); 0 marks an empty slot, so a new
+                         table is ``np.zeros`` (free, lazily zeroed pages); cap is a power
+                         of two, kept at most half full by the caller
 ``keys``   (P, ncap)     integer ids by local code (integer tables)
 ``key_offsets`` (P, ncap + 1) and ``key_data`` (P, bcap) uint8: byte-string ids by local code
 ``n``      (P,)          customers per partition
@@ -43,10 +44,10 @@ __all__ = [
 PARTITION_BITS = 4
 N_PARTITIONS = 1 << PARTITION_BITS
 
-_EMPTY = -1
+_EMPTY = 0  # slot[1] holds code + 1
 
 
-@kernel
+@kernel(inline=True)
 def mix64(x):
     """A 64-bit finalizer (murmur3 fmix64): every input bit moves every output bit."""
     z = np.uint64(x)
@@ -58,14 +59,29 @@ def mix64(x):
     return np.int64(z)
 
 
+_CHUNK = 1 << 16  # rows per parallel chunk when hashing
+
+
 @kernel(parallel=True)
-def hash_int64(ids, out):
-    """``out[i] = mix64(ids[i])`` for int64 ``ids``; ``out`` is int64 of the same length."""
-    for i in prange(ids.shape[0]):
-        out[i] = mix64(ids[i])
+def hash_int64(ids, partition_bits, out, counts):
+    """``out[i] = mix64(ids[i])`` for int64 ``ids``; ``counts[p]`` += lines per partition.
+
+    ``out``: int64 (m,); ``counts``: int64 (2**partition_bits,), added to (not reset).
+    """
+    m = ids.shape[0]
+    n_chunks = (m + _CHUNK - 1) // _CHUNK
+    per_chunk = np.zeros((n_chunks, counts.shape[0]), dtype=np.int64)
+    for k in prange(n_chunks):
+        for i in range(k * _CHUNK, min(m, (k + 1) * _CHUNK)):
+            h = mix64(ids[i])
+            out[i] = h
+            per_chunk[k, partition_of(h, partition_bits)] += 1
+    for k in range(n_chunks):
+        for p in range(counts.shape[0]):
+            counts[p] += per_chunk[k, p]
 
 
-@kernel
+@kernel(inline=True)
 def _hash_span(data, start, stop):
     # FNV-1a over the bytes, then a full-avalanche finalizer so the top bits (partition)
     # and the low bits (slot) are both well mixed.
@@ -77,19 +93,35 @@ def _hash_span(data, start, stop):
 
 
 @kernel(parallel=True)
-def hash_bytes(offsets, data, out):
-    """Hash each byte string ``data[offsets[i]:offsets[i+1]]`` into ``out[i]`` (int64)."""
-    for i in prange(out.shape[0]):
-        out[i] = _hash_span(data, offsets[i], offsets[i + 1])
+def hash_bytes(offsets, data, partition_bits, out, counts, nbytes):
+    """Hash each byte string ``data[offsets[i]:offsets[i+1]]`` into ``out[i]`` (int64).
+
+    ``counts[p]`` += strings and ``nbytes[p]`` += their bytes per partition (added to).
+    """
+    m = out.shape[0]
+    n_chunks = (m + _CHUNK - 1) // _CHUNK
+    P = counts.shape[0]
+    per_chunk = np.zeros((n_chunks, 2 * P), dtype=np.int64)
+    for k in prange(n_chunks):
+        for i in range(k * _CHUNK, min(m, (k + 1) * _CHUNK)):
+            h = _hash_span(data, offsets[i], offsets[i + 1])
+            out[i] = h
+            p = partition_of(h, partition_bits)
+            per_chunk[k, p] += 1
+            per_chunk[k, P + p] += offsets[i + 1] - offsets[i]
+    for k in range(n_chunks):
+        for p in range(P):
+            counts[p] += per_chunk[k, p]
+            nbytes[p] += per_chunk[k, P + p]
 
 
-@kernel
+@kernel(inline=True)
 def partition_of(h, partition_bits):
     """Partition of a hash: its top ``partition_bits`` bits."""
     return np.int64(np.uint64(h) >> np.uint64(64 - partition_bits))
 
 
-@kernel
+@kernel(inline=True)
 def probe_int64(table, keys, n, p, key, h):
     """Local code of integer ``key`` in partition ``p``, inserting it if new.
 
@@ -99,20 +131,20 @@ def probe_int64(table, keys, n, p, key, h):
     mask = table.shape[1] - 1
     s = h & mask
     while True:
-        code = table[p, s, 1]
-        if code == _EMPTY:
+        stored = table[p, s, 1]
+        if stored == _EMPTY:
             code = n[p]
             n[p] = code + 1
             table[p, s, 0] = key
-            table[p, s, 1] = code
+            table[p, s, 1] = code + 1
             keys[p, code] = key
             return code
         if table[p, s, 0] == key:
-            return code
+            return stored - 1
         s = (s + 1) & mask
 
 
-@kernel
+@kernel(inline=True)
 def probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, start, stop, h):
     """Local code of the byte string ``data[start:stop]`` in partition ``p``, inserting it if new.
 
@@ -123,12 +155,12 @@ def probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, start, stop, h
     s = h & mask
     length = stop - start
     while True:
-        code = table[p, s, 1]
-        if code == _EMPTY:
+        stored = table[p, s, 1]
+        if stored == _EMPTY:
             code = n[p]
             n[p] = code + 1
             table[p, s, 0] = h
-            table[p, s, 1] = code
+            table[p, s, 1] = code + 1
             base = nbytes[p]
             for j in range(length):
                 key_data[p, base + j] = data[start + j]
@@ -136,6 +168,7 @@ def probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, start, stop, h
             key_offsets[p, code + 1] = base + length
             return code
         if table[p, s, 0] == h:
+            code = stored - 1
             k0 = key_offsets[p, code]
             if key_offsets[p, code + 1] - k0 == length:
                 same = True
@@ -150,7 +183,7 @@ def probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, start, stop, h
 
 @kernel(parallel=True)
 def rehash_int64(keys, n, table):
-    """Fill an empty ``table`` (all codes -1) from ``keys``/``n``; used when a table grows."""
+    """Fill an empty (all-zero) ``table`` from ``keys``/``n``; used when a table grows."""
     mask = table.shape[1] - 1
     for p in prange(keys.shape[0]):
         for code in range(n[p]):
@@ -159,7 +192,7 @@ def rehash_int64(keys, n, table):
             while table[p, s, 1] != _EMPTY:
                 s = (s + 1) & mask
             table[p, s, 0] = key
-            table[p, s, 1] = code
+            table[p, s, 1] = code + 1
 
 
 @kernel(parallel=True)
@@ -173,4 +206,4 @@ def rehash_bytes(key_offsets, key_data, n, table):
             while table[p, s, 1] != _EMPTY:
                 s = (s + 1) & mask
             table[p, s, 0] = h
-            table[p, s, 1] = code
+            table[p, s, 1] = code + 1

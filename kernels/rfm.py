@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._policy import kernel
-from .customers import mix64, partition_of, probe_bytes, probe_int64
+from ._policy import kernel, prefetch
+from .customers import partition_of, probe_bytes, probe_int64
 
 __all__ = [
     "FIELDS",
@@ -77,50 +77,59 @@ def new_aggregates(shape) -> np.ndarray:
     return out
 
 
-@kernel
-def accumulate(row, time_us, amount_minor, order_id, has_order_id):
-    """Fold one order line into the aggregate ``row`` (1-D int64 view of length N_FIELDS)."""
+@kernel(inline=True)
+def init_row(agg, p, c):
+    """Set ``agg[p, c]`` to every field's identity (a customer seen for the first time)."""
+    agg[p, c, FIRST_ORDER] = _I64_MAX
+    agg[p, c, LAST_ORDER] = _I64_MIN
+    for f in range(N_ORDERS, N_FIELDS):
+        agg[p, c, f] = 0
+
+
+@kernel(inline=True)
+def accumulate(agg, p, c, time_us, amount_minor, order_id, has_order_id):
+    """Fold one order line into the aggregate row ``agg[p, c]`` (``agg``: (P, n, N_FIELDS))."""
     if amount_minor < 0:
-        row[N_REFUNDS] += 1
-        row[REFUNDS] += amount_minor
+        agg[p, c, N_REFUNDS] += 1
+        agg[p, c, REFUNDS] += amount_minor
         return
-    row[GROSS] += amount_minor
+    agg[p, c, GROSS] += amount_minor
     if not has_order_id:
-        row[N_ORDERS] += 1
-    elif row[N_ORDERS] == 0:
-        row[N_ORDERS] = 1
-        row[FIRST_ORDER_ID] = order_id
-        row[LAST_ORDER_ID] = order_id
-    elif row[LAST_ORDER_ID] != order_id:
-        row[N_ORDERS] += 1
-        row[LAST_ORDER_ID] = order_id
-    if time_us < row[FIRST_ORDER]:
-        row[FIRST_ORDER] = time_us
-    if time_us > row[LAST_ORDER]:
-        row[LAST_ORDER] = time_us
+        agg[p, c, N_ORDERS] += 1
+    elif agg[p, c, N_ORDERS] == 0:
+        agg[p, c, N_ORDERS] = 1
+        agg[p, c, FIRST_ORDER_ID] = order_id
+        agg[p, c, LAST_ORDER_ID] = order_id
+    elif agg[p, c, LAST_ORDER_ID] != order_id:
+        agg[p, c, N_ORDERS] += 1
+        agg[p, c, LAST_ORDER_ID] = order_id
+    if time_us < agg[p, c, FIRST_ORDER]:
+        agg[p, c, FIRST_ORDER] = time_us
+    if time_us > agg[p, c, LAST_ORDER]:
+        agg[p, c, LAST_ORDER] = time_us
 
 
-@kernel
-def combine(row, later, has_order_id):
-    """Fold aggregate ``later`` into ``row``; ``later``'s lines are taken to follow ``row``'s.
+@kernel(inline=True)
+def combine(agg, p, c, later, j, has_order_id):
+    """Fold row ``later[j]`` into ``agg[p, c]``; ``later``'s lines are taken to follow ``agg``'s.
 
     Every field but the order-id boundary is order-free (min, max, sums); the boundary
     only decides whether an order straddling the two counts once.
     """
-    if later[N_ORDERS] > 0:
-        if row[N_ORDERS] == 0:
-            row[FIRST_ORDER_ID] = later[FIRST_ORDER_ID]
-        elif has_order_id and row[LAST_ORDER_ID] == later[FIRST_ORDER_ID]:
-            row[N_ORDERS] -= 1
-        row[LAST_ORDER_ID] = later[LAST_ORDER_ID]
-    row[N_ORDERS] += later[N_ORDERS]
-    row[N_REFUNDS] += later[N_REFUNDS]
-    row[GROSS] += later[GROSS]
-    row[REFUNDS] += later[REFUNDS]
-    if later[FIRST_ORDER] < row[FIRST_ORDER]:
-        row[FIRST_ORDER] = later[FIRST_ORDER]
-    if later[LAST_ORDER] > row[LAST_ORDER]:
-        row[LAST_ORDER] = later[LAST_ORDER]
+    if later[j, N_ORDERS] > 0:
+        if agg[p, c, N_ORDERS] == 0:
+            agg[p, c, FIRST_ORDER_ID] = later[j, FIRST_ORDER_ID]
+        elif has_order_id and agg[p, c, LAST_ORDER_ID] == later[j, FIRST_ORDER_ID]:
+            agg[p, c, N_ORDERS] -= 1
+        agg[p, c, LAST_ORDER_ID] = later[j, LAST_ORDER_ID]
+    agg[p, c, N_ORDERS] += later[j, N_ORDERS]
+    agg[p, c, N_REFUNDS] += later[j, N_REFUNDS]
+    agg[p, c, GROSS] += later[j, GROSS]
+    agg[p, c, REFUNDS] += later[j, REFUNDS]
+    if later[j, FIRST_ORDER] < agg[p, c, FIRST_ORDER]:
+        agg[p, c, FIRST_ORDER] = later[j, FIRST_ORDER]
+    if later[j, LAST_ORDER] > agg[p, c, LAST_ORDER]:
+        agg[p, c, LAST_ORDER] = later[j, LAST_ORDER]
 
 
 # --- dense kernels: for tools that already have customer codes -----------------------
@@ -134,68 +143,125 @@ def rfm_update(codes, time_us, amount_minor, order_id, agg):
     nogil: call it from several threads on *disjoint* ``agg`` arrays, then :func:`rfm_merge`.
     """
     has_oid = order_id.shape[0] > 0
+    agg3 = agg.reshape((1, agg.shape[0], agg.shape[1]))
     for i in range(codes.shape[0]):
         c = codes[i]
         if c < 0:
             continue
-        accumulate(agg[c], time_us[i], amount_minor[i], order_id[i] if has_oid else 0, has_oid)
+        accumulate(agg3, 0, c, time_us[i], amount_minor[i], order_id[i] if has_oid else 0, has_oid)
 
 
 @kernel
 def rfm_merge(codes, later, agg, has_order_id):
     """Fold rows ``later[j]`` into ``agg[codes[j]]`` (codes < 0 skip); ``later`` follows ``agg``."""
+    agg3 = agg.reshape((1, agg.shape[0], agg.shape[1]))
     for j in range(codes.shape[0]):
         c = codes[j]
         if c >= 0:
-            combine(agg[c], later[j], has_order_id)
+            combine(agg3, 0, c, later, j, has_order_id)
 
 
 # --- partitioned kernels: the engine's hot path -------------------------------------
 #
 # Each worker scans the whole batch and handles the lines whose customer falls in the
-# partitions it owns (partition % n_workers == worker).  A partition's lines are folded in
-# input order by exactly one worker, so the state is the same for any number of workers,
-# and no two workers ever write the same table slot or aggregate row.
+# partitions it owns (a contiguous block of partitions per worker).  A partition's lines
+# are folded in input order by exactly one worker, so the state is the same for any
+# number of workers, and no two workers ever write the same table slot or aggregate row.
+#
+# The work per line is two random memory accesses (a table slot, an aggregate row), so
+# lines are handled in groups of ``group``: the group's table slots are prefetched, then
+# probed (and their aggregate rows prefetched), then folded, letting the cache misses of
+# a group overlap.  Within a partition the lines are still folded in input order.
+
+
+@kernel(inline=True)
+def _owner(p, n_workers, partition_bits):
+    return (p * n_workers) >> partition_bits
+
 
 @kernel(parallel=True)
 def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep,
-                                 n_workers, partition_bits, table, keys, n, agg):
+                                 n_workers, partition_bits, group, table, keys, n, agg):
     """Encode integer ids and fold their lines into per-partition aggregates.
 
     ``ids``, ``hashes`` (= mix64(ids)), ``time_us``, ``amount_minor``: int64 (m,);
-    ``order_id``: int64 (m,) or empty; ``keep``: bool (m,) or empty (keep all).
+    ``order_id``: int64 (m,) or empty; ``keep``: bool (m,) or empty (keep all); ``group``:
+    lines whose memory loads are issued together (16 is a good value).
     ``table``/``keys``/``n``: see :mod:`rfmx.kernels.customers`; ``agg``: (P, ncap, N_FIELDS).
-    The caller reserves room for every line being a new customer.
+    The caller reserves room for every line being a new customer; rows of new customers
+    are initialized here, so ``agg`` may be grown with ``np.empty``.
     """
     has_oid = order_id.shape[0] > 0
     has_keep = keep.shape[0] > 0
     m = ids.shape[0]
+    mask = table.shape[1] - 1
     for w in prange(n_workers):
-        for i in range(m):
-            h = hashes[i]
-            p = partition_of(h, partition_bits)
-            if p % n_workers != w or (has_keep and not keep[i]):
-                continue
-            c = probe_int64(table, keys, n, p, ids[i], h)
-            accumulate(agg[p, c], time_us[i], amount_minor[i], order_id[i] if has_oid else 0, has_oid)
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        i = 0
+        while i < m:
+            k = 0
+            while i < m and k < group:
+                h = hashes[i]
+                p = partition_of(h, partition_bits)
+                if _owner(p, n_workers, partition_bits) == w and (not has_keep or keep[i]):
+                    rows[k] = i
+                    k += 1
+                    prefetch(table, p, h & mask)
+                i += 1
+            for j in range(k):
+                r = rows[j]
+                h = hashes[r]
+                p = partition_of(h, partition_bits)
+                before = n[p]
+                c = probe_int64(table, keys, n, p, ids[r], h)
+                if c == before:
+                    init_row(agg, p, c)
+                codes[j] = c
+                prefetch(agg, p, c)
+            for j in range(k):
+                r = rows[j]
+                p = partition_of(hashes[r], partition_bits)
+                accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
 
 
 @kernel(parallel=True)
 def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, order_id, keep,
-                                 n_workers, partition_bits, table, key_offsets, key_data, n, nbytes, agg):
+                                 n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg):
     """As :func:`rfm_update_partitioned_int64` for byte-string ids given as Arrow-style
     ``offsets`` (m + 1,) and ``data`` (uint8) buffers; ``hashes`` from ``hash_bytes``."""
     has_oid = order_id.shape[0] > 0
     has_keep = keep.shape[0] > 0
     m = hashes.shape[0]
+    mask = table.shape[1] - 1
     for w in prange(n_workers):
-        for i in range(m):
-            h = hashes[i]
-            p = partition_of(h, partition_bits)
-            if p % n_workers != w or (has_keep and not keep[i]):
-                continue
-            c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[i], offsets[i + 1], h)
-            accumulate(agg[p, c], time_us[i], amount_minor[i], order_id[i] if has_oid else 0, has_oid)
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        i = 0
+        while i < m:
+            k = 0
+            while i < m and k < group:
+                h = hashes[i]
+                p = partition_of(h, partition_bits)
+                if _owner(p, n_workers, partition_bits) == w and (not has_keep or keep[i]):
+                    rows[k] = i
+                    k += 1
+                    prefetch(table, p, h & mask)
+                i += 1
+            for j in range(k):
+                r = rows[j]
+                h = hashes[r]
+                p = partition_of(h, partition_bits)
+                before = n[p]
+                c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[r], offsets[r + 1], h)
+                if c == before:
+                    init_row(agg, p, c)
+                codes[j] = c
+                prefetch(agg, p, c)
+            for j in range(k):
+                r = rows[j]
+                p = partition_of(hashes[r], partition_bits)
+                accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
 
 
 @kernel(parallel=True)
@@ -207,10 +273,13 @@ def rfm_merge_partitioned_int64(ids, hashes, later, has_order_id, n_workers, par
         for j in range(m):
             h = hashes[j]
             p = partition_of(h, partition_bits)
-            if p % n_workers != w:
+            if _owner(p, n_workers, partition_bits) != w:
                 continue
+            before = n[p]
             c = probe_int64(table, keys, n, p, ids[j], h)
-            combine(agg[p, c], later[j], has_order_id)
+            if c == before:
+                init_row(agg, p, c)
+            combine(agg, p, c, later, j, has_order_id)
 
 
 @kernel(parallel=True)
@@ -222,7 +291,62 @@ def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_wo
         for j in range(m):
             h = hashes[j]
             p = partition_of(h, partition_bits)
-            if p % n_workers != w:
+            if _owner(p, n_workers, partition_bits) != w:
                 continue
+            before = n[p]
             c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[j], offsets[j + 1], h)
-            combine(agg[p, c], later[j], has_order_id)
+            if c == before:
+                init_row(agg, p, c)
+            combine(agg, p, c, later, j, has_order_id)
+
+
+# --- finalize: per-customer rows -> output columns ------------------------------------
+
+#: rows of the ``ints`` output of :func:`rfm_finalize_partitioned`
+OUT_FIRST, OUT_LAST, OUT_RECENCY, OUT_TENURE, OUT_N_ORDERS, OUT_N_REFUNDS, OUT_NET_MINOR = range(7)
+#: rows of the ``floats`` output
+OUT_MONETARY, OUT_AOV, OUT_GROSS, OUT_REFUNDS = range(4)
+
+
+@kernel(parallel=True)
+def rfm_finalize_partitioned(agg, n, as_of_us, us_per_day, unit, ints, floats, has_orders):
+    """Turn per-partition aggregate rows into output columns in one pass.
+
+    ``agg`` (P, ncap, N_FIELDS) with ``n[p]`` rows in use; customers are laid out
+    partition after partition.  ``ints`` (7, m) int64 gets first/last order time,
+    recency and tenure in whole days (floor), orders, refunds, net money in minor units;
+    ``floats`` (4, m) gets net money, average order value, gross and refund money in
+    currency units (``minor / unit``); ``has_orders`` (m,) bool.  Values of customers
+    without orders (refunds only) are 0 where they have no meaning; ``has_orders`` says so.
+    """
+    P = n.shape[0]
+    start = np.zeros(P + 1, dtype=np.int64)
+    for p in range(P):
+        start[p + 1] = start[p] + n[p]
+    for p in prange(P):
+        for c in range(n[p]):
+            i = start[p] + c
+            orders = agg[p, c, N_ORDERS]
+            net = agg[p, c, GROSS] + agg[p, c, REFUNDS]
+            ints[OUT_N_ORDERS, i] = orders
+            ints[OUT_N_REFUNDS, i] = agg[p, c, N_REFUNDS]
+            ints[OUT_NET_MINOR, i] = net
+            floats[OUT_MONETARY, i] = net / unit
+            floats[OUT_GROSS, i] = agg[p, c, GROSS] / unit
+            floats[OUT_REFUNDS, i] = agg[p, c, REFUNDS] / unit
+            if orders > 0:
+                first = agg[p, c, FIRST_ORDER]
+                last = agg[p, c, LAST_ORDER]
+                has_orders[i] = True
+                ints[OUT_FIRST, i] = first
+                ints[OUT_LAST, i] = last
+                ints[OUT_RECENCY, i] = (as_of_us - last) // us_per_day
+                ints[OUT_TENURE, i] = (as_of_us - first) // us_per_day
+                floats[OUT_AOV, i] = (net / unit) / orders
+            else:
+                has_orders[i] = False
+                ints[OUT_FIRST, i] = 0
+                ints[OUT_LAST, i] = 0
+                ints[OUT_RECENCY, i] = 0
+                ints[OUT_TENURE, i] = 0
+                floats[OUT_AOV, i] = 0.0
