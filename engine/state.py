@@ -80,6 +80,18 @@ def _us_to_iso(us: int | None) -> str | None:
     return (_dt.datetime(1970, 1, 1) + _dt.timedelta(microseconds=int(us))).isoformat()
 
 
+def _empty_rows(shape: tuple, dtype=np.int64) -> np.ndarray:
+    """``np.empty`` whose rows start on a 64-byte cache-line boundary.
+
+    Large NumPy allocations start 16 bytes into a page, so a 64-byte aggregate row would
+    straddle two cache lines and cost two memory misses instead of one.
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    raw = np.empty(nbytes + 64, dtype=np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    return raw[offset: offset + nbytes].view(dtype).reshape(shape)
+
+
 def _next_pow2(x: int) -> int:
     return 1 << max(int(x) - 1, 1).bit_length()
 
@@ -154,7 +166,7 @@ class RFMState:
             P = len(self._n)
             # Rows of new customers are initialized by the kernels on insert, so only the
             # rows in use are copied and the rest of the new array is never touched here.
-            agg = np.empty((P, cap, self._agg.shape[-1]), dtype=np.int64)
+            agg = _empty_rows((P, cap, self._agg.shape[-1]))
             for p in range(P):
                 agg[p, : self._n[p]] = self._agg[p, : self._n[p]]
             self._agg = agg
@@ -177,6 +189,7 @@ class RFMState:
                 self._key_data = data
         slots = _next_pow2(2 * need)
         if slots > self._table.shape[1]:
+            self._table = None  # the rehash reads the keys, not the old table: free it first
             self._table = np.zeros((len(self._n), slots, 2), dtype=np.int64)
             if self._kind == "int":
                 rehash_int64(self._keys, self._n, self._table)
