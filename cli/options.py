@@ -47,12 +47,47 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
     from rfmx.api import build_state
     from rfmx.state import RFMState
 
+    from rfmx.columns import ColumnMap
+    from rfmx.errors import RfmxError
+
     state = RFMState.load(state_in, threads=threads) if state_in else None
-    if state is not None and since is not None:
-        raise click.UsageError("--since cannot change the window of a saved state (--state-in)")
+    if state is not None:
+        if since is not None:
+            raise click.UsageError("--since cannot change the window of a saved state (--state-in)")
+        wanted = ColumnMap(customer, time_col, amount, order_id)
+        if wanted != state.columns:
+            raise RfmxError(f"{state_in}: the state was made with columns {_describe(state.columns)}; "
+                            f"this run maps {_describe(wanted)}")
+        ctx = click.get_current_context(silent=True)
+        explicit = ctx is not None and ctx.get_parameter_source("amount_scale") not in (
+            None, click.core.ParameterSource.DEFAULT)
+        if explicit and amount_scale != state.amount_scale:
+            raise RfmxError(f"{state_in}: the state keeps amounts with {state.amount_scale} decimals, "
+                            f"not --amount-scale {amount_scale}")
     return build_state(list(sources) or None, customer, time_col, amount, order_id, as_of=as_of if state is None else None,
                        since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
                        batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter)
+
+
+def _describe(columns) -> str:
+    return (f"--customer {columns.customer} --time {columns.time} --amount {columns.amount} "
+            f"--order-id {columns.order_id or '(none)'}")
+
+
+def check_writable(*paths) -> None:
+    """Fail before any reading if an output's folder is missing or the path is a folder."""
+    import os
+
+    from rfmx.errors import RfmxError
+
+    for path in paths:
+        if not path:
+            continue
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            raise RfmxError(f"{path}: directory {parent} does not exist")
+        if os.path.isdir(path):
+            raise RfmxError(f"{path}: is a directory, not a file")
 
 
 def report_state(state) -> None:

@@ -1,6 +1,7 @@
 """The one-call Python API over sources, the state and its finalize step."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow as pa
 
 from .columns import ColumnMap
@@ -36,13 +37,43 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
             state.threads = threads
     if source is None:
         return state
-    with Progress(progress) as bar:
-        for where, row0, batch in iter_batches(source, state.columns, since_us=state.since_us,
-                                               until_us=state.until_us, batch_size=batch_size,
-                                               delimiter=delimiter):
-            state.update(batch, source=where, row0=row0)
-            bar.advance(batch.num_rows, state.n_customers)
+    batches = iter_batches(source, state.columns, since_us=state.since_us, until_us=state.until_us,
+                           batch_size=batch_size, delimiter=delimiter)
+    try:
+        with Progress(progress) as bar:
+            for where, row0, batch in batches:
+                if state.on_null == "error":
+                    _raise_on_nulls(batches, where, row0, batch, state.columns)
+                state.update(batch, source=where, row0=row0)
+                bar.advance(batch.num_rows, state.n_customers)
+    finally:
+        batches.close()  # on an error, stop reader threads now, not when the traceback is freed
     return state
+
+
+def _raise_on_nulls(batches, where: str, row0: int, batch: pa.RecordBatch, columns: ColumnMap) -> None:
+    """If ``batch`` has a null in a mapped column, raise with the count over the rest of its file.
+
+    Only on the error path does this read on (the rest of the same source), so the message
+    gives the total a user has to deal with, not just the first batch's share.
+    """
+    for name in columns.names():
+        arr = batch.column(name)
+        if not arr.null_count:
+            continue
+        first = row0 + int(np.flatnonzero(~np.asarray(arr.is_valid()))[0])
+        count, more = arr.null_count, ""
+        try:
+            for w, _, b in batches:
+                if w != where:
+                    break
+                count += b.column(name).null_count
+        except RfmxError:  # the rest of the file is unreadable: report what was counted
+            more = " or more"
+        raise RfmxError(
+            f"{where}: column '{name}' has {count:,}{more} null value(s), first at row {first}; "
+            f"pass on_null='skip' (--on-null skip) to drop such rows"
+        )
 
 
 def aggregate(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -59,4 +90,6 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
     st = build_state(source, customer, time, amount, order_id, as_of=as_of, since=since,
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
                      state=state, progress=progress, delimiter=delimiter)
+    if state is None:
+        st.drop_index()  # nobody updates this state again: free the table before the result
     return st.finalize(as_of)

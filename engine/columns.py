@@ -22,6 +22,9 @@ import pyarrow.compute as pc
 from .errors import RfmxError
 
 US_PER_DAY = 86_400_000_000
+#: Order times must lie in [MIN_TIME_US, MAX_TIME_US): 0001-01-01 to 9999-12-31 (exclusive).
+MIN_TIME_US = -62_135_596_800_000_000
+MAX_TIME_US = 253_402_214_400_000_000
 _UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": None}
 _EMPTY_I64 = np.empty(0, dtype=np.int64)
 
@@ -88,11 +91,25 @@ def raise_on_nulls(batch: pa.RecordBatch, columns: ColumnMap, where: str, row0: 
             )
 
 
+def _large(arr: pa.Array) -> pa.Array:
+    """View types as their large equivalents (Arrow's casts and takes lack view kernels)."""
+    if pa.types.is_string_view(arr.type):
+        return arr.cast(pa.large_string())
+    if pa.types.is_binary_view(arr.type):
+        return arr.cast(pa.large_binary())
+    return arr
+
+
+def _decoded(arr: pa.Array) -> pa.Array:
+    """A dictionary-encoded column as plain values (view-typed dictionaries become large)."""
+    if pa.types.is_dictionary(arr.type):
+        return _large(arr.dictionary).take(arr.indices)
+    return arr
+
+
 def customer_ids(arr: pa.Array, where: str, column: str) -> CustomerIds:
+    arr = _decoded(arr)
     t = arr.type
-    if pa.types.is_dictionary(t):
-        arr = arr.dictionary_decode()
-        t = arr.type
     if pa.types.is_null(t):
         # A column with no values at all (a header-only CSV): no type to keep, no ids.
         return CustomerIds("int", pa.int64(), ints=np.zeros(len(arr), dtype=np.int64))
@@ -171,27 +188,57 @@ def _parse_time_strings(arr: pa.Array, where: str, column: str, row0) -> pa.Arra
     raise RfmxError(f"{where}: column '{column}' (order time) has an unparseable time {bad!r} at row {_row(row0, lo)}")
 
 
+def _check_time_range(raw: pa.Array, us_per_unit: int, where: str, column: str, row0) -> None:
+    """Reject times outside [0001-01-01, 9999-12-31): beyond them microseconds overflow or
+    the default ``as_of`` (the midnight after the latest line) is no longer a date.
+
+    ``raw`` holds integers of ``us_per_unit`` microseconds; one pass (Arrow's min_max).
+    """
+    if len(raw) == 0:
+        return
+    lo = -(-MIN_TIME_US // us_per_unit)  # smallest raw value >= MIN_TIME_US
+    hi = -(-MAX_TIME_US // us_per_unit)  # smallest raw value >= MAX_TIME_US
+    mm = pc.min_max(raw)
+    if mm["min"].as_py() >= lo and mm["max"].as_py() < hi:
+        return
+    values = np.asarray(raw)
+    i = int(np.flatnonzero((values < lo) | (values >= hi))[0])
+    unit = {1: "us", 1000: "ms", 1_000_000: "s", US_PER_DAY: "days"}[us_per_unit]
+    raise RfmxError(f"{where}: column '{column}' (order time) value {values[i]} {unit} since 1970 at row "
+                    f"{_row(row0, i)} is outside the years 0001 to 9999")
+
+
 def time_us(arr: pa.Array, where: str, column: str, row0) -> tuple[np.ndarray, str | None]:
-    """Order times as int64 microseconds, and the input's time zone (None if naive)."""
+    """Order times as int64 microseconds, and the input's time zone (None if naive).
+
+    Times must lie in [0001-01-01, 9999-12-31) (see :data:`MIN_TIME_US`, :data:`MAX_TIME_US`).
+    """
+    arr = _large(_decoded(arr))  # Arrow parses times from (large_)string only
     t = arr.type
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
         arr = _parse_time_strings(arr, where, column, row0)
         t = arr.type
     if pa.types.is_timestamp(t):
-        raw = np.asarray(arr.view(pa.int64()))
-        if t.unit == "ns":
-            return np.floor_divide(raw, 1000), t.tz
+        raw = arr.view(pa.int64())
+        if t.unit == "ns":  # every int64 nanosecond is within the range
+            return np.floor_divide(np.asarray(raw), 1000), t.tz
         factor = _UNIT_US[t.unit]
-        return (raw * factor if factor != 1 else raw), t.tz
+        _check_time_range(raw, factor, where, column, row0)
+        return (np.asarray(raw) * factor if factor != 1 else np.asarray(raw)), t.tz
     if pa.types.is_date32(t):
-        return np.asarray(arr.cast(pa.int32())).astype(np.int64) * US_PER_DAY, None
+        raw = arr.view(pa.int32())
+        _check_time_range(raw, US_PER_DAY, where, column, row0)
+        return np.asarray(raw).astype(np.int64) * US_PER_DAY, None
     if pa.types.is_date64(t):
-        return np.asarray(arr.cast(pa.int64())) * 1000, None
+        raw = arr.view(pa.int64())
+        _check_time_range(raw, 1000, where, column, row0)
+        return np.asarray(raw) * 1000, None
     raise RfmxError(f"{where}: column '{column}' (order time) has type {t}; expected a timestamp, date or ISO-8601 string")
 
 
 def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0) -> np.ndarray:
     """Money as exact int64 minor units (``amount * 10**scale``)."""
+    arr = _decoded(arr)
     t = arr.type
     unit = 10 ** scale
     if pa.types.is_integer(t):
@@ -261,6 +308,8 @@ __all__ = [
     "ColumnMap",
     "CustomerIds",
     "US_PER_DAY",
+    "MIN_TIME_US",
+    "MAX_TIME_US",
     "check_columns",
     "null_mask",
     "raise_on_nulls",

@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from .errors import RfmxError
 
-__all__ = ["atomic_path", "write_table", "FORMATS"]
+__all__ = ["atomic_path", "output_format", "write_format", "write_table", "FORMATS"]
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
            ".arrow": "ipc", ".feather": "ipc", ".ipc": "ipc", ".json": "json"}
@@ -23,14 +23,22 @@ def atomic_path(path):
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise RfmxError(f"{path}: directory {parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    if path.is_dir():
+        raise RfmxError(f"{path}: is a directory, not a file")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except OSError as exc:
+        raise RfmxError(f"{path}: cannot write in {parent}: {exc.strerror or exc}") from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise RfmxError(f"{path}: cannot replace it: {exc.strerror or exc}") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -38,25 +46,49 @@ def atomic_path(path):
 
 
 def output_format(path) -> str:
+    """The output format of ``path`` from its suffix: ``parquet``, ``csv`` or ``ipc``."""
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS or FORMATS[suffix] == "json":
         raise RfmxError(f"{path}: unknown output format '{suffix}'; use .parquet, .csv, .arrow or .feather")
     return FORMATS[suffix]
 
 
+def _csv_ready(table: pa.Table) -> pa.Table:
+    """Arrow's CSV writer has no view types: write them as their large equivalents."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_string_view(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.large_string()))
+        elif pa.types.is_binary_view(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.large_binary()))
+    return table
+
+
+def write_format(table: pa.Table, path, fmt: str, *, where=None) -> None:
+    """Write ``table`` to ``path`` in ``fmt`` (``parquet``/``csv``/``ipc``) — not atomic:
+    use :func:`write_table`, or give ``path`` from :func:`atomic_path`.  ``where`` names
+    the destination in errors (default: ``path``)."""
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(table, str(path))
+        elif fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            pcsv.write_csv(_csv_ready(table), str(path))
+        elif fmt == "ipc":
+            import pyarrow.feather as feather
+
+            feather.write_feather(table, str(path), compression="uncompressed")
+        else:
+            raise RfmxError(f"{where or path}: unknown output format {fmt!r}")
+    except (pa.ArrowException, OSError) as exc:
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise RfmxError(f"{where or path}: cannot write {fmt}: {msg}") from None
+
+
 def write_table(table: pa.Table, path) -> None:
     """Write ``table`` to ``path`` as Parquet, CSV or Arrow IPC (from the suffix), atomically."""
     fmt = output_format(path)
     with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            pq.write_table(table, tmp)
-        elif fmt == "csv":
-            import pyarrow.csv as pcsv
-
-            pcsv.write_csv(table, tmp)
-        else:
-            import pyarrow.feather as feather
-
-            feather.write_feather(table, tmp, compression="uncompressed")
+        write_format(table, tmp, fmt, where=path)

@@ -100,7 +100,7 @@ def _window_filter(schema: pa.Schema, time_column: str, since_us, until_us):
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
-    return pa.RecordBatch.from_arrays([pa.array([], type=f.type) for f in schema], schema=schema)
+    return pa.RecordBatch.from_arrays([pa.nulls(0, f.type) for f in schema], schema=schema)
 
 
 def _arrow_error(exc: BaseException) -> str:
@@ -152,6 +152,8 @@ def _parquet_batches(dataset: ds.FileSystemDataset, columns: ColumnMap, expr, ba
             put(done)
         except (pa.ArrowException, OSError) as exc:
             put(RfmxError(f"{path}: cannot read as Parquet: {_arrow_error(exc)}"))
+        except BaseException as exc:  # anything else must reach the caller too, or it waits forever
+            put(exc)
 
     reader = threading.Thread(target=read, name="rfmx-parquet-reader", daemon=True)
     reader.start()
@@ -161,7 +163,7 @@ def _parquet_batches(dataset: ds.FileSystemDataset, columns: ColumnMap, expr, ba
             item = out.get()
             if item is done:
                 break
-            if isinstance(item, RfmxError):
+            if isinstance(item, BaseException):
                 raise item
             seen = True
             yield item
@@ -172,6 +174,14 @@ def _parquet_batches(dataset: ds.FileSystemDataset, columns: ColumnMap, expr, ba
         # No rows at all: one empty batch still tells the state the id type, so an
         # empty input gives an empty result with the full schema.
         yield label, 0, _empty_batch(pa.schema([dataset.schema.field(n) for n in names]))
+
+
+def _files_of(path) -> list[str]:
+    if isinstance(path, (list, tuple)):
+        return list(path)
+    if os.path.isdir(path):
+        return [str(p) for p in Path(path).rglob("*") if p.is_file()]
+    return [path]
 
 
 def _scan_files(path, fmt: str, columns: ColumnMap, since_us, until_us, batch_size: int,
@@ -205,6 +215,12 @@ def _scan_files(path, fmt: str, columns: ColumnMap, since_us, until_us, batch_si
             # empty input gives an empty result with the full schema.
             yield label, 0, _empty_batch(scanner.projected_schema)
     except (pa.ArrowException, OSError) as exc:
+        # Arrow's message names the file that failed when it is not the current one.
+        msg = str(exc)
+        for f in sorted(_files_of(path), key=len, reverse=True):
+            if f in msg:
+                where = f
+                break
         raise RfmxError(f"{where}: cannot read as {_FORMAT_NAME.get(fmt, fmt)}: {_arrow_error(exc)}") from None
 
 

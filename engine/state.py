@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -161,8 +160,10 @@ class RFMState:
 
         need = int((self._n + incoming).max())
         if need > self._ncap:
-            # Grow by 1.5x: peak memory during a grow is old + new.
-            cap = max(need, self._ncap + self._ncap // 2)
+            # Grow 4x: the new arrays are np.empty, so rows not yet used cost address space,
+            # not memory, while copies become rare (all of them together move less than a
+            # third of the final state) and the state at its end, not a grow, sets the peak.
+            cap = max(need, 4 * self._ncap)
             P = len(self._n)
             # Rows of new customers are initialized by the kernels on insert, so only the
             # rows in use are copied and the rest of the new array is never touched here.
@@ -177,18 +178,21 @@ class RFMState:
                 self._keys = keys
             else:
                 offs = np.zeros((P, cap + 1), dtype=np.int64)
-                offs[:, : self._ncap + 1] = self._key_offsets
+                for p in range(P):
+                    offs[p, : self._n[p] + 1] = self._key_offsets[p, : self._n[p] + 1]
                 self._key_offsets = offs
             self._ncap = cap
         if incoming_bytes is not None:
             bneed = int((self._nbytes + incoming_bytes).max())
             if bneed > self._key_data.shape[1]:
-                bcap = max(bneed, self._key_data.shape[1] * 3 // 2)
+                bcap = max(bneed, 4 * self._key_data.shape[1])
                 data = np.empty((len(self._n), bcap), dtype=np.uint8)
-                data[:, : self._key_data.shape[1]] = self._key_data
+                for p in range(len(self._n)):
+                    data[p, : self._nbytes[p]] = self._key_data[p, : self._nbytes[p]]
                 self._key_data = data
         slots = _next_pow2(2 * need)
-        if slots > self._table.shape[1]:
+        if self._table is None or slots > self._table.shape[1]:
+            slots = max(slots, 1024)
             self._table = None  # the rehash reads the keys, not the old table: free it first
             self._table = np.zeros((len(self._n), slots, 2), dtype=np.int64)
             if self._kind == "int":
@@ -234,10 +238,18 @@ class RFMState:
                 self.update(b, source=source, row0=row0)
                 row0 += b.num_rows
             return self
-        from .kernels._policy import threads
-        from .kernels.customers import PARTITION_BITS
-        from .kernels.rfm import rfm_update_partitioned_bytes, rfm_update_partitioned_int64
+        lines = self._prepare(batch, source, row0)
+        if lines is not None:
+            self._fold(*lines)
+        return self
 
+    def _prepare(self, batch: pa.RecordBatch, source: str, row0: int):
+        """Validate and convert a batch: ``(ids, time_us, amount_minor, order_id, keep)``.
+
+        Applies the null policy and the window (``keep``: empty = keep every line) and
+        updates the counters; None when no line of the batch is kept.  Shared by every
+        state that folds order lines (RFM, BTYD), so they read input the same way.
+        """
         cols = self.columns
         check_columns(batch.schema, cols, source)
         self.rows_read += batch.num_rows
@@ -251,7 +263,7 @@ class RFMState:
         if batch.num_rows == 0:
             if self._kind is None:
                 self._adopt_ids(customer_ids(batch.column(cols.customer), source, cols.customer), source)
-            return self
+            return None
         ids = customer_ids(batch.column(cols.customer), source, cols.customer)
         t, tz = time_us(batch.column(cols.time), source, cols.time, row0)
         amt = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0)
@@ -270,11 +282,18 @@ class RFMState:
             kept = int(keep.sum())
             self.rows_outside_window += len(t) - kept
             if kept == 0:
-                return self
+                return None
             latest = int(t[keep].max())
         else:
             latest = int(t.max())
         self.max_time_us = latest if self.max_time_us is None else max(self.max_time_us, latest)
+        return ids, t, amt, oid, keep
+
+    def _fold(self, ids: CustomerIds, t: np.ndarray, amt: np.ndarray, oid: np.ndarray, keep: np.ndarray) -> None:
+        """Run the aggregation kernel over prepared lines."""
+        from .kernels._policy import threads
+        from .kernels.customers import PARTITION_BITS
+        from .kernels.rfm import rfm_update_partitioned_bytes, rfm_update_partitioned_int64
 
         hashes = self._hash_and_reserve(ids)
         with threads(self.threads) as n_workers:
@@ -286,7 +305,6 @@ class RFMState:
                 rfm_update_partitioned_bytes(
                     ids.offsets, ids.data, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg)
-        return self
 
     def _check_compatible(self, other: "RFMState", what: str) -> None:
         mine = (self.columns, self.amount_scale, self.since_us, self.until_us)
@@ -341,6 +359,14 @@ class RFMState:
                 rfm_merge_partitioned_bytes(ids.offsets, ids.data, hashes, rows, has_oid, n_workers,
                                             PARTITION_BITS, self._table, self._key_offsets, self._key_data,
                                             self._n, self._nbytes, self._agg)
+
+    def drop_index(self) -> None:
+        """Free the id → customer hash table (a quarter of the state's memory).
+
+        Finalizing does not need it, so the one-call API drops it before building the
+        result; a later update or merge rebuilds it from the stored ids.
+        """
+        self._table = None
 
     def _threads(self):
         from .kernels._policy import threads

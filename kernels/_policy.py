@@ -57,7 +57,7 @@ def threads(n: int | None):
 
 @intrinsic
 def prefetch(typingctx, array, i, j):
-    """Ask the CPU to start loading ``array[i, j, 0]`` into cache; no effect on results.
+    """Ask the CPU to start loading ``array[i, j]`` (2-D) or ``array[i, j, 0]`` (3-D) into cache.
 
     The aggregation kernels are bound by memory latency (one random table slot and one
     random aggregate row per order line); issuing the loads for a group of lines before
@@ -71,7 +71,7 @@ def prefetch(typingctx, array, i, j):
         a = context.make_array(aryty)(context, builder, ary)
         zero = context.get_constant(types.intp, 0)
         idx = [context.cast(builder, ii, signature.args[1], types.intp),
-               context.cast(builder, jj, signature.args[2], types.intp), zero]
+               context.cast(builder, jj, signature.args[2], types.intp)] + [zero] * (aryty.ndim - 2)
         ptr = cgutils.get_item_pointer(context, builder, aryty, a, idx, wraparound=False)
         i8p = ir.IntType(8).as_pointer()
         i32 = ir.IntType(32)

@@ -248,6 +248,21 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
                     k += 1
                     prefetch(table, p, h & mask)
                 i += 1
+            # Strings need two more loads before the full compare: the candidate's
+            # offset and its bytes.  Prefetch them for the whole group as well.
+            for j in range(k):
+                r = rows[j]
+                h = hashes[r]
+                p = partition_of(h, partition_bits)
+                stored = table[p, h & mask, 1]
+                codes[j] = -1
+                if stored != 0 and table[p, h & mask, 0] == h:
+                    codes[j] = stored - 1
+                    prefetch(key_offsets, p, stored - 1)
+            for j in range(k):
+                if codes[j] >= 0:
+                    p = partition_of(hashes[rows[j]], partition_bits)
+                    prefetch(key_data, p, key_offsets[p, codes[j]])
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]

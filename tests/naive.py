@@ -1,0 +1,249 @@
+"""Slow, obviously correct references for rfmx's per-customer aggregates (plain Python).
+
+Definitions (docs/CONTRIBUTING.md and the docstrings of engine/state.py, kernels/rfm.py,
+engine/columns.py):
+
+- times are integer microseconds since the Unix epoch: a timestamp of unit ``s``/``ms``/``us``
+  is scaled exactly, ``ns`` is floor-divided by 1000; zoned timestamps are their UTC
+  instant, naive ones are taken as they are; a date is midnight at its start; an ISO-8601
+  string with a zone offset is its UTC instant, without one it is taken as it is;
+- money is integer minor units at ``amount_scale`` decimals: integers are whole units,
+  floats are ``np.rint(value * 10**scale)`` (half to even), decimals are rescaled exactly;
+- the window is ``[since, as_of)``; a line with a null customer, time, amount (or order id,
+  when there is an order-id column) is dropped (``on_null="skip"``);
+- ``as_of`` defaults to the midnight after the latest kept line (order or refund);
+- a line with a negative amount is a refund: it counts in ``n_refunds`` and
+  ``refunds_minor`` and never moves ``first_order``/``last_order`` nor ``n_orders``;
+- without order ids every non-refund line is one order; with order ids a non-refund line
+  starts a new order when its id differs from the previous non-refund line of the same
+  customer (input order);
+- ``recency_days = (as_of - last_order) // 1 day`` and ``tenure_days = (as_of - first_order)
+  // 1 day`` (floor division), null for a customer without orders.
+
+Everything here is per line, in Python integers; nothing is vectorised or clever.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+
+import numpy as np
+
+US_PER_DAY = 86_400 * 1_000_000
+US_PER_UNIT = {"s": 1_000_000, "ms": 1_000, "us": 1}
+_EPOCH = dt.datetime(1970, 1, 1)
+_EPOCH_UTC = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+
+I64_MAX = 2**63 - 1
+I64_MIN = -(2**63)
+
+
+# --- conversions ------------------------------------------------------------------------
+
+def timestamp_to_us(raw: int, unit: str) -> int:
+    """A timestamp's stored integer in ``unit`` as microseconds (``ns`` floors)."""
+    if unit == "ns":
+        return raw // 1000
+    return raw * US_PER_UNIT[unit]
+
+
+def date32_to_us(days: int) -> int:
+    return days * US_PER_DAY
+
+
+def date64_to_us(ms: int) -> int:
+    return ms * 1000
+
+
+def iso_to_us(text: str) -> int:
+    """An ISO-8601 string as microseconds: with an offset its UTC instant, else as it is."""
+    value = dt.datetime.fromisoformat(text)
+    if value.tzinfo is not None:
+        return (value - _EPOCH_UTC) // dt.timedelta(microseconds=1)
+    return (value - _EPOCH) // dt.timedelta(microseconds=1)
+
+
+def datetime_to_us(value: dt.datetime | dt.date) -> int:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            return (value - _EPOCH_UTC) // dt.timedelta(microseconds=1)
+        return (value - _EPOCH) // dt.timedelta(microseconds=1)
+    return (value - _EPOCH.date()).days * US_PER_DAY
+
+
+def amount_to_minor(value, scale: int) -> int:
+    """One amount (Python int, float or Decimal) as integer minor units."""
+    if isinstance(value, bool):
+        raise TypeError("bool is not an amount")
+    if isinstance(value, int):
+        return value * 10**scale
+    if isinstance(value, float):
+        return int(np.rint(value * 10**scale))
+    if isinstance(value, decimal.Decimal):
+        with decimal.localcontext() as ctx:
+            ctx.prec = 100
+            scaled = value.scaleb(scale)
+            assert scaled == scaled.to_integral_value(), f"{value} has more than {scale} decimals"
+            return int(scaled)
+    raise TypeError(f"not an amount: {value!r}")
+
+
+def default_as_of(times_us) -> int | None:
+    """Midnight after the latest time (None without any)."""
+    times_us = list(times_us)
+    if not times_us:
+        return None
+    return (max(times_us) // US_PER_DAY + 1) * US_PER_DAY
+
+
+# --- the aggregate ------------------------------------------------------------------------
+
+class Customer:
+    """One customer's aggregate, built line by line."""
+
+    def __init__(self):
+        self.first_order_us = None
+        self.last_order_us = None
+        self.n_orders = 0
+        self.n_refunds = 0
+        self.gross_minor = 0
+        self.refunds_minor = 0
+        self.first_order_id = None
+        self.last_order_id = None
+
+    def add(self, time_us: int, amount_minor: int, order_id, has_order_id: bool) -> None:
+        if amount_minor < 0:
+            self.n_refunds += 1
+            self.refunds_minor += amount_minor
+            return
+        self.gross_minor += amount_minor
+        if not has_order_id:
+            self.n_orders += 1
+        else:
+            if self.n_orders == 0:
+                self.n_orders = 1
+                self.first_order_id = order_id
+            elif order_id != self.last_order_id:
+                self.n_orders += 1
+            self.last_order_id = order_id
+        if self.first_order_us is None or time_us < self.first_order_us:
+            self.first_order_us = time_us
+        if self.last_order_us is None or time_us > self.last_order_us:
+            self.last_order_us = time_us
+
+
+def naive_customers(customers, times_us, amounts_minor, order_ids=None, *, since_us=None,
+                    as_of_us=None) -> tuple[dict, int | None]:
+    """Per-customer :class:`Customer` of the lines in ``[since, as_of)``, and the as_of used.
+
+    Lines with a ``None`` in any column are dropped.  ``order_ids`` None means no order-id
+    column.  ``as_of_us`` None means the default (midnight after the latest kept line).
+    """
+    has_oid = order_ids is not None
+    n = len(customers)
+    oids = order_ids if has_oid else [0] * n
+    kept = []
+    for c, t, a, o in zip(customers, times_us, amounts_minor, oids):
+        if c is None or t is None or a is None or o is None:
+            continue
+        if since_us is not None and t < since_us:
+            continue
+        if as_of_us is not None and t >= as_of_us:
+            continue
+        kept.append((c, t, a, o))
+    if as_of_us is None:
+        as_of_us = default_as_of(t for _, t, _, _ in kept)
+    out: dict = {}
+    for c, t, a, o in kept:
+        out.setdefault(c, Customer()).add(t, a, o, has_oid)
+    return out, as_of_us
+
+
+def finalize_rows(customers: dict, as_of_us: int | None, amount_scale: int = 2) -> dict:
+    """``{customer_id: {column: value}}`` with the columns of ``RFMState.finalize``.
+
+    Times stay integer microseconds; the float columns are what an exact decimal would
+    give rounded once to float64 (Python int / int true division).
+    """
+    unit = 10**amount_scale
+    rows = {}
+    for key, cu in customers.items():
+        has = cu.n_orders > 0
+        net = cu.gross_minor + cu.refunds_minor
+        rows[key] = {
+            "first_order": cu.first_order_us if has else None,
+            "last_order": cu.last_order_us if has else None,
+            "recency_days": (as_of_us - cu.last_order_us) // US_PER_DAY if has else None,
+            "tenure_days": (as_of_us - cu.first_order_us) // US_PER_DAY if has else None,
+            "n_orders": cu.n_orders,
+            "n_refunds": cu.n_refunds,
+            "monetary_total": net / unit,
+            "monetary_minor": net,
+            "avg_order_value": (net / unit) / cu.n_orders if has else None,
+            "gross_total": cu.gross_minor / unit,
+            "refunds_total": cu.refunds_minor / unit,
+        }
+    return rows
+
+
+def naive_rfm(customers, times_us, amounts_minor, order_ids=None, *, since_us=None, as_of_us=None,
+              amount_scale: int = 2) -> tuple[dict, int | None]:
+    """The finalized per-customer table as a dict (see :func:`finalize_rows`), and as_of."""
+    cust, as_of = naive_customers(customers, times_us, amounts_minor, order_ids,
+                                  since_us=since_us, as_of_us=as_of_us)
+    return finalize_rows(cust, as_of, amount_scale), as_of
+
+
+def naive_kernel_rows(codes, times_us, amounts_minor, order_ids, n_customers: int) -> list[list[int]]:
+    """The raw aggregate rows ``rfm_update`` builds, in the field order of ``kernels.rfm.FIELDS``.
+
+    A customer without orders keeps the identities (first = int64 max, last = int64 min,
+    order ids 0); without order ids the order-id fields stay 0.
+    """
+    has_oid = len(order_ids) > 0
+    cust = [Customer() for _ in range(n_customers)]
+    for i, c in enumerate(codes):
+        if c < 0:
+            continue
+        cust[c].add(times_us[i], amounts_minor[i], order_ids[i] if has_oid else 0, has_oid)
+    rows = []
+    for cu in cust:
+        rows.append([
+            I64_MAX if cu.first_order_us is None else cu.first_order_us,
+            I64_MIN if cu.last_order_us is None else cu.last_order_us,
+            cu.n_orders,
+            cu.n_refunds,
+            cu.gross_minor,
+            cu.refunds_minor,
+            cu.first_order_id if has_oid and cu.first_order_id is not None else 0,
+            cu.last_order_id if has_oid and cu.last_order_id is not None else 0,
+        ])
+    return rows
+
+
+# --- reading rfmx's output into the same shape ------------------------------------------
+
+RESULT_COLUMNS = ["customer_id", "first_order", "last_order", "recency_days", "tenure_days", "n_orders",
+                  "n_refunds", "monetary_total", "monetary_minor", "avg_order_value", "gross_total",
+                  "refunds_total"]
+
+
+def result_rows(table) -> dict:
+    """An rfmx result table as ``{customer_id: {column: value}}`` (times as int microseconds).
+
+    Fails if a customer id appears twice: two rows for one customer is a wrong answer.
+    """
+    import pyarrow as pa
+
+    assert table.column_names == RESULT_COLUMNS, table.column_names
+    cols = {}
+    for name in RESULT_COLUMNS:
+        col = table.column(name)
+        if pa.types.is_timestamp(col.type):
+            col = col.cast(pa.int64())
+        cols[name] = col.to_pylist()
+    out = {}
+    for i, key in enumerate(cols["customer_id"]):
+        assert key not in out, f"customer {key!r} appears twice"
+        out[key] = {name: cols[name][i] for name in RESULT_COLUMNS[1:]}
+    return out
