@@ -1,0 +1,147 @@
+"""``rfmx score``: aggregate -> scores -> segments (-> later steps) in one streaming pass and one finalize.
+
+The command is a small pipeline over the finalized per-customer table: :func:`build_steps`
+returns the ordered steps, each a function from the table to the table with more columns.
+A new step (clusters, CLV) is one option on :func:`score` and one ``steps.append`` in
+:func:`build_steps`; nothing else changes.
+"""
+from __future__ import annotations
+
+import functools
+
+import click
+
+from .options import build_state_from_options, column_options, report_state, stream_options
+
+
+def build_steps(options: dict) -> list[tuple[str, object]]:
+    """The per-customer steps, in order, as ``(name, table -> table)``.
+
+    ``options``: the command's keyword arguments.  Validates everything it can before any
+    order row is read (weights, tiers, cuts, the segment map and its fields), so a typo
+    fails in a second, not after the scan.
+    """
+    from rfmx.scores import (AGGREGATE_FIELDS, DEFAULT_BINS, check_bins, check_feature_names, parse_cuts,
+                             parse_tiers, parse_weights, score_table)
+    from rfmx.segments import SegmentMap
+
+    smap = SegmentMap.resolve(options["segments"])
+    bins = options["bins"] if options["bins"] is not None else (smap.bins or DEFAULT_BINS)
+    q = check_bins(bins)
+    smap.check_bins(q)
+    if not options.get("clv"):  # CLV adds columns that rules may name: checked on the table then
+        smap.check_fields(AGGREGATE_FIELDS)
+    weights = parse_weights(options["weights"]) if options["weights"] is not None else smap.weights
+    if weights is not None and not options.get("clv"):
+        check_feature_names(parse_weights(weights), AGGREGATE_FIELDS)
+    tiers = parse_tiers(options["tiers"]) if options["tiers"] is not None else smap.tiers
+    cuts = parse_cuts(list(options["cuts"]), q)
+
+    steps = [("score", functools.partial(score_table, bins=q, ties=options["ties"], monetary=options["monetary"],
+                                         cuts=cuts, segments=smap, weights=weights, tiers=tiers,
+                                         threads=options.get("threads")))]
+    # Later steps append here, e.g.: if options.get("clusters"): steps.append(("clusters", ...))
+    if options.get("clusters"):
+        from rfmx.cluster import add_cluster_column
+
+        steps.append(("clusters", functools.partial(add_cluster_column, k=options["clusters"],
+                                                    threads=options.get("threads"))))
+    if options.get("clv"):  # first, so its columns exist when segments are assigned
+        from .clv import clv_score_step
+
+        steps.insert(0, ("clv", clv_score_step(options)))
+    return steps
+
+
+def run_steps(table, steps):
+    """Apply ``steps`` (from :func:`build_steps`) to the finalized table, in order."""
+    for _name, step in steps:
+        table = step(table)
+    return table
+
+
+@click.command()
+@click.argument("sources", nargs=-1, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Per-customer aggregates + scores + segments: .parquet, .csv or .arrow/.feather.")
+@click.option("--bins", type=int, default=None,
+              help="Scores run 1..BINS, higher is better [default: the segment map's bins, 5 for rfm-grid].")
+@click.option("--ties", type=click.Choice(["keep", "first"]), default="keep", show_default=True,
+              help="keep: equal values share a score (bins may be unequal); first: equal-size bins, "
+                   "ties broken by row order (= pd.qcut(x.rank(method='first'), q)).")
+@click.option("--monetary", type=click.Choice(["total", "aov"]), default="total", show_default=True,
+              help="Score M on net money spent (total) or on the average order value (aov).")
+@click.option("--cuts", multiple=True, metavar="DIM=V1,V2,...",
+              help="Fixed cut points instead of quantiles for recency, frequency or monetary, BINS-1 "
+                   "ascending values, e.g. recency=30,90,180,365 (repeat for several dimensions).")
+@click.option("--segments", default="rfm-grid", show_default=True,
+              help="Segment map: rfm-grid, pymc-quartiles or a FILE.toml of rules.")
+@click.option("--weights", default=None,
+              help="Value-score weights, e.g. monetary=40,frequency=25,recency=20,tenure_days=15, or a "
+                   "FILE.toml with a [weights] table [default: equal weights on R, F, M scores].")
+@click.option("--tiers", default=None,
+              help="Value tiers, best first, percent of customers [default: high=20,medium=30,low=50].")
+@click.option("--clv", type=click.Choice(["bgnbd", "pareto"]), default=None,
+              help="Add probability_alive, expected_purchases, expected_spend and clv from this BTYD model "
+                   "+ Gamma-Gamma (see rfmx clv); --state-in/--state-out then hold a BTYD state.")
+@click.option("--clv-horizon", type=click.IntRange(min=1), default=12, show_default=True, help="CLV horizon in months.")
+@click.option("--clv-discount", type=float, default=0.01, show_default=True, help="Monthly discount rate of the CLV.")
+@click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="K",
+              help="Add a 'cluster' column: k-means with K clusters on log R, F, M (see rfmx cluster).")
+@column_options
+@stream_options
+def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_discount,
+          clusters, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter,
+          state_in, state_out, progress):
+    """Scores, RFM codes, segments and value tiers of order histories (files, directories, globs).
+
+    Streams SOURCES once into the per-customer state (or starts from --state-in, so a
+    saved state is re-scored without rescanning), finalizes it, adds exact quantile R, F,
+    M scores, the RFM code, the value score and tier, the segment and the ABC class,
+    writes the table to -o and prints the segment summary.
+    """
+    from .main import run_guarded
+    from .summary import coverage_lines, segment_lines
+
+    if not sources and not state_in:
+        raise click.UsageError("give at least one SOURCE or --state-in")
+    options = dict(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+                   tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_discount=clv_discount, as_of=as_of,
+                   clusters=clusters, threads=threads)
+
+    def run():
+        import time
+
+        from rfmx.concentration import segment_summary
+        from rfmx.scores import score_info
+        from rfmx.sinks import output_format, write_table
+
+        if output:
+            output_format(output)  # fail on a bad suffix before reading anything
+        steps = build_steps(options)
+        if clv:  # a BTYD state finalizes to the same table and also keeps purchase periods
+            from .clv import build_btyd_state
+
+            state = options["btyd_state"] = build_btyd_state(
+                sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale,
+                on_null, delimiter, state_in, progress)
+        else:
+            state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
+                                             batch_size, amount_scale, on_null, delimiter, state_in, progress)
+        if state_out:
+            state.save(state_out)
+        start = time.perf_counter()
+        state.drop_index()  # not needed from here on: free it before the result is built
+        table = run_steps(state.finalize(as_of), steps)
+        elapsed = time.perf_counter() - start
+        if output:
+            write_table(table, output)
+        report_state(state)
+        info = score_info(table)
+        click.echo(f"rfmx: scored {table.num_rows:,} customers into {info['bins']} bins in {elapsed:.2f} s"
+                   + (f" -> {output}" if output else ""), err=True)
+        for line in coverage_lines(info["segments"]):
+            click.echo(f"rfmx: {line}", err=True)
+        click.echo("\n".join(segment_lines(segment_summary(table))))
+
+    run_guarded(run)

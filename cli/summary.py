@@ -1,0 +1,170 @@
+"""``rfmx summary``: revenue concentration, ABC classes and the segment table; and the text
+rendering ``rfmx score`` and ``rfmx demo`` share."""
+from __future__ import annotations
+
+import click
+
+FORMATS = ("text", "json", "csv")
+TABLES = ("all", "segments", "concentration", "abc")
+
+
+def _num(x, digits=1) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, int):
+        return f"{x:,}"
+    return f"{x:,.{digits}f}"
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def _grid(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
+    """Columns padded to width; the first ``left`` columns left-aligned, the rest right-aligned."""
+    widths = [max(len(r[i]) for r in [header] + rows) for i in range(len(header))]
+
+    def line(cells):
+        return "  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return [line(header)] + [line(r) for r in rows]
+
+
+def segment_lines(segments) -> list[str]:
+    """The segment summary table (a ``pyarrow.Table`` from ``segment_summary``) as text lines."""
+    header = ["segment", "customers", "share", "revenue", "rev. share", "recency d (mean/med)",
+              "orders (mean/med)", "monetary (mean/med)"]
+    rows = []
+    for r in segments.to_pylist():
+        rows.append([r["segment"], f"{r['customers']:,}", _pct(r["customer_share"]), _num(r["revenue"], 2),
+                     _pct(r["revenue_share"]),
+                     f"{_num(r['recency_mean'])} / {_num(r['recency_median'])}",
+                     f"{_num(r['orders_mean'])} / {_num(r['orders_median'])}",
+                     f"{_num(r['monetary_mean'], 2)} / {_num(r['monetary_median'], 2)}"])
+    return _grid(header, rows)
+
+
+def coverage_lines(info: dict | None) -> list[str]:
+    """Warnings about a segment map's coverage (``score_info(table)["segments"]``)."""
+    if not info:
+        return []
+    out = []
+    name = info["map"]
+    if info["unassigned"]:
+        target = f"segment '{info['default']}'" if info["default"] is not None else "no segment (null)"
+        out.append(f"segment map '{name}': {info['unassigned']:,} customers match no rule -> {target}")
+    for r in info["never_match"]:
+        where = f" (line {r['line']})" if r["line"] else ""
+        why = r["reason"] or "no customer in this data matches it first"
+        out.append(f"segment map '{name}': rule {r['rule']} '{r['segment']}'{where} matched no customers: {why}")
+    return out
+
+
+def text_report(result: dict, table: str = "all", header: str | None = None) -> str:
+    """The whole summary (``rfmx.concentration.summary``) as text."""
+    lines = []
+    conc = result["concentration"]
+    if header:
+        lines.append(header)
+    if table in ("all", "concentration"):
+        lines.append(f"Revenue concentration ({conc['customers']:,} customers, revenue {_num(conc['revenue'], 2)};"
+                     f" refund-heavy customers count as 0)")
+        for p, share in conc["top_shares"].items():
+            lines.append(f"  top {p:>2} % of customers: {_pct(share):>8} of revenue")
+        gini = "-" if conc["gini"] is None else f"{conc['gini']:.3f}"
+        lines.append(f"  Gini coefficient: {gini}")
+    if table in ("all", "abc"):
+        lines.append("ABC classes (A: customers making the first 80 % of revenue, B: the next 15 %, C: the rest)")
+        rows = [[r["class"], f"{r['customers']:,}", _pct(r["customer_share"]), _num(r["revenue"], 2),
+                 _pct(r["revenue_share"])] for r in result["abc"].to_pylist()]
+        lines += ["  " + s for s in _grid(["class", "customers", "share", "revenue", "rev. share"], rows)]
+    if table in ("all", "segments") and result["segments"] is not None:
+        lines.append("Segments")
+        lines += ["  " + s for s in segment_lines(result["segments"])]
+    return "\n".join(lines)
+
+
+def json_report(result: dict, table: str = "all") -> str:
+    import json
+
+    conc = dict(result["concentration"])
+    conc["top_shares"] = {str(k): v for k, v in conc["top_shares"].items()}
+    doc = {}
+    if table in ("all", "concentration"):
+        doc["concentration"] = conc
+    if table in ("all", "abc"):
+        doc["abc"] = result["abc"].to_pylist()
+    if table in ("all", "segments"):
+        doc["segments"] = result["segments"].to_pylist() if result["segments"] is not None else None
+    return json.dumps(doc, indent=2)
+
+
+def csv_report(result: dict, table: str) -> str:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    if table == "concentration":
+        conc = result["concentration"]
+        names = ["customers", "revenue"] + [f"top_{p}_percent_share" for p in conc["top_shares"]] + ["gini"]
+        values = [conc["customers"], conc["revenue"]] + list(conc["top_shares"].values()) + [conc["gini"]]
+        t = pa.table({"metric": names, "value": pa.array([None if v is None else float(v) for v in values])})
+    elif table == "abc":
+        t = result["abc"]
+    else:
+        if result["segments"] is None:
+            raise click.UsageError("the table has no segments")
+        t = result["segments"]
+    sink = io.BytesIO()
+    pcsv.write_csv(t, sink)
+    return sink.getvalue().decode()
+
+
+@click.command()
+@click.argument("source", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Write here instead of printing (format from --format, else from the suffix .txt/.json/.csv).")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="text (default), json or csv.")
+@click.option("--table", "which", type=click.Choice(TABLES), default=None,
+              help="Which table: all (default; csv needs one: segments by default), segments, concentration, abc.")
+def summary(source, output, fmt, which):
+    """Revenue concentration, ABC classes and the segment summary of a scored table.
+
+    SOURCE is the output of `rfmx score` (Parquet, Arrow or CSV).  A table from
+    `rfmx aggregate` is scored first with the default options.
+    """
+    from .main import run_guarded
+
+    if fmt is None:
+        suffix = (output or "").rsplit(".", 1)[-1].lower() if output and "." in output else ""
+        fmt = {"json": "json", "csv": "csv"}.get(suffix, "text")
+    if which is None:
+        which = "segments" if fmt == "csv" else "all"
+    if fmt == "csv" and which == "all":
+        raise click.UsageError("CSV holds one table: use --table segments, concentration or abc")
+
+    def run():
+        from rfmx.concentration import summary as summarize
+        from rfmx.scores import read_table, score_table
+
+        table = read_table(source)
+        if "segment" not in table.column_names:
+            click.echo(f"rfmx: {source} has no scores; scoring it with the default options", err=True)
+            table = score_table(table)
+        result = summarize(table)
+        if fmt == "json":
+            text = json_report(result, which)
+        elif fmt == "csv":
+            text = csv_report(result, which)
+        else:
+            text = text_report(result, which)
+        if output:
+            from rfmx.sinks import atomic_path
+
+            with atomic_path(output) as tmp:
+                tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+        else:
+            click.echo(text.rstrip("\n"))
+
+    run_guarded(run)

@@ -1,0 +1,222 @@
+"""Value concentration: revenue shares of the top customers, Gini, ABC classes, segment summary.
+
+Revenue here is each customer's net money (``monetary_minor``, exact minor units, when the
+table has it and its scale; else ``monetary_total``), *clipped at zero* for the concentration metrics
+(top shares, Gini, ABC): a customer whose refunds exceed their orders counts as 0, as in
+a Lorenz curve.  The segment summary reports net revenue unclipped.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import RfmxError
+
+__all__ = ["concentration", "abc_classes", "abc_summary", "segment_summary", "summary", "TOP_PERCENTS",
+           "ABC_PERCENTS"]
+
+TOP_PERCENTS = (1, 5, 10, 20, 50)
+ABC_PERCENTS = (80, 95)   # A: customers making the first 80 % of revenue, B: the next 15 %, C: the rest
+_MANTISSA_BITS = 10   # log buckets: 2**-10 of a value wide
+
+
+def _revenue(table: pa.Table) -> tuple[np.ndarray, float]:
+    """Revenue per customer clipped at 0 (int64 minor units or float64) and the unit divisor."""
+    from .scores import _column, money_column
+
+    name, unit = money_column(table)
+    col = _column(table, name)
+    v = np.maximum(col.values, 0)
+    if col.valid is not None:
+        v[~col.valid] = 0
+    return v, unit
+
+
+def _sorted(revenue: np.ndarray) -> np.ndarray:
+    from .kernels.scores import sort_nonneg
+
+    from .scores import readonly
+
+    return sort_nonneg(readonly(revenue), np.int64(_MANTISSA_BITS))
+
+
+def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS) -> np.ndarray:
+    """ABC class per customer: 0 = A, 1 = B, 2 = C (int8).
+
+    Customers sorted by revenue, highest first: A are those making the first 80 % of
+    revenue (the customer crossing 80 % included), B the next 15 %, C the rest.  Equal
+    revenues share a class (the better one); zero or negative revenue is always C.
+    """
+    from .kernels.scores import abc_thresholds, classify_abc
+    from .scores import _column, money_column, readonly
+
+    col = _column(table, money_column(table)[0])
+    revenue = readonly(col.values if col.valid is None else np.where(col.valid, col.values, 0))
+    out = np.empty(len(revenue), dtype=np.int8)
+    if len(revenue) == 0:
+        return out
+    min_a, min_b = abc_thresholds(revenue, np.int64(percents[0]), np.int64(percents[1]), np.int64(_MANTISSA_BITS))
+    classify_abc(revenue, min_a, min_b, out)
+    return out
+
+
+def concentration(table: pa.Table) -> dict:
+    """Revenue concentration of a per-customer table.
+
+    Returns ``{"customers", "revenue", "top_shares": {percent: share}, "gini"}``: the
+    share of (clipped) revenue made by the top ``ceil(p * n / 100)`` customers for p in
+    1, 5, 10, 20, 50, and the Gini coefficient ``sum((2i - n + 1) x_i) / (n * sum x)``
+    over revenues sorted ascending (0: all equal, -> 1: one customer has everything).
+    Shares and Gini are None when there is no revenue.
+    """
+    from .kernels.scores import lorenz_sorted
+
+    revenue, unit = _revenue(table)
+    n = len(revenue)
+    s = _sorted(revenue)
+    if s.dtype.kind == "i":
+        total = int(s.sum(dtype=np.int64))
+    else:
+        total = float(s.sum())
+    tops = {}
+    for p in TOP_PERCENTS:
+        k = max(1, math.ceil(p * n / 100)) if n else 0
+        top = s[n - k:].sum() if k else 0
+        tops[p] = (int(top) / total if s.dtype.kind == "i" else float(top) / total) if total > 0 else None
+    gini = None
+    if total > 0:
+        tot, weighted = lorenz_sorted(s)
+        gini = weighted / (n * tot)
+    return {"customers": n, "revenue": total / unit, "top_shares": tops, "gini": gini}
+
+
+def _group_codes(table: pa.Table, name: str) -> tuple[np.ndarray, list[str]]:
+    """A string/dictionary column as (int codes, -1 for null; names in dictionary order)."""
+    col = table.column(name)
+    if not pa.types.is_dictionary(col.type):
+        col = col.cast(pa.string()).dictionary_encode()
+    if isinstance(col, pa.ChunkedArray):
+        col = col.unify_dictionaries().combine_chunks() if col.num_chunks else pa.array([], col.type)
+    names = col.dictionary.to_pylist()
+    idx = col.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return idx, names
+
+
+def _grouped_stats(table: pa.Table, column: str, group: np.ndarray, n_groups: int, scale: float = 1.0):
+    """Per-group (mean, median) of a numeric column; nulls skipped; None for empty groups."""
+    from .kernels.scores import group_medians
+    from .scores import RADIX_BITS, _column, _float_keys, _key_to_float, readonly
+
+    col = _column(table, column)
+    valid = col.valid if col.valid is not None else np.ones(len(col.values), dtype=np.bool_)
+    g = np.where(valid, group, -1)
+    counts = np.bincount(g + 1, minlength=n_groups + 1)[1:]
+    sums = np.bincount(g + 1, weights=np.where(valid, col.values, 0), minlength=n_groups + 1)[1:]
+    keys = _float_keys(col.values, 1.0) if col.is_float else col.values
+    lower, upper, _ = group_medians(readonly(keys), readonly(valid), readonly(group.astype(np.int64)),
+                                    np.int64(n_groups), np.int64(RADIX_BITS))
+    means, medians = [], []
+    for k in range(n_groups):
+        if counts[k] == 0:
+            means.append(None)
+            medians.append(None)
+            continue
+        means.append(sums[k] / counts[k] / scale)
+        if col.is_float:
+            medians.append((_key_to_float(lower[k]) + _key_to_float(upper[k])) / 2 / scale)
+        else:
+            medians.append((int(lower[k]) + int(upper[k])) / 2 / scale)
+    return means, medians
+
+
+def segment_summary(table: pa.Table, by: str = "segment") -> pa.Table:
+    """One row per segment: customers, shares, net revenue, mean and median R/F/M, mean scores.
+
+    Columns: ``segment``, ``customers``, ``customer_share``, ``revenue``,
+    ``revenue_share`` (of net revenue; None if it is not positive), ``recency_mean``,
+    ``recency_median`` (days; refund-only customers have none), ``orders_mean``,
+    ``orders_median``, ``monetary_mean``, ``monetary_median`` (net money per customer),
+    ``r_score_mean``, ``f_score_mean``, ``m_score_mean``.  Segments are listed in the map's
+    order (customers without a segment last, as ``(none)``).
+    """
+    if by not in table.column_names:
+        raise RfmxError(f"the table has no '{by}' column; score it first (rfmx score)")
+    group, names = _group_codes(table, by)
+    if (group < 0).any():
+        group = np.where(group < 0, len(names), group)
+        names = names + ["(none)"]
+    k = len(names)
+    n = table.num_rows
+    counts = np.bincount(group, minlength=k)
+    from .scores import _column, money_column
+
+    money_col, money_scale = money_column(table)
+
+    money = _column(table, money_col)
+    from .kernels.scores import group_sums
+
+    mvals = np.where(money.valid, money.values, 0) if money.valid is not None else money.values
+    from .scores import readonly
+
+    rev = group_sums(readonly(mvals), readonly(group), np.int64(k))
+    revenue = [(int(r) if not money.is_float else float(r)) / money_scale for r in rev]
+    total = (int(rev.sum()) if not money.is_float else float(rev.sum())) / money_scale
+    data = {
+        "segment": names,
+        "customers": counts.tolist(),
+        "customer_share": [c / n if n else None for c in counts.tolist()],
+        "revenue": revenue,
+        "revenue_share": [r / total if total > 0 else None for r in revenue],
+    }
+    for label, column, sc in (("recency", "recency_days", 1.0), ("orders", "n_orders", 1.0),
+                              ("monetary", money_col, money_scale)):
+        means, medians = _grouped_stats(table, column, group, k, sc)
+        data[f"{label}_mean"] = means
+        data[f"{label}_median"] = medians
+    for s in ("r_score", "f_score", "m_score"):
+        if s in table.column_names:
+            col = _column(table, s)
+            sums = np.bincount(group, weights=col.values, minlength=k)
+            data[f"{s}_mean"] = [sums[i] / counts[i] if counts[i] else None for i in range(k)]
+    return _typed(data)
+
+
+def _typed(data: dict) -> pa.Table:
+    """A table whose columns keep their types when every value is null (empty input)."""
+    types = {"segment": pa.string(), "class": pa.string(), "customers": pa.int64()}
+    return pa.table({k: pa.array(v, type=types.get(k, pa.float64())) for k, v in data.items()})
+
+
+def abc_summary(table: pa.Table) -> pa.Table:
+    """One row per ABC class: customers, customer share, revenue (clipped), revenue share."""
+    revenue, unit = _revenue(table)
+    if "abc_class" in table.column_names:
+        cls, names = _group_codes(table, "abc_class")
+        remap = np.array([("A", "B", "C").index(c) if c in ("A", "B", "C") else 2 for c in names] + [2])
+        cls = remap[np.where(cls < 0, len(names), cls)]
+    else:
+        cls = abc_classes(table)
+    n = len(revenue)
+    counts = np.bincount(cls, minlength=3)
+    from .kernels.scores import group_sums
+
+    cast = int if revenue.dtype.kind == "i" else float
+    from .scores import readonly
+
+    sums = [cast(v) for v in group_sums(readonly(revenue), readonly(cls.astype(np.int64)), np.int64(3))]
+    total = sum(sums)
+    return _typed({
+        "class": ["A", "B", "C"],
+        "customers": counts.tolist(),
+        "customer_share": [c / n if n else None for c in counts.tolist()],
+        "revenue": [s / unit for s in sums],
+        "revenue_share": [s / total if total > 0 else None for s in sums],
+    })
+
+
+def summary(table: pa.Table) -> dict:
+    """Everything ``rfmx summary`` prints: ``{"concentration": dict, "abc": Table, "segments": Table}``."""
+    return {"concentration": concentration(table), "abc": abc_summary(table),
+            "segments": segment_summary(table) if "segment" in table.column_names else None}
