@@ -1,0 +1,156 @@
+"""``rfmx clv``: BTYD summary, BG/NBD or Pareto/NBD + Gamma-Gamma fits, CLV per customer."""
+from __future__ import annotations
+
+import click
+
+from .options import column_options, report_state, show_progress, stream_options
+
+
+@click.command()
+@click.argument("sources", nargs=-1, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Per-customer summary and predictions: .parquet, .csv or .arrow/.feather.")
+@click.option("--model", "model_name", type=click.Choice(["bgnbd", "pareto"]), default="bgnbd", show_default=True,
+              help="Purchase/dropout model: BG/NBD or Pareto/NBD.")
+@click.option("--holdout-start", default=None,
+              help="Fit on the orders before this date and compare predictions with the orders from it on.")
+@click.option("--horizon", type=click.IntRange(min=1), default=12, show_default=True,
+              help="CLV and expected purchases over this many months.")
+@click.option("--discount", type=float, default=0.01, show_default=True, help="Monthly discount rate of the CLV.")
+@click.option("--period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True,
+              help="Purchases in one period count once.")
+@click.option("--unit", type=click.Choice(["day", "week", "month"]), default=None,
+              help="Time unit of recency/T and of the model (default: the period; a month is 30 days).")
+@click.option("--penalizer", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="L2 penalty on the parameters (lifetimes' penalizer_coef).")
+@click.option("--spend/--no-spend", default=True, show_default=True,
+              help="Fit Gamma-Gamma on spend and output expected spend and CLV.")
+@click.option("--save-model", type=click.Path(dir_okay=False), default=None, help="Save the fitted purchase model (JSON).")
+@click.option("--save-spend-model", type=click.Path(dir_okay=False), default=None, help="Save the Gamma-Gamma model (JSON).")
+@click.option("--load-model", type=click.Path(dir_okay=False), default=None,
+              help="Predict with this saved purchase model instead of fitting one.")
+@click.option("--load-spend-model", type=click.Path(dir_okay=False), default=None,
+              help="Predict spend with this saved Gamma-Gamma model instead of fitting one.")
+@click.option("--calibration-out", type=click.Path(dir_okay=False), default=None,
+              help="With --holdout-start: write the predicted-vs-actual table (.csv, .parquet, ...).")
+@column_options
+@stream_options
+def clv(sources, output, model_name, holdout_start, horizon, discount, period, unit, penalizer, spend,
+        save_model, save_spend_model, load_model, load_spend_model, calibration_out, customer, time_col, amount,
+        order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
+    """Customer lifetime value: fit BG/NBD (or Pareto/NBD) and Gamma-Gamma on order histories.
+
+    Streams SOURCES into a BTYD summary (frequency, recency, T, monetary value per
+    customer), fits the models by maximum likelihood, prints the parameters with standard
+    errors, and writes per customer: probability_alive, expected_purchases (over
+    --horizon months), expected_spend and clv.  With --holdout-start the models are fitted
+    on the calibration period and a predicted-vs-actual table by calibration frequency is
+    printed.  --state-in/--state-out hold a BTYD state (purchase periods per customer).
+    """
+    from .main import run_guarded
+
+    if not sources and not state_in:
+        raise click.UsageError("give at least one SOURCE or --state-in")
+    if calibration_out and not holdout_start:
+        raise click.UsageError("--calibration-out needs --holdout-start")
+
+    def run():
+        import numpy as np
+
+        from rfmx.clv import BGNBD, GammaGamma, ParetoNBD, add_clv_columns, calibration_holdout_table
+        from rfmx.kernels._policy import threads as kernel_threads
+        from rfmx.sinks import output_format, write_table
+
+        for path in (output, calibration_out):
+            if path:
+                output_format(path)  # fail on a bad suffix before reading anything
+        state = build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
+                                 amount_scale, on_null, delimiter, state_in, progress, period=period)
+        if state_out:
+            state.save(state_out)
+        report_state(state)
+        state.drop_index()  # not updated again: free the hash tables before the models run
+        summary = state.summary(as_of if state_in else None, holdout_start=holdout_start, unit=unit)
+        click.echo(f"rfmx clv: {summary.num_rows:,} customers, "
+                   f"{int(np.count_nonzero(summary.column(1).to_numpy())):,} with repeat purchases "
+                   f"(time unit: {summary.schema.metadata[b'rfmx.btyd.unit'].decode()})", err=True)
+
+        with kernel_threads(threads):  # --threads holds for the fits and predictions too
+            cls = BGNBD if model_name == "bgnbd" else ParetoNBD
+            summary_unit = summary.schema.metadata[b"rfmx.btyd.unit"].decode()
+            if load_model:
+                model = cls.load(load_model)
+                if model.time_unit_ not in (None, summary_unit):
+                    raise click.UsageError(f"the saved model measures time in {model.time_unit_}s but the summary in "
+                                           f"{summary_unit}s; pass --unit {model.time_unit_}")
+                model.time_unit_ = summary_unit
+            else:
+                model = cls(penalizer=penalizer).fit(summary)
+            click.echo(model.summary())
+            if save_model:
+                model.save(save_model)
+            spend_model = None
+            if spend:
+                if load_spend_model:
+                    spend_model = GammaGamma.load(load_spend_model)
+                else:
+                    spend_model = GammaGamma(penalizer=penalizer).fit(summary)
+                click.echo(spend_model.summary())
+                ind = getattr(spend_model, "independence_", None)
+                if ind:
+                    click.echo(f"  frequency-spend correlation (Gamma-Gamma assumes ~0): r = {ind['pearson_r']:.3f} "
+                               f"over {ind['n']:,} repeat buyers (p = {ind['p_value']:.3g})")
+                if save_spend_model:
+                    spend_model.save(save_spend_model)
+            if holdout_start:
+                check = calibration_holdout_table(model, summary)
+                click.echo("calibration vs holdout: mean repeat purchases in the holdout by calibration frequency")
+                click.echo(f"  {'freq':>5} {'customers':>10} {'actual':>9} {'predicted':>9}")
+                for row in check.to_pylist():
+                    click.echo(f"  {row['bucket']:>5} {row['n_customers']:>10,} {row['actual']:>9.3f} {row['predicted']:>9.3f}")
+                if calibration_out:
+                    write_table(check, calibration_out)
+            if output:
+                table = add_clv_columns(summary, model, spend_model, horizon=horizon, discount=discount)
+                write_table(table, output)
+                click.echo(f"rfmx clv: wrote {table.num_rows:,} customers to {output}", err=True)
+
+    run_guarded(run)
+
+
+def build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
+                     amount_scale, on_null, delimiter, state_in, progress, *, period="day"):
+    """As :func:`rfmx.cli.options.build_state_from_options`, for a BTYD state (an RFM state
+    that also keeps purchase periods: it finalizes to the same RFM table)."""
+    from rfmx.api import build_state
+    from rfmx.clv import BTYDState
+
+    if state_in:
+        if since is not None:
+            raise click.UsageError("--since cannot change the window of a saved state (--state-in)")
+        state = BTYDState.load(state_in, threads=threads)
+        if state.period != period:
+            raise click.UsageError(f"the saved state collapses purchases per {state.period}; pass --period {state.period}")
+    else:
+        state = BTYDState(customer, time_col, amount, order_id, period=period, since=since, until=as_of,
+                          amount_scale=amount_scale, on_null=on_null, threads=threads)
+    if not sources:
+        return state
+    return build_state(list(sources), customer, time_col, amount, order_id, state=state, on_null=on_null,
+                       threads=threads, batch_size=batch_size, progress=show_progress(progress), delimiter=delimiter)
+
+
+def clv_score_step(options: dict):
+    """The ``rfmx score --clv`` step (table -> table): fit the purchase model and Gamma-Gamma
+    on the BTYD summary of ``options["btyd_state"]`` (set once the state is built) and add
+    probability_alive, expected_purchases, expected_spend and clv to the score table."""
+    def step(table):
+        from rfmx.clv import BGNBD, GammaGamma, ParetoNBD, add_clv_columns
+
+        summary = options["btyd_state"].summary(options.get("as_of"))
+        model = (BGNBD if options["clv"] == "bgnbd" else ParetoNBD)().fit(summary)
+        spend = GammaGamma().fit(summary)
+        click.echo(model.summary() + "\n" + spend.summary(), err=True)
+        return add_clv_columns(table, model, spend, summary=summary, horizon=options["clv_horizon"],
+                               discount=options["clv_discount"])
+    return step

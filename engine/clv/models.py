@@ -1,0 +1,787 @@
+"""BG/NBD, Pareto/NBD and Gamma-Gamma models fitted by maximum likelihood.
+
+Estimators in scikit-learn's shape: the constructor stores options (``penalizer``), ``fit``
+returns the model, fitted attributes end in ``_`` (``params_``, ``standard_errors_``,
+``log_likelihood_``).  Log-likelihoods and gradients are Numba kernels
+(:mod:`rfmx.kernels.clv_models`) over unique ``(frequency, recency, T)`` patterns, so a fit
+costs time per pattern, not per customer.  BG/NBD and Gamma-Gamma have analytic Hessians
+too and are fitted by Newton's method on log-parameters (a large fit starts from a 50,000
+customer sample's optimum, so the full data see ~4 passes); Pareto/NBD uses SciPy's
+L-BFGS-B (Newton falls back to it as well).  Standard errors come from the Hessian of the
+(penalised) total negative log-likelihood at the optimum (analytic, or differences of the
+analytic gradient for Pareto/NBD).
+
+The objective is lifetimes': mean negative log-likelihood plus ``penalizer * sum(params**2)``.
+Models save and load as JSON (:meth:`save`, :meth:`load`, :func:`load_model`).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import RfmxError
+
+__all__ = ["BGNBD", "ParetoNBD", "GammaGamma", "load_model", "MODEL_FORMAT", "MODEL_VERSION"]
+
+MODEL_FORMAT = "rfmx-clv-model"
+MODEL_VERSION = 1
+_N_CHUNKS = 64          # fixed reduction chunks: sums do not depend on the thread count
+_LOG_BOUND = 18.42      # parameters live in [1e-8, 1e8]
+_SERIAL_BELOW = 20_000  # rows below which kernels run on one thread (a parallel launch costs more)
+_WARM_START_ABOVE = 50_000  # patterns above which a fit starts from a sample's fit
+
+
+def _threads_for(n: int):
+    from ..kernels._policy import threads
+
+    return threads(1 if n < _SERIAL_BELOW else None)
+
+
+# --- input handling -----------------------------------------------------------------
+
+def _has(data, name: str) -> bool:
+    if hasattr(data, "column_names"):
+        return name in data.column_names
+    if hasattr(data, "columns"):
+        return name in list(data.columns)
+    return name in data
+
+
+def _column(data, name: str) -> np.ndarray:
+    col = data[name]
+    if hasattr(col, "null_count") and col.null_count:
+        raise RfmxError(f"column '{name}' has {col.null_count} null value(s)")
+    if hasattr(col, "to_numpy") and not isinstance(col, np.ndarray):
+        col = col.to_numpy()
+    return np.asarray(col, dtype=np.float64)
+
+
+def _pick(data, base: str) -> np.ndarray:
+    """``base`` or, in a calibration/holdout summary, ``base + '_cal'``."""
+    for name in (base + "_cal", base):
+        if _has(data, name):
+            return _column(data, name)
+    raise RfmxError(f"the data has no column '{base}' (or '{base}_cal')")
+
+
+def _time_meta(data) -> tuple[str | None, float]:
+    meta = getattr(getattr(data, "schema", None), "metadata", None) or {}
+    unit = meta.get(b"rfmx.btyd.unit")
+    scale = meta.get(b"rfmx.btyd.scale")
+    return (unit.decode() if unit else None), (float(scale) if scale else 1.0)
+
+
+def _first_bad(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def customers_from(data=None, frequency=None, recency=None, T=None):
+    """Validated float64 ``(frequency, recency, T)`` arrays from a summary table or arrays."""
+    if data is not None:
+        x, tx, t = _pick(data, "frequency"), _pick(data, "recency"), _pick(data, "T")
+    else:
+        if frequency is None or recency is None or T is None:
+            raise RfmxError("give a summary table or frequency, recency and T")
+        x, tx, t = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (frequency, recency, T))
+        x, tx, t = np.broadcast_arrays(x, tx, t)
+    check_customers(x, tx, t)
+    # (-0.0 and 0.0 may land in two patterns: only the compression, not a result, can tell)
+    return np.ascontiguousarray(x), np.ascontiguousarray(tx), np.ascontiguousarray(t)
+
+
+def check_customers(x, tx, T) -> None:
+    """Raise RfmxError on inputs no BTYD model can take (naming the first bad row)."""
+    from ..kernels.clv_models import check_btyd_inputs
+
+    if len(x) == 0:
+        raise RfmxError("no customers")
+    out = np.empty((8, 2), dtype=np.int64)
+    check_btyd_inputs(x, tx, T, out)
+    rule = int(np.flatnonzero(out[:, 0] >= 0)[0]) if (out[:, 0] >= 0).any() else -1
+    if rule < 0:
+        return
+    i, count = int(out[rule, 0]), int(out[rule, 1])
+    if rule <= 2:
+        name = ("frequency", "recency", "T")[rule]
+        raise RfmxError(f"{name} has {count} non-finite value(s), first at row {i}")
+    if rule == 3:
+        raise RfmxError(f"{count} customer(s) have a negative frequency, recency or T, first at row {i} "
+                        f"(frequency {x[i]}, recency {tx[i]}, T {T[i]})")
+    if rule == 4:
+        raise RfmxError(f"frequency must count repeat purchase periods; {count} value(s) are not whole "
+                        f"numbers, first at row {i}: {x[i]}")
+    if rule == 5:
+        raise RfmxError(f"recency is greater than T for {count} customer(s), first at row {i} "
+                        f"(recency {tx[i]}, T {T[i]}); recency runs from the first to the last purchase, T to the end")
+    if rule == 6:
+        raise RfmxError(f"{count} customer(s) have no repeat purchase but a non-zero recency, first at row "
+                        f"{i}; recency is 0 without repeat purchases")
+    raise RfmxError(f"{count} customer(s) have repeat purchases but T = 0, first at row {i}")
+
+
+def compress(x, tx, T, weights=None):
+    """Unique (x, t_x, T) patterns: ``(px, ptx, pT, pw, inverse)`` with ``pw`` the customers
+    (or summed ``weights``) per pattern and ``inverse`` each row's pattern; patterns come in
+    a fixed order (hash bucket, then first row) whatever the thread count.
+
+    Rows are radix-partitioned by hash into buckets small enough that each bucket's hash
+    table stays in cache (one sequential pass), then each bucket is deduplicated.
+    """
+    from ..kernels.clv_models import (compress_patterns, compress_patterns_small, hash_patterns, scatter_back,
+                                      scatter_patterns)
+    from ..state import _next_pow2
+
+    bits = [np.ascontiguousarray(v, dtype=np.float64).view(np.int64) for v in (x, tx, T)]
+    m = len(bits[0])
+    bucket_bits = int(min(12, max(0, np.ceil(np.log2(max(m, 1) / 32768)))))  # ~32k rows a bucket
+    P = 1 << bucket_bits
+    hashes = np.empty(m, dtype=np.int64)
+    counts = np.zeros(P, dtype=np.int64)
+    with _threads_for(m):
+        hash_patterns(*bits, bucket_bits, hashes, counts)
+        # few patterns (a cache-sized table holds them): one pass, no partitioning
+        cap = min(_next_pow2(2 * m + 2), 1 << 17)
+        first = np.empty(min(m, cap // 2), dtype=np.int64)
+        count = np.empty(len(first), dtype=np.int64)
+        inverse = np.empty(m, dtype=np.int64)
+        k = compress_patterns_small(*bits, hashes, np.zeros((cap, 4), dtype=np.int64), first, count, inverse)
+        if k >= 0:
+            first = first[:k]
+            pw = count[:k].astype(np.float64) if weights is None else np.bincount(inverse, weights=weights, minlength=k)
+            return np.asarray(x)[first], np.asarray(tx)[first], np.asarray(T)[first], pw, inverse
+        starts = np.zeros(P + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        rows = np.empty(m, dtype=np.int64)
+        keys = np.empty((m, 4), dtype=np.int64)
+        scatter_patterns(*bits, hashes, bucket_bits, starts, rows, keys)
+        del hashes
+        n = np.zeros(P, dtype=np.int64)
+        first = np.empty(m, dtype=np.int64)
+        count = np.empty(m, dtype=np.int64)
+        local = np.empty(m, dtype=np.int64)
+        compress_patterns(keys, rows, starts, n, first, count, local)
+        del keys
+        offsets = np.zeros(P, dtype=np.int64)
+        np.cumsum(n[:-1], out=offsets[1:])
+        inverse = np.empty(m, dtype=np.int64)
+        scatter_back(rows, local, offsets, starts, inverse)
+    # pattern order: bucket, then first row within the bucket
+    used = np.repeat(starts[:-1], n) + (np.arange(int(n.sum())) - np.repeat(offsets, n))
+    first = first[used]
+    if weights is None:
+        pw = count[used].astype(np.float64)
+    else:
+        pw = np.bincount(inverse, weights=weights, minlength=len(first))
+    return np.asarray(x)[first], np.asarray(tx)[first], np.asarray(T)[first], pw, inverse
+
+
+def _unique_values(v):
+    """(unique values in order of first appearance, index of each element into them)."""
+    from ..kernels.clv_models import unique_index
+
+    bits = np.ascontiguousarray(v, dtype=np.float64).view(np.int64)
+    ids = np.empty(len(bits), dtype=np.int64)
+    uniq = np.empty(len(bits), dtype=np.int64)
+    k = unique_index(bits, ids, uniq)
+    return uniq[:k].view(np.float64).copy(), ids
+
+
+def time_index(tx, T):
+    """Unique times of ``tx`` and ``T`` (one array) with each pattern's indices into it."""
+    from ..kernels.clv_models import unique_index
+
+    both = np.concatenate([tx, T]).view(np.int64)
+    ids = np.empty(len(both), dtype=np.int64)
+    uniq = np.empty(len(both), dtype=np.int64)
+    k = unique_index(both, ids, uniq)
+    return uniq[:k].view(np.float64).copy(), ids[: len(tx)].copy(), ids[len(tx):].copy()
+
+
+def _units_per_month(unit: str | None, scale: float) -> float:
+    """Model time units per month, with lifetimes' factors (30 days, 4.345 weeks, 1 month)."""
+    from .summary import UNIT_DAYS
+
+    if unit is None:
+        raise RfmxError("the model's time unit is unknown (fit it on an rfmx summary, or pass unit='day'|'week'|'month')")
+    if unit not in UNIT_DAYS:
+        raise RfmxError(f"unit must be 'day', 'week' or 'month', got {unit!r}")
+    days = UNIT_DAYS[unit] * scale
+    return {1: 30.0, 7: 4.345, 30: 1.0}.get(days, 30.0 / days) if float(days).is_integer() else 30.0 / days
+
+
+# --- the shared estimator ------------------------------------------------------------
+
+class _Model:
+    name = ""
+    param_names: tuple[str, ...] = ()
+
+    def __init__(self, penalizer: float = 0.0):
+        if not (np.isfinite(penalizer) and penalizer >= 0):
+            raise RfmxError(f"penalizer must be a non-negative number, got {penalizer}")
+        self.penalizer = float(penalizer)
+        self.params_: dict[str, float] | None = None
+        self.standard_errors_: dict[str, float] | None = None
+        self.log_likelihood_: float | None = None
+        self.n_customers_: int | None = None
+        self.n_patterns_: int | None = None
+        self.time_unit_: str | None = None
+        self.time_scale_: float = 1.0
+        self.optimizer_: dict | None = None
+
+    # subclasses: _loglik(params, data) -> (ll, grad); _initial(data); _prepare(...)
+
+    def _objective_fns(self, data, n):
+        pen = self.penalizer
+
+        def objective(theta):
+            p = np.exp(theta)
+            ll, g = self._loglik(p, data)
+            if not np.isfinite(ll) or not np.all(np.isfinite(g)):
+                raise _NonFinite(p)
+            f = -ll / n + pen * float(np.sum(p * p))
+            return f, (-g / n + 2.0 * pen * p) * p
+
+        return objective
+
+    def _optimize(self, data, n, initial, maxiter):
+        if hasattr(self, "_loglik_hessian"):
+            return self._optimize_newton(data, n, initial, maxiter)
+        return self._optimize_lbfgs(data, n, initial, maxiter)
+
+    def _optimize_newton(self, data, n, initial, maxiter):
+        """Newton's method on log-parameters with the analytic Hessian and a backtracking
+        line search (Levenberg damping where the Hessian is not positive definite): a few
+        passes over the patterns instead of L-BFGS's dozens.  Falls back to L-BFGS-B if it
+        stalls."""
+        pen = self.penalizer
+        k = len(initial)
+
+        def fgh(theta):
+            p = np.exp(theta)
+            ll, g, H = self._loglik_hessian(p, data)
+            if not (np.isfinite(ll) and np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
+                return np.inf, None, None
+            f = -ll / n + pen * float(np.sum(p * p))
+            gp = -g / n + 2.0 * pen * p
+            Hp = -H / n + 2.0 * pen * np.eye(k)
+            return f, p * gp, p[:, None] * Hp * p[None, :] + np.diag(p * gp)
+
+        theta = np.log(np.asarray(initial, dtype=np.float64))
+        f, g, H = fgh(theta)
+        if not np.isfinite(f):
+            raise RfmxError(f"{self.name} fit failed: the log-likelihood is not finite at the start "
+                            f"{self._fmt(np.exp(theta))}; {self._hint()}")
+        evaluations, it = 1, 0
+        for it in range(1, maxiter + 1):
+            if np.max(np.abs(g)) < 1e-10:
+                break
+            lam = 0.0
+            while True:
+                try:
+                    c = np.linalg.cholesky(H + lam * np.eye(k))
+                    break
+                except np.linalg.LinAlgError:
+                    lam = max(2 * lam, 1e-6 * (1.0 + np.max(np.abs(np.diag(H)))))
+            step = -np.linalg.solve(c.T, np.linalg.solve(c, g))
+            big = np.max(np.abs(step))
+            if big > 5.0:  # never more than a factor e**5 in one step
+                step *= 5.0 / big
+            slope = float(g @ step)
+            t = 1.0
+            while True:
+                cand = np.clip(theta + t * step, -_LOG_BOUND, _LOG_BOUND)
+                fc, gc, Hc = fgh(cand)
+                evaluations += 1
+                if np.isfinite(fc) and fc <= f + 1e-4 * t * slope:
+                    break
+                t *= 0.5
+                if t < 1e-12:
+                    break
+            if t < 1e-12:
+                if np.max(np.abs(g)) < 1e-7:  # at the optimum to rounding: no descent left
+                    break
+                return self._optimize_lbfgs(data, n, np.exp(theta), maxiter)
+            done = np.max(np.abs(cand - theta)) < 1e-12
+            theta, f, g, H = cand, fc, gc, Hc
+            if done:
+                break
+        grad_norm = float(np.max(np.abs(g)))
+        if grad_norm > 1e-6:
+            raise RfmxError(f"{self.name} fit did not converge: Newton's method stopped after {it} iterations "
+                            f"(maxiter={maxiter}) with largest gradient {grad_norm:.2g} at "
+                            f"{self._fmt(np.exp(theta))}; {self._hint()}")
+        self._check_edge(theta)
+        self.optimizer_ = {"message": "Newton: converged", "iterations": it, "evaluations": evaluations,
+                           "max_gradient": grad_norm}
+        return np.exp(theta)
+
+    def _check_edge(self, theta):
+        at_edge = np.abs(theta) >= _LOG_BOUND - 1e-6
+        if at_edge.any():
+            names = ", ".join(f"{nm} = {v:.3g}" for nm, v, e in zip(self.param_names, np.exp(theta), at_edge) if e)
+            raise RfmxError(f"{self.name} fit ran to the edge of the parameter space ({names}): the data do not "
+                            f"identify the model; {self._hint()}")
+
+    def _optimize_lbfgs(self, data, n, initial, maxiter):
+        from scipy.optimize import minimize
+
+        theta0 = np.log(np.asarray(initial, dtype=np.float64))
+        objective = self._objective_fns(data, n)
+        bounds = [(-_LOG_BOUND, _LOG_BOUND)] * len(theta0)
+        try:
+            with _blas_single_thread():
+                res = minimize(objective, theta0, jac=True, method="L-BFGS-B", bounds=bounds,
+                               options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-9, "maxcor": 20})
+                if not res.success and res.nit < maxiter:
+                    # a line-search stop near the optimum: a restart refreshes L-BFGS's curvature memory
+                    res2 = minimize(objective, res.x, jac=True, method="L-BFGS-B", bounds=bounds,
+                                    options={"maxiter": maxiter, "ftol": 1e-14, "gtol": 1e-9, "maxcor": 20})
+                    if res2.fun <= res.fun:
+                        res = res2
+        except _NonFinite as exc:
+            raise RfmxError(f"{self.name} fit failed: the log-likelihood is not finite at "
+                            f"{self._fmt(exc.params)}; {self._hint()}") from None
+        grad_norm = float(np.max(np.abs(res.jac))) if res.jac is not None else np.inf
+        if not res.success and grad_norm > 1e-5:
+            raise RfmxError(f"{self.name} fit did not converge: {res.message} after {res.nit} iterations "
+                            f"(largest gradient {grad_norm:.2g} at {self._fmt(np.exp(res.x))}); {self._hint()}")
+        self._check_edge(res.x)
+        self.optimizer_ = {"message": str(res.message), "iterations": int(res.nit), "evaluations": int(res.nfev),
+                           "max_gradient": grad_norm}
+        return np.exp(res.x)
+
+    def _hint(self) -> str:
+        return "try a small penalizer (e.g. penalizer=0.001) or check the summary's time unit"
+
+    def _fmt(self, p) -> str:
+        return ", ".join(f"{nm}={v:.6g}" for nm, v in zip(self.param_names, p))
+
+    def _fd_hessian(self, params, data, n, H):
+        k = len(params)
+
+        def grad(p):
+            return -self._loglik(p, data)[1] + 2 * n * self.penalizer * p
+
+        g0 = grad(params)
+        for i in range(k):
+            h = 1e-6 * params[i]
+            up = params.copy()
+            up[i] += h
+            H[:, i] = (grad(up) - g0) / (up[i] - params[i])
+
+    def _errors_from(self, H):
+        H = 0.5 * (H + H.T)
+        try:
+            np.linalg.cholesky(H)
+        except np.linalg.LinAlgError:
+            self.hessian_positive_definite_ = False
+            return {nm: float("nan") for nm in self.param_names}
+        self.hessian_positive_definite_ = True
+        cov = np.linalg.inv(H)
+        self.covariance_ = cov
+        return {nm: float(np.sqrt(cov[i, i])) for i, nm in enumerate(self.param_names)}
+
+    def _finish_fit(self, params, data, n, n_patterns):
+        self.params_ = {nm: float(v) for nm, v in zip(self.param_names, params)}
+        k = len(params)
+        if hasattr(self, "_loglik_hessian"):
+            ll, _, H = self._loglik_hessian(params, data)
+            H = -H + 2 * n * self.penalizer * np.eye(k)
+        else:
+            ll, _ = self._loglik(params, data)
+            H = np.empty((k, k))
+            self._fd_hessian(params, data, n, H)
+        self.log_likelihood_ = float(ll)
+        self.n_customers_ = int(round(n))
+        self.n_patterns_ = int(n_patterns)
+        self.standard_errors_ = self._errors_from(H)
+        return self
+
+    def _params(self) -> np.ndarray:
+        if self.params_ is None:
+            raise RfmxError(f"the {self.name} model is not fitted; call fit() or load() first")
+        return np.array([self.params_[nm] for nm in self.param_names], dtype=np.float64)
+
+    # --- persistence --------------------------------------------------------------
+
+    def to_dict(self) -> dict:
+        return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "model": self.key,
+                "params": self.params_, "standard_errors": self.standard_errors_,
+                "log_likelihood": self.log_likelihood_, "n_customers": self.n_customers_,
+                "n_patterns": self.n_patterns_, "penalizer": self.penalizer,
+                "time_unit": self.time_unit_, "time_scale": self.time_scale_, "optimizer": self.optimizer_}
+
+    def save(self, path) -> None:
+        """Write the fitted model as JSON (atomically)."""
+        from ..sinks import atomic_path
+
+        self._params()
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(text + "\n")
+
+    @classmethod
+    def load(cls, path):
+        """Read a model written by :meth:`save`."""
+        model = load_model(path)
+        if not isinstance(model, cls):
+            raise RfmxError(f"{path}: holds a {model.name} model, not {cls.name}")
+        return model
+
+    def summary(self) -> str:
+        """Fitted parameters with standard errors, one per line."""
+        p = self._params()
+        lines = [f"{self.name}: {self.n_customers_:,} customers ({self.n_patterns_:,} patterns), "
+                 f"log-likelihood {self.log_likelihood_:.2f}"]
+        for nm, v in zip(self.param_names, p):
+            se = (self.standard_errors_ or {}).get(nm, float("nan"))
+            se_txt = f"{se:.4g}" if np.isfinite(se) else "n/a (Hessian not positive definite)"
+            lines.append(f"  {nm:>6} = {v:.6g}  (se {se_txt})")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        if self.params_ is None:
+            return f"{type(self).__name__}(penalizer={self.penalizer})"
+        return f"{type(self).__name__}({self._fmt(self._params())})"
+
+
+def _blas_single_thread():
+    """One BLAS thread while optimizing: L-BFGS-B's tiny BLAS calls otherwise wake OpenBLAS's
+    thread pool on every iteration (milliseconds each on a busy machine)."""
+    import contextlib
+
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional: only speed depends on it
+        return contextlib.nullcontext()
+    return threadpool_limits(1, user_api="blas")
+
+
+class _NonFinite(Exception):
+    def __init__(self, params):
+        self.params = params
+
+
+class _TransactionModel(_Model):
+    """BG/NBD and Pareto/NBD: fit on (frequency, recency, T) patterns; shared predictions."""
+
+    def fit(self, data=None, *, frequency=None, recency=None, T=None, weights=None, initial=None,
+            maxiter: int = 2000):
+        """Fit by maximum likelihood on a BTYD summary (a table from :func:`rfmx.clv.summary`,
+        pandas/polars frame or dict; ``*_cal`` columns are used when present) or arrays.
+
+        ``weights``: customers per row (default 1).  Raises RfmxError with the optimizer's
+        reason if the fit fails.  Returns self.
+        """
+        x, tx, T_ = customers_from(data, frequency, recency, T)
+        if data is not None:
+            self.time_unit_, self.time_scale_ = _time_meta(data)
+        w = None
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != x.shape or not np.all(np.isfinite(w)) or (w < 0).any():
+                raise RfmxError("weights must be finite, non-negative and one per customer")
+        px, ptx, pT, pw, _ = compress(x, tx, T_, w)
+        keep = pw > 0
+        px, ptx, pT, pw = px[keep], ptx[keep], pT[keep], pw[keep]
+        n = float(pw.sum())
+        if n < len(self.param_names):
+            raise RfmxError(f"{self.name} has {len(self.param_names)} parameters; fitting it needs more customers "
+                            f"than that, got {n:g}")
+        if not (px > 0).any():
+            raise RfmxError(f"{self.name} cannot be fitted on one-time buyers only: none of the {n:,.0f} customers "
+                            f"has a repeat purchase, so purchase and dropout rates are not identified")
+        data_ = self._prepare(px, ptx, pT, pw)
+        if initial is None:
+            initial = self._initial(pT)
+            if len(px) > _WARM_START_ABOVE:
+                # start from the fit of a random sample of customers: the full data then
+                # need only the last, quadratically converging Newton steps
+                pick = np.random.default_rng(0).choice(len(pw), size=_WARM_START_ABOVE, p=pw / n)
+                sw = np.bincount(pick, minlength=len(pw)).astype(np.float64)
+                keep = sw > 0
+                sample = self._prepare(px[keep], ptx[keep], pT[keep], sw[keep])
+                try:
+                    initial = self._optimize(sample, float(sw.sum()), initial, maxiter)
+                except RfmxError:
+                    pass  # the sample may not identify the model; start from scratch
+        params = self._optimize(data_, n, initial, maxiter)
+        return self._finish_fit(params, data_, n, len(px))
+
+    def _prepare(self, px, ptx, pT, pw):
+        """Kernel inputs from patterns: unique x and each pattern's index into them, then t_x, T, w."""
+        ux, xi = _unique_values(px)
+        return ux, xi, ptx, pT, pw
+
+    def _loglik(self, params, data):
+        grad = np.empty(len(params))
+        with _threads_for(len(data[-1])):
+            ll = self._ll_kernel()(params, *data, _N_CHUNKS, grad)
+        return ll, grad
+
+    def _initial(self, T):
+        return np.array([1.0, max(float(T.max()) / 10.0, 1e-6), 1.0, 1.0])
+
+    def _run(self, x, tx, T, times, discount, every=True):
+        """Predictions on unique patterns, gathered back to customers: (alive, expected,
+        discounted weight); ``expected`` has a column per time, or only the last (``every=False``)."""
+        p = self._params()
+        px, ptx, pT, _, inverse = compress(x, tx, T)
+        times = np.ascontiguousarray(times, dtype=np.float64)
+        alive = np.empty(len(px))
+        expected = np.empty((len(px), len(times) if every else 1))
+        vw = np.empty(len(px))
+        with _threads_for(len(px) * max(len(times), 1)):
+            self._predict_kernel()(p, px, ptx, pT, times, np.ascontiguousarray(discount, dtype=np.float64),
+                                   alive, expected, vw)
+        self._check_finite(p, alive, expected, vw, px, ptx, pT)
+        return alive[inverse], expected[inverse], vw[inverse]
+
+    def _check_finite(self, p, alive, expected, vw, x, tx, T):
+        bad = ~np.isfinite(vw) | ~np.isfinite(alive) | ~np.isfinite(expected).all(axis=1)
+        if bad.any():
+            i = _first_bad(bad)
+            raise RfmxError(f"{self.name} prediction is not finite for frequency={x[i]:g}, recency={tx[i]:g}, "
+                            f"T={T[i]:g} at {self._fmt(p)} (a series did not converge or a parameter is out "
+                            f"of the model's range)")
+
+    def probability_alive(self, data=None, *, frequency=None, recency=None, T=None) -> np.ndarray:
+        """P(customer is still alive | frequency, recency, T), one per customer."""
+        x, tx, T_ = customers_from(data, frequency, recency, T)
+        return self._run(x, tx, T_, np.empty(0), np.empty(0))[0]
+
+    def expected_purchases(self, t, data=None, *, frequency=None, recency=None, T=None) -> np.ndarray:
+        """Expected purchases in the next ``t`` time units (the summary's unit), per customer.
+
+        ``t`` is a number, or an array of horizons (then the result is (customers, len(t))).
+        """
+        ts = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        if not np.all(np.isfinite(ts)) or (ts < 0).any():
+            raise RfmxError(f"t must be finite and non-negative, got {t}")
+        x, tx, T_ = customers_from(data, frequency, recency, T)
+        e = self._run(x, tx, T_, ts, np.zeros(len(ts)))[1]
+        return e[:, 0] if np.ndim(t) == 0 else e
+
+    def expected_purchases_new(self, t) -> np.ndarray | float:
+        """Expected purchases in ``(0, t]`` of a new customer (unconditional: lifetimes'
+        ``expected_number_of_purchases_up_to_time``); a number, or an array for an array ``t``."""
+        ts = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        e = self._run(np.zeros(1), np.zeros(1), np.zeros(1), ts, np.zeros(len(ts)))[1][0]
+        return float(e[0]) if np.ndim(t) == 0 else e
+
+    def value_weights(self, data=None, *, frequency=None, recency=None, T=None, horizon: int = 12,
+                      discount: float = 0.01, unit: str | None = None, scale: float | None = None):
+        """(probability alive, expected purchases over ``horizon`` months, discounted purchase
+        weight) per customer; CLV = expected spend x the weight (lifetimes' monthly method)."""
+        if int(horizon) != horizon or horizon < 1:
+            raise RfmxError(f"horizon must be a whole number of months >= 1, got {horizon}")
+        if not (np.isfinite(discount) and discount > -1):
+            raise RfmxError(f"discount must be a monthly rate > -1, got {discount}")
+        factor = _units_per_month(unit or self.time_unit_, self.time_scale_ if scale is None else scale)
+        steps = np.arange(1, int(horizon) + 1, dtype=np.float64)
+        times = steps * factor
+        disc = (1.0 + discount) ** -steps
+        x, tx, T_ = customers_from(data, frequency, recency, T)
+        alive, expected, vw = self._run(x, tx, T_, times, disc, every=False)
+        return alive, expected[:, 0], vw
+
+
+class BGNBD(_TransactionModel):
+    """The BG/NBD model (Fader, Hardie & Lee 2005): Poisson purchases at a gamma(r, alpha)
+    rate, dropout with a beta(a, b) probability after each purchase.
+
+    >>> bg = BGNBD().fit(summary_table)
+    >>> bg.params_        # {'r': ..., 'alpha': ..., 'a': ..., 'b': ...}
+    >>> bg.probability_alive(summary_table)
+    """
+
+    name = "BG/NBD"
+    key = "bgnbd"
+    param_names = ("r", "alpha", "a", "b")
+
+    def _loglik(self, params, data):
+        ll, grad, _ = self._loglik_hessian(params, data)
+        return ll, grad
+
+    def _loglik_hessian(self, params, data):
+        from ..kernels.clv_models import bgnbd_loglik_hessian
+
+        grad = np.empty(4)
+        hess = np.empty((4, 4))
+        with _threads_for(len(data[-1])):
+            ll = bgnbd_loglik_hessian(params, *data, _N_CHUNKS, grad, hess)
+        return ll, grad, hess
+
+    def _prepare(self, px, ptx, pT, pw):
+        # logs are taken once per unique time: patterns carry indices into the unique times
+        ux, xi = _unique_values(px)
+        ut, ri, ti = time_index(ptx, pT)
+        return ux, xi, ut, ri, ti, pw
+
+    def _run(self, x, tx, T, times, discount, every=True):
+        """BG/NBD predictions: the 2F1 part once per unique (x, T) (it does not depend on
+        recency), then P(alive) and the products per customer."""
+        from ..kernels.clv_models import bgnbd_combine, bgnbd_expected_if_alive
+
+        p = self._params()
+        times = np.ascontiguousarray(times, dtype=np.float64)
+        discount = np.ascontiguousarray(discount, dtype=np.float64)
+        px, _, pT, _, pair = compress(x, np.zeros_like(x), T)
+        if_alive = np.empty((len(px), len(times)))
+        with _threads_for(len(px) * max(len(times), 1)):
+            bgnbd_expected_if_alive(p, px, pT, times, if_alive)
+        alive = np.empty(len(x))
+        expected = np.empty((len(x), len(times) if every else 1))
+        vw = np.empty(len(x))
+        with _threads_for(len(x)):
+            bgnbd_combine(p, x, tx, T, pair, if_alive, discount, alive, expected, vw)
+        self._check_finite(p, alive, expected, vw, x, tx, T)
+        return alive, expected, vw
+
+
+class ParetoNBD(_TransactionModel):
+    """The Pareto/NBD model (Schmittlein, Morrison & Colombo 1987): Poisson purchases at a
+    gamma(r, alpha) rate, exponential lifetimes at a gamma(s, beta) dropout rate."""
+
+    name = "Pareto/NBD"
+    key = "pareto"
+    param_names = ("r", "alpha", "s", "beta")
+
+    def _ll_kernel(self):
+        from ..kernels.clv_models import pareto_loglik
+        return pareto_loglik
+
+    def _predict_kernel(self):
+        from ..kernels.clv_models import pareto_predict
+        return pareto_predict
+
+    def _initial(self, T):
+        scale = max(float(T.max()) / 10.0, 1e-6)
+        return np.array([1.0, scale, 1.0, scale])
+
+
+class GammaGamma(_Model):
+    """The Gamma-Gamma spend model (Fader, Hardie & Lee 2005b; Colombo & Jiang 1999): a
+    customer's spends are gamma(p, nu) with nu ~ gamma(q, v).  Fitted on repeat buyers
+    (frequency > 0) and their mean spend per repeat period; it assumes spend is
+    independent of frequency: check :attr:`independence_` (Pearson correlation)."""
+
+    name = "Gamma-Gamma"
+    key = "gamma_gamma"
+    param_names = ("p", "q", "v")
+
+    def fit(self, data=None, *, frequency=None, monetary_value=None, weights=None, initial=None,
+            maxiter: int = 2000):
+        """Fit on repeat buyers (frequency > 0; monetary_value > 0 required for them)."""
+        from .value import frequency_spend_correlation
+
+        x, m = _spend_inputs(data, frequency, monetary_value)
+        if data is not None:
+            self.time_unit_, self.time_scale_ = _time_meta(data)
+        w = np.ones(len(x)) if weights is None else np.asarray(weights, dtype=np.float64)
+        rep = x > 0
+        x, m, w = x[rep], m[rep], w[rep]
+        bad = m <= 0
+        if bad.any():
+            raise RfmxError(f"Gamma-Gamma needs a positive mean spend for every repeat buyer; {int(bad.sum())} "
+                            f"have monetary_value <= 0 (e.g. {m[bad][0]:g} with frequency {x[bad][0]:g})")
+        n = float(w.sum())
+        if n < 3:
+            raise RfmxError(f"Gamma-Gamma needs at least 3 repeat buyers (frequency > 0), got {n:g}")
+        ux, xi = _unique_values(x)
+        data_ = (ux, xi, np.ascontiguousarray(m), np.log(m), np.ascontiguousarray(w))
+        self.independence_ = frequency_spend_correlation(frequency=x, monetary_value=m)
+        if initial is None:
+            initial = np.array([1.0, 1.0, max(float(np.mean(m)), 1e-6)])
+            if len(x) > _WARM_START_ABOVE:  # start from a random sample's optimum (see BG/NBD)
+                pick = np.random.default_rng(0).choice(len(x), _WARM_START_ABOVE, replace=False)
+                sx, sm, sw = x[pick], m[pick], w[pick]
+                su, si = _unique_values(sx)
+                try:
+                    initial = self._optimize((su, si, sm, np.log(sm), sw), float(sw.sum()), initial, maxiter)
+                except RfmxError:
+                    pass
+        params = self._optimize(data_, n, initial, maxiter)
+        return self._finish_fit(params, data_, n, len(x))
+
+    def _loglik(self, params, data):
+        ll, grad, _ = self._loglik_hessian(params, data)
+        return ll, grad
+
+    def _loglik_hessian(self, params, data):
+        from ..kernels.clv_models import gamma_gamma_loglik
+
+        grad = np.empty(3)
+        hess = np.empty((3, 3))
+        with _threads_for(len(data[-1])):
+            ll = gamma_gamma_loglik(params, *data, _N_CHUNKS, grad, hess)
+        return ll, grad, hess
+
+    def expected_spend(self, data=None, *, frequency=None, monetary_value=None) -> np.ndarray:
+        """E[mean spend per purchase period | frequency, monetary_value], per customer
+        (the population mean for customers without repeat purchases)."""
+        from ..kernels.clv_models import gamma_gamma_spend
+
+        p = self._params()
+        if p[1] <= 1:
+            raise RfmxError(f"Gamma-Gamma with q = {p[1]:.4g} <= 1 has no finite mean spend")
+        x, m = _spend_inputs(data, frequency, monetary_value)
+        out = np.empty(len(x))
+        with _threads_for(len(x)):
+            gamma_gamma_spend(p, x, m, out)
+        return out
+
+
+def _spend_inputs(data, frequency, monetary_value):
+    if data is not None:
+        x, m = _pick(data, "frequency"), _pick(data, "monetary_value")
+    else:
+        if frequency is None or monetary_value is None:
+            raise RfmxError("give a summary table or frequency and monetary_value")
+        x, m = np.broadcast_arrays(np.atleast_1d(np.asarray(frequency, dtype=np.float64)),
+                                   np.atleast_1d(np.asarray(monetary_value, dtype=np.float64)))
+    for name, v in (("frequency", x), ("monetary_value", m)):
+        bad = ~np.isfinite(v)
+        if bad.any():
+            raise RfmxError(f"{name} has {int(bad.sum())} non-finite value(s), first at row {_first_bad(bad)}")
+    bad = x < 0
+    if bad.any():
+        raise RfmxError(f"frequency has {int(bad.sum())} negative value(s), first at row {_first_bad(bad)}")
+    if len(x) == 0:
+        raise RfmxError("no customers")
+    return np.ascontiguousarray(x) + 0.0, np.ascontiguousarray(m) + 0.0
+
+
+_MODELS = {cls.key: cls for cls in (BGNBD, ParetoNBD, GammaGamma)}
+
+
+def load_model(path):
+    """Read any model written by ``save`` (BG/NBD, Pareto/NBD or Gamma-Gamma)."""
+    path = Path(path)
+    try:
+        meta = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RfmxError(f"{path}: model file not found") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RfmxError(f"{path}: not an rfmx model file (JSON): {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
+        raise RfmxError(f"{path}: not an rfmx CLV model file ({MODEL_FORMAT!r} version {MODEL_VERSION})")
+    cls = _MODELS.get(meta.get("model"))
+    if cls is None:
+        raise RfmxError(f"{path}: unknown model {meta.get('model')!r}")
+    model = cls(penalizer=meta.get("penalizer", 0.0))
+    params = meta.get("params") or {}
+    if set(params) != set(cls.param_names) or not all(np.isfinite(float(v)) and float(v) > 0 for v in params.values()):
+        raise RfmxError(f"{path}: {cls.name} parameters must be {', '.join(cls.param_names)} (positive numbers)")
+    model.params_ = {nm: float(params[nm]) for nm in cls.param_names}
+    se = meta.get("standard_errors") or {}
+    model.standard_errors_ = {nm: float(se.get(nm, float("nan"))) for nm in cls.param_names}
+    model.log_likelihood_ = meta.get("log_likelihood")
+    model.n_customers_ = meta.get("n_customers")
+    model.n_patterns_ = meta.get("n_patterns")
+    model.time_unit_ = meta.get("time_unit")
+    model.time_scale_ = float(meta.get("time_scale") or 1.0)
+    model.optimizer_ = meta.get("optimizer")
+    return model

@@ -1,0 +1,141 @@
+"""Customer lifetime value and model checks over BTYD summaries."""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import RfmxError
+from .models import _pick
+
+__all__ = ["customer_lifetime_value", "add_clv_columns", "calibration_holdout_table",
+           "frequency_spend_correlation", "CLV_COLUMNS"]
+
+#: columns :func:`add_clv_columns` appends (``expected_spend`` and ``clv`` need a spend model).
+CLV_COLUMNS = ("probability_alive", "expected_purchases", "expected_spend", "clv")
+
+
+def customer_lifetime_value(model, spend_model, data=None, *, frequency=None, recency=None, T=None,
+                            monetary_value=None, horizon: int = 12, discount: float = 0.01,
+                            unit: str | None = None) -> np.ndarray:
+    """Discounted CLV over ``horizon`` months, per customer (lifetimes' method).
+
+    For each month k = 1..horizon: expected purchases in month k (from ``model``, BG/NBD or
+    Pareto/NBD) x expected spend per purchase (``spend_model``, Gamma-Gamma) / (1 + discount)**k.
+    ``unit``: the model's time unit (default: from the summary it was fitted on); months are
+    30 days or 4.345 weeks, as in lifetimes.
+    """
+    if data is not None:
+        x, m = _pick(data, "frequency"), _pick(data, "monetary_value")
+    else:
+        x, m = np.asarray(frequency, dtype=np.float64), np.asarray(monetary_value, dtype=np.float64)
+    spend = spend_model.expected_spend(frequency=x, monetary_value=m)
+    _, _, weight = model.value_weights(data, frequency=frequency, recency=recency, T=T, horizon=horizon,
+                                       discount=discount, unit=unit)
+    return spend * weight
+
+
+def add_clv_columns(table: pa.Table, model, spend_model=None, *, summary: pa.Table | None = None,
+                    horizon: int = 12, discount: float = 0.01, unit: str | None = None,
+                    key: str = "customer_id") -> pa.Table:
+    """``table`` with :data:`CLV_COLUMNS` appended: ``probability_alive``,
+    ``expected_purchases`` (over ``horizon`` months), and with ``spend_model``
+    ``expected_spend`` and ``clv`` (discounted at the monthly ``discount`` rate).
+
+    ``summary``: the BTYD summary to predict from, matched to ``table`` on ``key`` (e.g. an
+    RFM score table); by default ``table`` is the summary.  Rows of ``table`` without a
+    summary row (customers with refunds only) get nulls.
+    """
+    src = table if summary is None else summary
+    alive, expected, weight = model.value_weights(src, horizon=horizon, discount=discount, unit=unit)
+    cols = {"probability_alive": alive, "expected_purchases": expected}
+    if spend_model is not None:
+        x, m = _pick(src, "frequency"), _pick(src, "monetary_value")
+        spend = spend_model.expected_spend(frequency=x, monetary_value=m)
+        cols["expected_spend"] = spend
+        cols["clv"] = spend * weight
+    if summary is None:
+        out = table
+        for name, v in cols.items():
+            out = _set_column(out, name, pa.array(v))
+        return out
+    import pyarrow.compute as pc
+
+    if key not in table.column_names or key not in summary.column_names:
+        raise RfmxError(f"both tables need the key column '{key}'")
+    left = table.column(key)
+    right = summary.column(key)
+    if not left.type.equals(right.type):
+        try:
+            right = right.cast(left.type)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise RfmxError(f"key '{key}' has type {left.type} in the table but {summary.column(key).type} "
+                            f"in the summary") from None
+    idx = pc.index_in(left, value_set=right.combine_chunks())
+    out = table
+    for name, v in cols.items():
+        out = _set_column(out, name, pa.array(v).take(idx))
+    return out
+
+
+def _set_column(table: pa.Table, name: str, arr) -> pa.Table:
+    i = table.schema.get_field_index(name)
+    if i >= 0:
+        return table.set_column(i, name, arr)
+    return table.append_column(name, arr)
+
+
+def calibration_holdout_table(model, summary, *, max_frequency: int = 7) -> pa.Table:
+    """Predicted vs actual holdout purchases by calibration frequency, ready to plot.
+
+    ``summary``: a calibration/holdout summary (``holdout_start`` given).  One row per
+    ``frequency_cal`` bucket 0, 1, ..., ``max_frequency`` (the last holds every customer
+    with at least that many): ``frequency_cal``, ``bucket`` (label, e.g. ``"7+"``),
+    ``n_customers``, ``actual`` (mean ``frequency_holdout``) and ``predicted`` (mean
+    expected purchases over ``duration_holdout``); as lifetimes'
+    ``plot_calibration_purchases_vs_holdout_purchases``.
+    """
+    from .models import _column, _has
+
+    for col in ("frequency_cal", "frequency_holdout", "duration_holdout"):
+        if not _has(summary, col):
+            raise RfmxError(f"the summary has no '{col}' column; make it with holdout_start=...")
+    x = _column(summary, "frequency_cal")
+    actual = _column(summary, "frequency_holdout")
+    duration = float(_column(summary, "duration_holdout")[0])
+    predicted = model.expected_purchases(duration, summary)
+    bucket = np.minimum(x, max_frequency).astype(np.int64)
+    k = int(max_frequency) + 1
+    n = np.bincount(bucket, minlength=k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        act = np.bincount(bucket, weights=actual, minlength=k) / n
+        pred = np.bincount(bucket, weights=predicted, minlength=k) / n
+    present = n > 0
+    labels = [str(i) if i < max_frequency else f"{i}+" for i in range(k)]
+    return pa.table({
+        "frequency_cal": pa.array(np.arange(k)[present]),
+        "bucket": pa.array([lb for lb, p in zip(labels, present) if p]),
+        "n_customers": pa.array(n[present]),
+        "actual": pa.array(act[present]),
+        "predicted": pa.array(pred[present]),
+    })
+
+
+def frequency_spend_correlation(data=None, *, frequency=None, monetary_value=None) -> dict:
+    """Pearson correlation of frequency and mean spend among repeat buyers: Gamma-Gamma
+    assumes they are independent (|r| near 0).  Returns ``{"pearson_r", "p_value", "n"}``;
+    r and p are NaN when undefined (fewer than 3 repeat buyers or a constant column)."""
+    if data is not None:
+        x, m = _pick(data, "frequency"), _pick(data, "monetary_value")
+    else:
+        x, m = np.asarray(frequency, dtype=np.float64), np.asarray(monetary_value, dtype=np.float64)
+    rep = x > 0
+    x, m = x[rep], m[rep]
+    n = int(rep.sum())
+    if n < 3 or np.ptp(x) == 0 or np.ptp(m) == 0:
+        return {"pearson_r": float("nan"), "p_value": float("nan"), "n": n}
+    from scipy.special import stdtr
+
+    dx, dm = x - x.mean(), m - m.mean()
+    r = float(np.clip(np.dot(dx, dm) / np.sqrt(np.dot(dx, dx) * np.dot(dm, dm)), -1.0, 1.0))
+    t = abs(r) * np.sqrt((n - 2) / max(1.0 - r * r, 1e-300))
+    return {"pearson_r": r, "p_value": float(2.0 * stdtr(n - 2, -t)), "n": n}

@@ -1,0 +1,340 @@
+"""Purchase periods per customer for BTYD ("buy till you die") summaries (NumPy in, NumPy out).
+
+BTYD models see a customer as (frequency, recency, T): purchases are collapsed per period
+(day, week or month) and only the periods matter.  To compute that from a stream of order
+lines exactly and mergeably, every customer keeps the set of periods in which they bought
+and the money spent in each: an exact hash table keyed by ``(customer code, period)``,
+partitioned like the customer index of :mod:`rfmx.kernels.customers` (a customer's
+periods live in the customer's partition, so the worker that owns the partition owns
+them).  Memory grows with purchase periods (customers x periods each), never with rows.
+
+Layouts (all int64), per partition ``p`` (see :mod:`rfmx.kernels.customers` for the
+customer tables ``table``/``keys``/``n``):
+
+``ptable`` (P, cap, 2)  slot = (period key, entry + 1); 0 marks an empty slot (as the customer tables)
+``pkeys``  (P, ecap)    period key by entry: ``local_code << 32 | (period & 0xFFFFFFFF)``
+``pmoney`` (P, ecap)    money (minor units) of the customer's order lines in that period
+``pn``     (P,)         entries per partition
+
+Periods are integers: days since 1970-01-01 (``period_kind`` 0), weeks starting Monday
+counted from the week of 1970-01-01 (1, pandas' ``W`` periods), months since 1970-01
+(2).  Refund lines (negative amounts) are not purchases and never create a period.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from ._policy import kernel, prefetch
+from .customers import mix64, partition_of, probe_bytes, probe_int64
+from .rfm import accumulate, init_row
+
+__all__ = [
+    "PERIOD_KINDS",
+    "US_PER_DAY",
+    "period_of",
+    "periods_of",
+    "period_start_us",
+    "btyd_update_partitioned_int64",
+    "btyd_update_partitioned_bytes",
+    "btyd_merge_periods_int64",
+    "btyd_merge_periods_bytes",
+    "btyd_period_stats",
+    "btyd_entries",
+]
+
+#: period name -> ``period_kind`` argument of the kernels.
+PERIOD_KINDS = {"day": 0, "week": 1, "month": 2}
+US_PER_DAY = 86_400_000_000
+_LOW32 = 0xFFFFFFFF
+
+
+@kernel(inline=True)
+def period_of(time_us, period_kind):
+    """The period index of an instant (int64 microseconds since the epoch)."""
+    d = time_us // US_PER_DAY  # floor division: days before 1970 stay on their own day
+    if period_kind == 0:
+        return d
+    if period_kind == 1:
+        return (d + 3) // 7    # 1970-01-01 is a Thursday; weeks start on Monday
+    # civil-from-days (H. Hinnant): the calendar month of day d
+    z = d + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    m = mp + 3 if mp < 10 else mp - 9
+    if m <= 2:
+        y += 1
+    return (y - 1970) * 12 + (m - 1)
+
+
+@kernel(parallel=True)
+def periods_of(time_us, period_kind, out):
+    """``out[i] = period_of(time_us[i], period_kind)``."""
+    for i in prange(time_us.shape[0]):
+        out[i] = period_of(time_us[i], period_kind)
+
+
+@kernel
+def period_start_us(period, period_kind):
+    """The first instant (microseconds) of a period index."""
+    if period_kind == 0:
+        return period * US_PER_DAY
+    if period_kind == 1:
+        return (period * 7 - 3) * US_PER_DAY
+    # days-from-civil for the 1st of the month
+    y = 1970 + period // 12
+    m = period - (y - 1970) * 12 + 1
+    if m <= 2:
+        y -= 1
+    era = y // 400
+    yoe = y - era * 400
+    mp = m + 9 if m <= 2 else m - 3
+    doy = (153 * mp + 2) // 5
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return (era * 146097 + doe - 719468) * US_PER_DAY
+
+
+@kernel(inline=True)
+def _add_period(ptable, pkeys, pn, pmoney, p, key, money):
+    # money is set on insert and added after, so grown money arrays need no zero fill
+    before = pn[p]
+    e = probe_int64(ptable, pkeys, pn, p, key, mix64(key))
+    if e == before:
+        pmoney[p, e] = money
+    else:
+        pmoney[p, e] += money
+
+
+@kernel(inline=True)
+def _period_key(code, period):
+    return (code << 32) | (period & _LOW32)
+
+
+# The update kernels handle lines in groups of ``group`` (as the RFM kernels do): the
+# group's customer-table slots are prefetched, then probed (prefetching the aggregate rows
+# and the period-table slots), then folded and their periods probed (prefetching the money
+# cells, ``pmoney3`` being ``pmoney`` viewed as (P, ecap, 1)), then the money is added, so
+# the cache misses of a group overlap.
+
+@kernel(parallel=True)
+def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep, period_kind,
+                                  n_workers, partition_bits, group, table, keys, n, agg,
+                                  ptable, pkeys, pn, pmoney, pmoney3):
+    """Encode integer ids, fold every line into the RFM row ``agg[p, code]`` (see
+    :func:`rfmx.kernels.rfm.accumulate`) and every purchase line (amount >= 0) into its
+    ``(customer, period)`` entry.  Arguments as :func:`rfmx.kernels.rfm.rfm_update_partitioned_int64`
+    plus ``period_kind`` and the period tables; the caller reserves room for every line
+    being a new customer and a new entry.  Rows of new customers are initialized here."""
+    has_oid = order_id.shape[0] > 0
+    has_keep = keep.shape[0] > 0
+    m = ids.shape[0]
+    mask = table.shape[1] - 1
+    pmask = ptable.shape[1] - 1
+    for w in prange(n_workers):
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        pkey = np.empty(group, dtype=np.int64)
+        ents = np.empty(group, dtype=np.int64)
+        i = 0
+        while i < m:
+            k = 0
+            while i < m and k < group:
+                h = hashes[i]
+                p = partition_of(h, partition_bits)
+                if p % n_workers == w and (not has_keep or keep[i]):
+                    rows[k] = i
+                    k += 1
+                    prefetch(table, p, h & mask)
+                i += 1
+            for j in range(k):
+                r = rows[j]
+                h = hashes[r]
+                p = partition_of(h, partition_bits)
+                before = n[p]
+                c = probe_int64(table, keys, n, p, ids[r], h)
+                if c == before:
+                    init_row(agg, p, c)
+                codes[j] = c
+                prefetch(agg, p, c)
+                if amount_minor[r] >= 0:
+                    key = _period_key(c, period_of(time_us[r], period_kind))
+                    pkey[j] = key
+                    prefetch(ptable, p, mix64(key) & pmask)
+            for j in range(k):
+                r = rows[j]
+                p = partition_of(hashes[r], partition_bits)
+                amt = amount_minor[r]
+                accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid)
+                if amt >= 0:
+                    before = pn[p]
+                    e = probe_int64(ptable, pkeys, pn, p, pkey[j], mix64(pkey[j]))
+                    ents[j] = e - before  # >= 0: a new entry
+                    codes[j] = e
+                    prefetch(pmoney3, p, e)
+            for j in range(k):
+                r = rows[j]
+                amt = amount_minor[r]
+                if amt >= 0:
+                    p = partition_of(hashes[r], partition_bits)
+                    if ents[j] >= 0:
+                        pmoney[p, codes[j]] = amt
+                    else:
+                        pmoney[p, codes[j]] += amt
+
+
+@kernel(parallel=True)
+def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, order_id, keep, period_kind,
+                                  n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg,
+                                  ptable, pkeys, pn, pmoney, pmoney3):
+    """As :func:`btyd_update_partitioned_int64` for byte-string ids (Arrow offsets/data)."""
+    has_oid = order_id.shape[0] > 0
+    has_keep = keep.shape[0] > 0
+    m = hashes.shape[0]
+    mask = table.shape[1] - 1
+    pmask = ptable.shape[1] - 1
+    for w in prange(n_workers):
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        pkey = np.empty(group, dtype=np.int64)
+        ents = np.empty(group, dtype=np.int64)
+        i = 0
+        while i < m:
+            k = 0
+            while i < m and k < group:
+                h = hashes[i]
+                p = partition_of(h, partition_bits)
+                if p % n_workers == w and (not has_keep or keep[i]):
+                    rows[k] = i
+                    k += 1
+                    prefetch(table, p, h & mask)
+                i += 1
+            for j in range(k):
+                r = rows[j]
+                h = hashes[r]
+                p = partition_of(h, partition_bits)
+                before = n[p]
+                c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[r], offsets[r + 1], h)
+                if c == before:
+                    init_row(agg, p, c)
+                codes[j] = c
+                prefetch(agg, p, c)
+                if amount_minor[r] >= 0:
+                    key = _period_key(c, period_of(time_us[r], period_kind))
+                    pkey[j] = key
+                    prefetch(ptable, p, mix64(key) & pmask)
+            for j in range(k):
+                r = rows[j]
+                p = partition_of(hashes[r], partition_bits)
+                amt = amount_minor[r]
+                accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid)
+                if amt >= 0:
+                    before = pn[p]
+                    e = probe_int64(ptable, pkeys, pn, p, pkey[j], mix64(pkey[j]))
+                    ents[j] = e - before  # >= 0: a new entry
+                    codes[j] = e
+                    prefetch(pmoney3, p, e)
+            for j in range(k):
+                r = rows[j]
+                amt = amount_minor[r]
+                if amt >= 0:
+                    p = partition_of(hashes[r], partition_bits)
+                    if ents[j] >= 0:
+                        pmoney[p, codes[j]] = amt
+                    else:
+                        pmoney[p, codes[j]] += amt
+
+
+@kernel(parallel=True)
+def btyd_merge_periods_int64(ids, hashes, entry_customer, periods, money, n_workers, partition_bits,
+                             table, keys, n, ptable, pkeys, pn, pmoney):
+    """Fold entries ``(ids[entry_customer[k]], periods[k]) += money[k]`` into the state.
+
+    ``ids``/``hashes``: the customers (u,); ``entry_customer``, ``periods``, ``money``: (m,).
+    Money of an entry that exists is added, so merging is exact and order-free."""
+    m = periods.shape[0]
+    for w in prange(n_workers):
+        for k in range(m):
+            j = entry_customer[k]
+            h = hashes[j]
+            p = partition_of(h, partition_bits)
+            if p % n_workers != w:
+                continue
+            c = probe_int64(table, keys, n, p, ids[j], h)
+            _add_period(ptable, pkeys, pn, pmoney, p, _period_key(c, periods[k]), money[k])
+
+
+@kernel(parallel=True)
+def btyd_merge_periods_bytes(offsets, data, hashes, entry_customer, periods, money, n_workers, partition_bits,
+                             table, key_offsets, key_data, n, nbytes, ptable, pkeys, pn, pmoney):
+    """As :func:`btyd_merge_periods_int64` for byte-string customer ids."""
+    m = periods.shape[0]
+    for w in prange(n_workers):
+        for k in range(m):
+            j = entry_customer[k]
+            h = hashes[j]
+            p = partition_of(h, partition_bits)
+            if p % n_workers != w:
+                continue
+            c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[j], offsets[j + 1], h)
+            _add_period(ptable, pkeys, pn, pmoney, p, _period_key(c, periods[k]), money[k])
+
+
+@kernel(parallel=True)
+def btyd_period_stats(pkeys, pmoney, pn, n, offsets, holdout_period, count, first, last, money, first_money,
+                      holdout_count, holdout_money):
+    """Per-customer period statistics, customers flattened in partition order.
+
+    Customer ``code`` of partition ``p`` is row ``offsets[p] + code`` of the outputs (all
+    int64, length ``sum(n)``).  Periods ``>= holdout_period`` count in ``holdout_count``/
+    ``holdout_money`` only; the others give ``count`` (distinct periods), ``first``/``last``
+    period, ``money`` (total) and ``first_money`` (money of the first period).  Customers
+    without a calibration period get ``count`` 0 and ``first``/``last`` undefined.
+    """
+    for p in prange(pn.shape[0]):
+        base = offsets[p]
+        for c in range(n[p]):
+            k = base + c
+            count[k] = 0
+            first[k] = np.iinfo(np.int64).max
+            last[k] = np.iinfo(np.int64).min
+            money[k] = 0
+            first_money[k] = 0
+            holdout_count[k] = 0
+            holdout_money[k] = 0
+        for e in range(pn[p]):
+            key = pkeys[p, e]
+            k = base + (key >> 32)
+            per = (key << 32) >> 32  # sign-extend the low 32 bits
+            mny = pmoney[p, e]
+            if per >= holdout_period:
+                holdout_count[k] += 1
+                holdout_money[k] += mny
+                continue
+            count[k] += 1
+            money[k] += mny
+            if per < first[k]:
+                first[k] = per
+                first_money[k] = mny
+            if per > last[k]:
+                last[k] = per
+
+
+@kernel
+def btyd_entries(pkeys, pmoney, pn, n, offsets, entry_offsets, periods, money):
+    """All entries grouped by customer (flattened in partition order, like
+    :func:`btyd_period_stats`): customer ``k``'s periods are
+    ``periods[entry_offsets[k]:entry_offsets[k + 1]]`` (in insertion order)."""
+    fill = entry_offsets[:-1].copy()
+    for p in range(pn.shape[0]):
+        base = offsets[p]
+        for e in range(pn[p]):
+            key = pkeys[p, e]
+            k = base + (key >> 32)
+            j = fill[k]
+            fill[k] = j + 1
+            periods[j] = (key << 32) >> 32
+            money[j] = pmoney[p, e]
