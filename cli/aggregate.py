@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, stream_options
+from .options import build_state_from_options, check_writable, column_options, report_state, stream_options
 
 
 @click.command()
@@ -27,16 +27,23 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
         raise click.UsageError("give -o/--output and/or --state-out")
 
     def run():
-        from rfmx.sinks import output_format, write_table
+        import contextlib
 
-        if output:
-            output_format(output)  # fail on a bad suffix before reading anything
+        from rfmx.sinks import atomic_path, output_format, write_format
+
+        # Fail on a bad suffix or a missing folder before reading anything.
+        fmt = output_format(output) if output else None
+        check_writable(output, state_out)
         state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
                                          batch_size, amount_scale, on_null, delimiter, state_in, progress)
-        if output:
-            write_table(state.finalize(as_of), output)
-        if state_out:
-            state.save(state_out)
+        state.drop_index()  # not needed to finalize or save: free it before the result is built
+        table = state.finalize(as_of) if output else None
+        # Both files are written to temporaries and renamed only when both are complete.
+        with contextlib.ExitStack() as stack:
+            if output:
+                write_format(table, stack.enter_context(atomic_path(output)), fmt, where=output)
+            if state_out:
+                state.save(stack.enter_context(atomic_path(state_out)))
         report_state(state)
 
     run_guarded(run)
@@ -75,5 +82,19 @@ def demo(rows, out_dir, seed):
         for row in top.select(["customer_id", "recency_days", "n_orders", "monetary_total"]).to_pylist():
             click.echo(f"  {row['customer_id']}: recency {row['recency_days']} d, "
                        f"{row['n_orders']} orders, {row['monetary_total']:,.2f}")
+
+        from rfmx.concentration import segment_summary
+        from rfmx.scores import score_table
+
+        from .summary import segment_lines
+
+        start = time.perf_counter()
+        scores = score_table(table)
+        elapsed = time.perf_counter() - start
+        out = os.path.join(out_dir, "scores.parquet")
+        write_table(scores, out)
+        click.echo(f"rfmx demo: scored and segmented them in {elapsed:.2f} s -> {out}")
+        click.echo("\n".join(segment_lines(segment_summary(scores))))
+        click.echo(f"next: rfmx summary {out}")
 
     run_guarded(run)

@@ -5,7 +5,11 @@ from __future__ import annotations
 import click
 
 from .aggregate import aggregate, demo
+from .cluster import cluster
+from .clv import clv
 from .generate import generate
+from .score import score
+from .summary import summary
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -20,6 +24,10 @@ def main():
 main.add_command(generate)
 main.add_command(aggregate)
 main.add_command(demo)
+main.add_command(score)
+main.add_command(summary)
+main.add_command(cluster)
+main.add_command(clv)
 
 
 def run_guarded(fn, *args, **kwargs):

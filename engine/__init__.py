@@ -13,10 +13,21 @@ _LAZY = {
     "aggregate": ("api", "aggregate"),
     "build_state": ("api", "build_state"),
     "RFMState": ("state", "RFMState"),
+    "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),
     "generate_orders": ("generate", "generate_orders"),
     "write_orders": ("generate", "write_orders"),
     "write_table": ("sinks", "write_table"),
+    "score": ("scores", "score"),
+    "SegmentMap": ("segments", "SegmentMap"),
+    "segment_summary": ("concentration", "segment_summary"),
+    "value_concentration": ("concentration", "concentration"),
+    "KMeans": ("cluster", "KMeans"),
+    "BTYDState": ("clv", "BTYDState"),
+    "btyd_summary": ("clv", "summary"),
+    "BGNBD": ("clv", "BGNBD"),
+    "ParetoNBD": ("clv", "ParetoNBD"),
+    "GammaGamma": ("clv", "GammaGamma"),
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

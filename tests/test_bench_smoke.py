@@ -1,0 +1,122 @@
+"""Smoke test of the benchmark suite (``python -m benchmarks``) at tiny scale, so it never rots.
+
+Runs the real entry point in a subprocess from the repository top, with every input and
+output under pytest's tmp_path, once with the peers that are installed and once with all
+peers hidden (fake packages that raise ImportError first on the path), and checks that the
+contenders agree, missing peers are skipped with a message, the result files are written
+and nothing is left in the repository.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from importlib.util import find_spec
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PEERS = ("pandas", "polars", "duckdb", "sklearn", "lifetimes", "matplotlib", "psutil")
+TINY = ["--rows", "2e4", "--repeats", "1", "--warmup", "0", "--kmeans-iter", "5", "--no-cold", "--quiet"]
+
+
+def _repo_files() -> set[str]:
+    """What the suite would write by default: benchmarks/data and benchmarks/results."""
+    return {str(p.relative_to(REPO)) for d in ("data", "results") for p in (REPO / "benchmarks" / d).rglob("*")}
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("bench-data")
+
+
+def run_suite(out: Path, data_dir: Path, args: list[str], pythonpath: str | None = None) -> dict:
+    env = dict(os.environ)
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    before = _repo_files()
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", *TINY, "--data-dir", str(data_dir), "--out", str(out),
+                           "--name", "smoke", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+    assert _repo_files() == before, "the suite wrote to benchmarks/data or benchmarks/results"
+    assert (out / "smoke.md").read_text().startswith("# rfmx benchmarks")
+    results = json.loads((out / "smoke.json").read_text())
+    assert "rfmx" in proc.stdout  # the table is printed too
+    return results
+
+
+def _by_workload(results) -> dict:
+    out: dict = {}
+    for bench in results["benchmarks"]:
+        out.setdefault((bench["workload"], bench["ids"], bench.get("series")), []).append(bench)
+    return out
+
+
+def test_suite_runs_and_contenders_agree(tmp_path, data_dir):
+    out = tmp_path / "results"
+    results = run_suite(out, data_dir, ["--ids", "string", "--customers", "3000", "--customers-rows", "2e4"])
+    benches = _by_workload(results)
+    assert set(benches) == {("aggregate", "string", "rows"), ("scores", "string", None), ("incremental", "string", None),
+                            ("kmeans", "string", None), ("bgnbd", "string", None), ("aggregate", "int", "customers")}
+    installed = {name for name in PEERS if find_spec(name) is not None}
+    for bench in results["benchmarks"]:
+        for e in bench["contenders"]:
+            assert e["status"] in ("ok", "skipped"), (bench["workload"], e)
+            if e["status"] == "ok":
+                assert e["median"]["wall_s"] > 0 and e["median"]["peak_rss_bytes"] > 0
+                if e["name"] == "scan":
+                    assert e["check"] == "rows"
+            elif e["name"] in ("pandas", "polars", "duckdb", "sklearn"):
+                assert e["name"] not in installed, f"{e['name']} is installed but was skipped: {e['message']}"
+        ran = [e for e in bench["contenders"] if e["status"] == "ok" and e["name"] != "scan"]
+        if len(ran) > 1:
+            assert all(e["check"] == "agrees" for e in ran), bench
+            assert all("wall_s" in e["ratios"] for e in ran if any(x["name"] == "rfmx" for x in ran))
+    rfmx = {b["workload"]: next(e for e in b["contenders"] if e["name"] == "rfmx") for b in results["benchmarks"]}
+    assert rfmx["aggregate"]["status"] == "ok" and rfmx["incremental"]["status"] == "ok"
+    customers = benches[("aggregate", "int", "customers")][0]
+    assert customers["customers"] == 3000
+    if {"pandas", "polars", "duckdb"} <= installed:
+        agg = {e["name"]: e for e in benches[("aggregate", "string", "rows")][0]["contenders"]}
+        assert all(agg[n]["check"] == "agrees" for n in ("rfmx", "pandas", "polars", "duckdb"))
+    md = (out / "smoke.md").read_text()
+    assert "| **rfmx** |" in md and "Scaling with customers" in md
+    assert results["machine"]["logical_cpus"] >= 1 and results["machine"]["versions"]["numpy"]
+
+
+def test_suite_skips_missing_peers(tmp_path, data_dir):
+    hidden = tmp_path / "hidden"
+    for name in PEERS:
+        (hidden / name).mkdir(parents=True)
+        (hidden / name / "__init__.py").write_text(f"raise ImportError('{name} hidden by the smoke test')\n")
+    out = tmp_path / "results"
+    results = run_suite(out, data_dir, ["--ids", "int", "--workloads", "aggregate", "--customers", "none"],
+                        pythonpath=str(hidden))
+    [agg] = results["benchmarks"]
+    status = {e["name"]: e for e in agg["contenders"]}
+    assert status["scan"]["status"] == "ok" and status["rfmx"]["status"] == "ok"
+    assert status["rfmx"]["check"] == "unchecked"
+    for name in ("pandas", "polars", "duckdb"):
+        assert status[name]["status"] == "skipped" and "not installed" in status[name]["message"]
+    md = (out / "smoke.md").read_text()
+    assert "## Skipped" in md and "pandas is not installed" in md
+    assert not list(out.glob("*.png"))
+
+
+def test_plot_of_a_series(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.syspath_prepend(str(REPO))
+    from benchmarks import report
+
+    def bench(rows, wall):
+        entry = {"name": "rfmx", "label": "rfmx", "status": "ok",
+                 "median": {"wall_s": wall, "cpu_s": wall, "peak_rss_bytes": 100 * report.MB}}
+        return {"workload": "aggregate", "ids": "int", "rows": rows, "customers": rows // 14, "series": "rows",
+                "contenders": [entry]}
+
+    results = {"suite": {"started": "now"}, "benchmarks": [bench(10**6, 0.1), bench(10**7, 1.0)]}
+    path = report.plot(results, "rows", tmp_path / "rows.png")
+    assert path and Path(path).stat().st_size > 1000
+    assert report.plot(results, "customers", tmp_path / "customers.png") is None
