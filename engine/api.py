@@ -57,6 +57,9 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
         batches.close()  # on an error, stop reader threads now, not when the traceback is freed
         if gc_was_enabled:
             gc.enable()
+        # Arrow's allocator keeps the decoded batches' memory for reuse; the stream is over,
+        # so hand it back before the per-customer result is built.
+        pa.default_memory_pool().release_unused()
     return state
 
 
