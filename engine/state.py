@@ -91,6 +91,17 @@ def _empty_rows(shape: tuple, dtype=np.int64) -> np.ndarray:
     return raw[offset: offset + nbytes].view(dtype).reshape(shape)
 
 
+def read_state_file(path: Path) -> pa.Table:
+    """The table of a saved state file (Arrow IPC), with one-line errors for missing or bad files."""
+    try:
+        with pa.memory_map(str(path)) as f:
+            return pa.ipc.open_file(f).read_all()
+    except FileNotFoundError:
+        raise RfmxError(f"{path}: state file not found") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise RfmxError(f"{path}: not an rfmx state file (Arrow IPC): {exc}") from None
+
+
 def _next_pow2(x: int) -> int:
     return 1 << max(int(x) - 1, 1).bit_length()
 
@@ -508,13 +519,7 @@ class RFMState:
     def load(cls, path, *, threads: int | None = None) -> "RFMState":
         """Read a state written by :meth:`save`; refuses other formats and versions."""
         path = Path(path)
-        try:
-            with pa.memory_map(str(path)) as f:
-                table = pa.ipc.open_file(f).read_all()
-        except FileNotFoundError:
-            raise RfmxError(f"{path}: state file not found") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise RfmxError(f"{path}: not an rfmx state file (Arrow IPC): {exc}") from None
+        table = read_state_file(path)
         raw = (table.schema.metadata or {}).get(b"rfmx.state")
         if raw is None:
             raise RfmxError(f"{path}: not an rfmx state file (no 'rfmx.state' metadata)")

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from ..columns import customer_ids
 from ..errors import RfmxError
-from ..state import _FIELD_NAMES, _GROUP, RFMState, _next_pow2, _us_to_iso, to_us
+from ..state import _FIELD_NAMES, _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, to_us
 
 __all__ = ["BTYDState", "summary", "BTYD_STATE_FORMAT", "BTYD_STATE_VERSION", "UNIT_DAYS"]
 
@@ -314,13 +314,7 @@ class BTYDState(RFMState):
     def load(cls, path, *, threads: int | None = None) -> "BTYDState":
         """Read a state written by :meth:`save`; refuses other formats and versions."""
         path = Path(path)
-        try:
-            with pa.memory_map(str(path)) as f:
-                table = pa.ipc.open_file(f).read_all()
-        except FileNotFoundError:
-            raise RfmxError(f"{path}: state file not found") from None
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise RfmxError(f"{path}: not an rfmx state file (Arrow IPC): {exc}") from None
+        table = read_state_file(path)
         raw = (table.schema.metadata or {}).get(b"rfmx.state")
         meta = json.loads(raw) if raw is not None else {}
         if meta.get("format") != BTYD_STATE_FORMAT or meta.get("version") != BTYD_STATE_VERSION:
