@@ -37,7 +37,8 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
         state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
                                          batch_size, amount_scale, on_null, delimiter, state_in, progress)
         state.drop_index()  # not needed to finalize or save: free it before the result is built
-        table = state.finalize(as_of) if output else None
+        # Without --state-out the state is not needed after: the result takes its memory over.
+        table = state.finalize(as_of, consume=not state_out) if output else None
         # Both files are written to temporaries and renamed only when both are complete.
         with contextlib.ExitStack() as stack:
             if output:

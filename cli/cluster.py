@@ -136,7 +136,7 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
             state.save(state_out)
         report_state(state)
         state.drop_index()  # not needed from here on: free it before the result is built
-        table = state.finalize(as_of)
+        table = state.finalize(as_of, consume=True)  # the result takes the state's memory over
         if ks:
             start = time.perf_counter()
             compared = choose_k(table, ks, silhouette_sample=silhouette_sample, **fit_options)

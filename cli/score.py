@@ -132,7 +132,8 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
             state.save(state_out)
         start = time.perf_counter()
         state.drop_index()  # not needed from here on: free it before the result is built
-        table = run_steps(state.finalize(as_of), steps)
+        # The CLV step still reads the BTYD state; otherwise the result takes its memory over.
+        table = run_steps(state.finalize(as_of, consume=not clv), steps)
         elapsed = time.perf_counter() - start
         if output:
             write_table(table, output)

@@ -103,5 +103,6 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
                      state=state, progress=progress, delimiter=delimiter)
     if state is None:
-        st.drop_index()  # nobody updates this state again: free the table before the result
+        # Nobody uses this state again: the result takes its memory over as it is built.
+        return st.finalize(as_of, consume=True)
     return st.finalize(as_of)

@@ -33,6 +33,8 @@ from .columns import (
     time_us,
 )
 from .errors import RfmxError
+from . import memory
+from .memory import grow, release
 
 __all__ = ["RFMState", "to_us", "STATE_FORMAT", "STATE_VERSION"]
 
@@ -77,18 +79,6 @@ def _us_to_iso(us: int | None) -> str | None:
     if us is None:
         return None
     return (_dt.datetime(1970, 1, 1) + _dt.timedelta(microseconds=int(us))).isoformat()
-
-
-def _empty_rows(shape: tuple, dtype=np.int64) -> np.ndarray:
-    """``np.empty`` whose rows start on a 64-byte cache-line boundary.
-
-    Large NumPy allocations start 16 bytes into a page, so a 64-byte aggregate row would
-    straddle two cache lines and cost two memory misses instead of one.
-    """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    raw = np.empty(nbytes + 64, dtype=np.uint8)
-    offset = (-raw.ctypes.data) % 64
-    return raw[offset: offset + nbytes].view(dtype).reshape(shape)
 
 
 def read_state_file(path: Path) -> pa.Table:
@@ -146,6 +136,7 @@ class RFMState:
         self.rows_null_skipped = 0    # dropped for nulls (on_null="skip")
         self.rows_outside_window = 0  # outside [since, until)
         self.max_time_us: int | None = None  # latest line (order or refund) kept
+        self._consumed = False
         self._kind: str | None = None
         self._init_arrays(None)
 
@@ -171,36 +162,22 @@ class RFMState:
 
         need = int((self._n + incoming).max())
         if need > self._ncap:
-            # Grow 4x: the new arrays are np.empty, so rows not yet used cost address space,
-            # not memory, while copies become rare (all of them together move less than a
-            # third of the final state) and the state at its end, not a grow, sets the peak.
+            # Grow at least 4x, into uninitialized memory: rows of new customers are
+            # initialized by the kernels on insert, so only rows in use are copied and the
+            # rest is never touched here.  Big states land in a reservation (see
+            # rfmx.memory) and never move again.
             cap = max(need, 4 * self._ncap)
-            P = len(self._n)
-            # Rows of new customers are initialized by the kernels on insert, so only the
-            # rows in use are copied and the rest of the new array is never touched here.
-            agg = _empty_rows((P, cap, self._agg.shape[-1]))
-            for p in range(P):
-                agg[p, : self._n[p]] = self._agg[p, : self._n[p]]
-            self._agg = agg
+            self._agg = grow(self._agg, self._n, cap)
             if self._kind == "int":
-                keys = np.empty((P, cap), dtype=np.int64)
-                for p in range(P):
-                    keys[p, : self._n[p]] = self._keys[p, : self._n[p]]
-                self._keys = keys
+                self._keys = grow(self._keys, self._n, self._agg.shape[1])
             else:
-                offs = np.zeros((P, cap + 1), dtype=np.int64)
-                for p in range(P):
-                    offs[p, : self._n[p] + 1] = self._key_offsets[p, : self._n[p] + 1]
-                self._key_offsets = offs
-            self._ncap = cap
+                self._key_offsets = grow(self._key_offsets, self._n, self._agg.shape[1] + 1, extra=1)
+            self._ncap = self._agg.shape[1]
         if incoming_bytes is not None:
             bneed = int((self._nbytes + incoming_bytes).max())
             if bneed > self._key_data.shape[1]:
-                bcap = max(bneed, 4 * self._key_data.shape[1])
-                data = np.empty((len(self._n), bcap), dtype=np.uint8)
-                for p in range(len(self._n)):
-                    data[p, : self._nbytes[p]] = self._key_data[p, : self._nbytes[p]]
-                self._key_data = data
+                self._key_data = grow(self._key_data, self._nbytes, max(bneed, 4 * self._key_data.shape[1]),
+                                      reserve_rows=32 * memory.RESERVED_ROWS)  # id bytes
         slots = _next_pow2(2 * need)
         if self._table is None or slots > self._table.shape[1]:
             slots = max(slots, 1024)
@@ -244,6 +221,7 @@ class RFMState:
         ``source`` and ``row0`` (the batch's first row number in its source) only make
         error messages point at the right file and row.
         """
+        self._check_usable()
         if isinstance(batch, pa.Table):
             for b in batch.to_batches():
                 self.update(b, source=source, row0=row0)
@@ -317,6 +295,10 @@ class RFMState:
                     ids.offsets, ids.data, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg)
 
+    def _check_usable(self) -> None:
+        if getattr(self, "_consumed", False):
+            raise RfmxError("this state was consumed by finalize(consume=True) and holds no customers any more")
+
     def _check_compatible(self, other: "RFMState", what: str) -> None:
         mine = (self.columns, self.amount_scale, self.since_us, self.until_us)
         theirs = (other.columns, other.amount_scale, other.since_us, other.until_us)
@@ -336,6 +318,8 @@ class RFMState:
         Exact, associative and commutative in every field; ``other``'s lines are taken to
         come after this state's only to count an order whose lines straddle both once.
         """
+        self._check_usable()
+        other._check_usable()
         self._check_compatible(other, what)
         self.rows_read += other.rows_read
         self.rows_null_skipped += other.rows_null_skipped
@@ -423,7 +407,7 @@ class RFMState:
         except (pa.ArrowInvalid, pa.ArrowCapacityError):
             return arr  # over 2 GiB of ids: keep the 64-bit-offset type
 
-    def finalize(self, as_of=None) -> pa.Table:
+    def finalize(self, as_of=None, *, consume: bool = False) -> pa.Table:
         """The per-customer RFM table as of ``as_of`` (see README "Definitions").
 
         ``as_of`` defaults to the state's ``until`` if it has one, else midnight after the
@@ -431,19 +415,38 @@ class RFMState:
         ``recency_days``, ``tenure_days``, ``n_orders``, ``n_refunds``, ``monetary_total``,
         ``monetary_minor``, ``avg_order_value``, ``gross_total``, ``refunds_total``.
         Customers with refunds but no order in the window have null times and recency.
+
+        ``consume=True`` hands the state's memory back partition by partition while the
+        result is built, so the state and the result are never in memory together (peak
+        memory ~ the larger of the two, not their sum); the state cannot be used after.
         """
         from .kernels import rfm as k
 
+        self._check_usable()
         as_of_us = self.resolve_as_of(as_of)
         m = self.n_customers
         ints = np.empty((7, m), dtype=np.int64)
         floats = np.empty((4, m), dtype=np.float64)
         has_orders = np.empty(m, dtype=np.bool_)
-        if self._kind is not None:
-            with self._threads():
-                k.rfm_finalize_partitioned(self._agg, self._n, as_of_us if as_of_us is not None else 0,
-                                           US_PER_DAY, float(10 ** self.amount_scale), ints, floats, has_orders)
         ids, _ = self._flat(with_rows=False)
+        if self._kind is not None:
+            P = len(self._n)
+            with self._threads() as n_workers:
+                # Consuming, a few partitions at a time (one per worker): the pages of
+                # finished partitions are returned before the next ones' output is written,
+                # and the output reuses them.
+                step = max(1, n_workers) if consume else P
+                for lo in range(0, P, step):
+                    hi = min(P, lo + step)
+                    k.rfm_finalize_partitioned(self._agg, self._n, lo, hi, as_of_us if as_of_us is not None else 0,
+                                               US_PER_DAY, float(10 ** self.amount_scale), ints, floats, has_orders)
+                    if consume:
+                        for p in range(lo, hi):
+                            release(self._agg, p)
+        if consume:
+            self._consumed = True
+            self._table = None
+            self._agg = self._keys = self._key_offsets = self._key_data = None
         mask = ~has_orders if not has_orders.all() else None
         ts = pa.timestamp("us", tz=self.time_zone)
         table = pa.table({
@@ -484,6 +487,7 @@ class RFMState:
 
     def to_table(self) -> pa.Table:
         """The raw state: ``customer_id`` plus the exact integer fields, with its metadata."""
+        self._check_usable()
         ids, rows = self._flat()
         data = {"customer_id": self._id_array(ids)}
         for j, name in enumerate(_FIELD_NAMES):

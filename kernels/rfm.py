@@ -324,11 +324,12 @@ OUT_MONETARY, OUT_AOV, OUT_GROSS, OUT_REFUNDS = range(4)
 
 
 @kernel(parallel=True)
-def rfm_finalize_partitioned(agg, n, as_of_us, us_per_day, unit, ints, floats, has_orders):
+def rfm_finalize_partitioned(agg, n, p_lo, p_hi, as_of_us, us_per_day, unit, ints, floats, has_orders):
     """Turn per-partition aggregate rows into output columns in one pass.
 
     ``agg`` (P, ncap, N_FIELDS) with ``n[p]`` rows in use; customers are laid out
-    partition after partition.  ``ints`` (7, m) int64 gets first/last order time,
+    partition after partition, and partitions ``p_lo <= p < p_hi`` are converted (all:
+    ``0, P``; a range lets the caller free finished partitions between calls).  ``ints`` (7, m) int64 gets first/last order time,
     recency and tenure in whole days (floor), orders, refunds, net money in minor units;
     ``floats`` (4, m) gets net money, average order value, gross and refund money in
     currency units (``minor / unit``); ``has_orders`` (m,) bool.  Values of customers
@@ -338,7 +339,7 @@ def rfm_finalize_partitioned(agg, n, as_of_us, us_per_day, unit, ints, floats, h
     start = np.zeros(P + 1, dtype=np.int64)
     for p in range(P):
         start[p + 1] = start[p] + n[p]
-    for p in prange(P):
+    for p in prange(p_lo, p_hi):
         for c in range(n[p]):
             i = start[p] + c
             orders = agg[p, c, N_ORDERS]

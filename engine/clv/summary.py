@@ -101,20 +101,17 @@ class BTYDState(RFMState):
     def _reserve_entries(self, incoming: np.ndarray) -> None:
         """Make room for ``incoming`` new (customer, period) entries per partition."""
         from ..kernels.customers import rehash_int64
+        from ..memory import grow
 
         need = int((self._pn + incoming).max())
         if need > self._ecap:
-            # Grow 4x into np.empty arrays, as the RFM state does: unused entries cost address
-            # space, not memory, and copies (of the entries in use only) stay rare.  An
+            # Grow as the RFM state does (rfmx.memory): at least 4x, into uninitialized
+            # memory, copying only entries in use; big arrays never move again.  An
             # entry's money is set on insert, so nothing needs zeroing.
             cap = max(need, 4 * self._ecap)
-            P = len(self._pn)
-            keys = np.empty((P, cap), dtype=np.int64)
-            money = np.empty((P, cap), dtype=np.int64)
-            for p in range(P):
-                keys[p, : self._pn[p]] = self._pkeys[p, : self._pn[p]]
-                money[p, : self._pn[p]] = self._pmoney[p, : self._pn[p]]
-            self._pkeys, self._pmoney, self._ecap = keys, money, cap
+            self._pkeys = grow(self._pkeys, self._pn, cap)
+            self._pmoney = grow(self._pmoney, self._pn, self._pkeys.shape[1])
+            self._ecap = self._pkeys.shape[1]
         slots = _next_pow2(2 * need)
         if self._ptable is None or slots > self._ptable.shape[1]:
             # a growing table grows 4x: half the rehashes (they cost as much as the updates)

@@ -1,0 +1,102 @@
+"""State memory: reservations that grow without copying, and finalize(consume=True).
+
+Reservations only change where the state's arrays live, never what they hold: every
+test here compares against the ordinary path table for table (row order included).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import rfmx
+from rfmx import RFMState, RfmxError, memory
+from test_engine import order_lines, orders_table
+
+
+@pytest.fixture
+def tiny_reservations(monkeypatch):
+    """Every state array lands in a (small) reservation, and outgrows it quickly."""
+    monkeypatch.setattr(memory, "RESERVE_FROM", 0)
+    monkeypatch.setattr(memory, "RESERVED_ROWS", 4)
+
+
+def test_small_arrays_are_plain_and_aligned():
+    a = memory.allocate((16, 100, 8))
+    assert not memory.is_reserved(a)
+    assert a.shape == (16, 100, 8) and a.ctypes.data % 64 == 0
+
+
+def test_big_arrays_are_reserved_with_room_to_grow():
+    a = memory.allocate((16, 1 << 17, 8))  # 128 MiB: past RESERVE_FROM
+    assert memory.is_reserved(a)
+    assert a.shape == (16, memory.RESERVED_ROWS, 8) and a.ctypes.data % 64 == 0
+    a[15, -1] = 7  # the whole reservation is usable
+    assert a[15, -1, 0] == 7
+
+
+@pytest.mark.parametrize("reserve_from", [0, 1 << 40], ids=["reserved", "plain"])
+def test_grow_keeps_the_used_rows_of_every_partition(monkeypatch, reserve_from):
+    monkeypatch.setattr(memory, "RESERVE_FROM", reserve_from)
+    rng = np.random.default_rng(0)
+    old = rng.integers(0, 1000, size=(4, 10, 3))
+    used = np.array([0, 3, 10, 7])
+    new = memory.grow(old, used, 25, extra=0)
+    assert new.shape[0] == 4 and new.shape[1] >= 25 and new.shape[2:] == (3,)
+    assert memory.is_reserved(new) == (reserve_from == 0)
+    for p in range(4):
+        assert np.array_equal(new[p, : used[p]], old[p, : used[p]])
+
+
+def test_release_zeroes_one_partition_of_a_reservation_only(tiny_reservations):
+    a = memory.allocate((3, 2048, 8))  # 4 KiB pages: each partition spans whole pages
+    a[:] = 5
+    memory.release(a, 1)
+    assert (a[0] == 5).all() and (a[2] == 5).all()
+    assert (a[1] == 0).all()
+    plain = np.full((2, 10), 3)
+    memory.release(plain, 0)  # not a reservation: left alone
+    assert (plain == 3).all()
+
+
+@settings(max_examples=30, deadline=None)
+@given(lines=order_lines(kinds=("int64", "string", "binary")), use_oid=st.booleans(),
+       batch_size=st.integers(1, 20), n_threads=st.sampled_from([1, 2]))
+def test_reserved_state_gives_the_same_table(lines, use_oid, batch_size, n_threads):
+    table = orders_table(lines, order_ids=use_oid)
+    oid = "order_id" if use_oid else None
+    want = rfmx.aggregate(table, order_id=oid, batch_size=batch_size, threads=n_threads)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(memory, "RESERVE_FROM", 0)
+        mp.setattr(memory, "RESERVED_ROWS", 2)  # tiny: states outgrow their reservations
+        got = rfmx.aggregate(table, order_id=oid, batch_size=batch_size, threads=n_threads)
+        state = rfmx.build_state(table, order_id=oid, batch_size=batch_size, threads=n_threads)
+        merged = RFMState(order_id=oid).merge(state)
+        merged_table = merged.finalize()
+    assert got.equals(want, check_metadata=True)
+    assert merged_table.equals(want, check_metadata=True)
+
+
+@pytest.mark.parametrize("string_ids", [False, True], ids=["int-ids", "string-ids"])
+def test_finalize_consume_equals_finalize_and_ends_the_state(string_ids, tiny_reservations, tmp_path):
+    rng = np.random.default_rng(1)
+    n = 5_000
+    ids = rng.integers(0, 700, n)
+    table = pa.table({
+        "customer_id": pa.array([f"c{i}" for i in ids]) if string_ids else pa.array(ids),
+        "order_time": pa.array(1_700_000_000_000_000 + rng.integers(0, 10**12, n), pa.timestamp("us")),
+        "amount": pa.array(rng.integers(-500, 5000, n) / 100),
+    })
+    keep = rfmx.build_state(table, batch_size=333)
+    eaten = rfmx.build_state(table, batch_size=333)
+    want = keep.finalize()
+    got = eaten.finalize(consume=True)
+    assert got.equals(want, check_metadata=True)
+    assert eaten.n_customers == keep.n_customers  # counters survive for reports
+    for use in (lambda s: s.update(table), lambda s: s.finalize(), lambda s: s.save(tmp_path / "s.arrow"),
+                lambda s: keep.merge(s), lambda s: s.merge(keep)):
+        with pytest.raises(RfmxError, match="consumed"):
+            use(eaten)
+    assert not (tmp_path / "s.arrow").exists()
