@@ -133,13 +133,13 @@ class BTYDState(RFMState):
 
     # --- the three operations -----------------------------------------------------
 
-    def _fold(self, ids, t, amt, oid, keep) -> None:
+    def _fold(self, ids, t, amt, oid, keep, hashed=None) -> None:
         """Fold prepared lines into the RFM rows and the per-(customer, period) table."""
         from ..kernels._policy import threads
         from ..kernels.btyd import PERIOD_KINDS, btyd_update_partitioned_bytes, btyd_update_partitioned_int64
         from ..kernels.customers import PARTITION_BITS
 
-        hashes = self._hash_and_reserve(ids)
+        hashes = self._hash_and_reserve(ids, hashed)
         kind = PERIOD_KINDS[self.period]
         with threads(self.threads) as n_workers:
             if ids.kind == "int":
