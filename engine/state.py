@@ -199,7 +199,10 @@ class RFMState:
             if bneed > self._key_data.shape[1]:
                 self._key_data = grow(self._key_data, self._nbytes, max(bneed, 4 * self._key_data.shape[1]),
                                       reserve_rows=32 * memory.RESERVED_ROWS)  # id bytes
-        slots = _next_pow2(2 * need)
+        # Tables are kept at most 70 % full.  At most half full, 10 M customers needed 32 M
+        # slots (512 MB); at 70 % they fit 16 M (one doubling and 256 MB less: measured
+        # 12 % faster in that regime), and a probe still reads one or two cache lines.
+        slots = _next_pow2(-(-10 * need // 7))
         if self._table is None or slots > self._table.shape[1]:
             slots = max(slots, 1024)
             self._table = None  # the rehash reads the keys, not the old table: free it first

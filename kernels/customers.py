@@ -19,7 +19,7 @@ Layouts (all int64 unless noted):
 ``table``  (P, cap, 2)   slot = (key, code + 1) or (tag, offset << 32 | code + 1); a
                          second word of 0 marks an empty slot, so a new table is
                          ``np.zeros`` (free, lazily zeroed pages); cap is a power of two,
-                         kept at most half full by the caller
+                         kept at most 70 % full by the caller
 ``keys``   (P, ncap)     integer ids by local code (integer tables)
 ``key_offsets`` (P, ncap + 1) and ``key_data`` (P, bcap) uint8: byte-string ids by local
                          code; a partition's arena holds < 2**32 bytes (MAX_ARENA_BYTES)
@@ -174,7 +174,7 @@ def probe_int64(table, keys, n, p, key, h):
     """Local code of integer ``key`` in partition ``p``, inserting it if new.
 
     ``h`` is ``mix64(key)``; the slot is taken from its low bits.  Updates ``n[p]`` and
-    ``keys[p]`` on insert.  The caller guarantees room (table at most half full).
+    ``keys[p]`` on insert.  The caller guarantees room (table at most 70 % full).
     """
     mask = table.shape[1] - 1
     s = h & mask
