@@ -390,6 +390,7 @@ class Suite:
             self.results["cold"].append({
                 "ids": ids, "import_s": runs[0].get("import_s"), "warm_first_call_s": runs[0].get("first_call_s"),
                 "cold_first_call_s": res.get("first_call_s") if res["status"] == "ok" else None,
+                "cold_import_s": res.get("import_s") if res["status"] == "ok" else None,
                 "cold_status": res["status"], "cold_message": res.get("message")})
 
     def plots(self) -> None:
