@@ -21,6 +21,7 @@ holding both in memory at once.
 from __future__ import annotations
 
 import mmap
+import sys
 
 import numpy as np
 
@@ -31,7 +32,8 @@ RESERVE_FROM = 64 << 20
 #: rows per partition a reservation is sized for
 RESERVED_ROWS = 1 << 23
 
-_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000)  # Linux value; Python < 3.13 lacks the name
+# Python < 3.13 lacks the name; 0x4000 is Linux's value (other systems: no flag, plain mapping).
+_MAP_NORESERVE = getattr(mmap, "MAP_NORESERVE", 0x4000 if sys.platform.startswith("linux") else 0)
 _PAGE = mmap.PAGESIZE
 
 

@@ -50,6 +50,24 @@ def test_grow_keeps_the_used_rows_of_every_partition(monkeypatch, reserve_from):
         assert np.array_equal(new[p, : used[p]], old[p, : used[p]])
 
 
+def test_big_arrays_fall_back_to_numpy_where_mappings_are_refused(monkeypatch):
+    def refuse(nbytes):
+        raise OSError("mmap refused")
+
+    monkeypatch.setattr(memory, "_Reservation", refuse)
+    a = memory.allocate((16, 1 << 17, 8))
+    assert not memory.is_reserved(a)
+    assert a.shape == (16, 1 << 17, 8) and a.ctypes.data % 64 == 0
+    rng = np.random.default_rng(2)
+    table = pa.table({"customer_id": pa.array(rng.integers(0, 5000, 20_000)),
+                      "order_time": pa.array(rng.integers(0, 10**12, 20_000), pa.timestamp("us")),
+                      "amount": pa.array(rng.integers(1, 999, 20_000) / 100)})
+    monkeypatch.setattr(memory, "RESERVE_FROM", 0)  # every growth asks for a mapping, and is refused
+    got = rfmx.aggregate(table, batch_size=999)
+    monkeypatch.undo()
+    assert got.equals(rfmx.aggregate(table, batch_size=999), check_metadata=True)
+
+
 def test_release_zeroes_one_partition_of_a_reservation_only(tiny_reservations):
     a = memory.allocate((3, 2048, 8))  # 4 KiB pages: each partition spans whole pages
     a[:] = 5
