@@ -27,7 +27,7 @@ from numba import prange
 
 from ._policy import kernel, prefetch
 from .customers import mix64, partition_of, probe_bytes, probe_int64
-from .rfm import accumulate, init_row
+from .rfm import _owner, accumulate, init_row, select_group
 
 __all__ = [
     "PERIOD_KINDS",
@@ -120,6 +120,45 @@ def _period_key(code, period):
 # cells, ``pmoney3`` being ``pmoney`` viewed as (P, ecap, 1)), then the money is added, so
 # the cache misses of a group overlap.
 
+@kernel(inline=True)
+def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
+                partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3):
+    """Fold probed lines ``rows[:k]`` (customers ``codes[:k]``) into their RFM rows and
+    their purchase lines into the ``(customer, period)`` entries; ``codes`` is reused.
+
+    Three passes over the group, each issuing the loads the next one needs: the entry
+    slots, then the entries' money.
+    """
+    has_oid = order_id.shape[0] > 0
+    pmask = ptable.shape[1] - 1
+    for j in range(k):
+        r = rows[j]
+        if amount_minor[r] >= 0:
+            key = _period_key(codes[j], period_of(time_us[r], period_kind))
+            pkey[j] = key
+            prefetch(ptable, partition_of(hashes[r], partition_bits), mix64(key) & pmask)
+    for j in range(k):
+        r = rows[j]
+        p = partition_of(hashes[r], partition_bits)
+        amt = amount_minor[r]
+        accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid)
+        if amt >= 0:
+            before = pn[p]
+            e = probe_int64(ptable, pkeys, pn, p, pkey[j], mix64(pkey[j]))
+            ents[j] = e - before  # >= 0: a new entry
+            codes[j] = e
+            prefetch(pmoney3, p, e)
+    for j in range(k):
+        r = rows[j]
+        amt = amount_minor[r]
+        if amt >= 0:
+            p = partition_of(hashes[r], partition_bits)
+            if ents[j] >= 0:
+                pmoney[p, codes[j]] = amt
+            else:
+                pmoney[p, codes[j]] += amt
+
+
 @kernel(parallel=True)
 def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep, period_kind,
                                   n_workers, partition_bits, group, table, keys, n, agg,
@@ -129,11 +168,7 @@ def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, 
     ``(customer, period)`` entry.  Arguments as :func:`rfmx.kernels.rfm.rfm_update_partitioned_int64`
     plus ``period_kind`` and the period tables; the caller reserves room for every line
     being a new customer and a new entry.  Rows of new customers are initialized here."""
-    has_oid = order_id.shape[0] > 0
-    has_keep = keep.shape[0] > 0
     m = ids.shape[0]
-    mask = table.shape[1] - 1
-    pmask = ptable.shape[1] - 1
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
@@ -141,15 +176,7 @@ def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, 
         ents = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            k = 0
-            while i < m and k < group:
-                h = hashes[i]
-                p = partition_of(h, partition_bits)
-                if p % n_workers == w and (not has_keep or keep[i]):
-                    rows[k] = i
-                    k += 1
-                    prefetch(table, p, h & mask)
-                i += 1
+            i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]
@@ -160,30 +187,8 @@ def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, 
                     init_row(agg, p, c)
                 codes[j] = c
                 prefetch(agg, p, c)
-                if amount_minor[r] >= 0:
-                    key = _period_key(c, period_of(time_us[r], period_kind))
-                    pkey[j] = key
-                    prefetch(ptable, p, mix64(key) & pmask)
-            for j in range(k):
-                r = rows[j]
-                p = partition_of(hashes[r], partition_bits)
-                amt = amount_minor[r]
-                accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid)
-                if amt >= 0:
-                    before = pn[p]
-                    e = probe_int64(ptable, pkeys, pn, p, pkey[j], mix64(pkey[j]))
-                    ents[j] = e - before  # >= 0: a new entry
-                    codes[j] = e
-                    prefetch(pmoney3, p, e)
-            for j in range(k):
-                r = rows[j]
-                amt = amount_minor[r]
-                if amt >= 0:
-                    p = partition_of(hashes[r], partition_bits)
-                    if ents[j] >= 0:
-                        pmoney[p, codes[j]] = amt
-                    else:
-                        pmoney[p, codes[j]] += amt
+            _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
+                        partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
 
 
 @kernel(parallel=True)
@@ -191,11 +196,7 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
                                   n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg,
                                   ptable, pkeys, pn, pmoney, pmoney3):
     """As :func:`btyd_update_partitioned_int64` for byte-string ids (Arrow offsets/data)."""
-    has_oid = order_id.shape[0] > 0
-    has_keep = keep.shape[0] > 0
     m = hashes.shape[0]
-    mask = table.shape[1] - 1
-    pmask = ptable.shape[1] - 1
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
@@ -203,15 +204,7 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
         ents = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            k = 0
-            while i < m and k < group:
-                h = hashes[i]
-                p = partition_of(h, partition_bits)
-                if p % n_workers == w and (not has_keep or keep[i]):
-                    rows[k] = i
-                    k += 1
-                    prefetch(table, p, h & mask)
-                i += 1
+            i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]
@@ -222,30 +215,8 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
                     init_row(agg, p, c)
                 codes[j] = c
                 prefetch(agg, p, c)
-                if amount_minor[r] >= 0:
-                    key = _period_key(c, period_of(time_us[r], period_kind))
-                    pkey[j] = key
-                    prefetch(ptable, p, mix64(key) & pmask)
-            for j in range(k):
-                r = rows[j]
-                p = partition_of(hashes[r], partition_bits)
-                amt = amount_minor[r]
-                accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid)
-                if amt >= 0:
-                    before = pn[p]
-                    e = probe_int64(ptable, pkeys, pn, p, pkey[j], mix64(pkey[j]))
-                    ents[j] = e - before  # >= 0: a new entry
-                    codes[j] = e
-                    prefetch(pmoney3, p, e)
-            for j in range(k):
-                r = rows[j]
-                amt = amount_minor[r]
-                if amt >= 0:
-                    p = partition_of(hashes[r], partition_bits)
-                    if ents[j] >= 0:
-                        pmoney[p, codes[j]] = amt
-                    else:
-                        pmoney[p, codes[j]] += amt
+            _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
+                        partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
 
 
 @kernel(parallel=True)
@@ -261,7 +232,7 @@ def btyd_merge_periods_int64(ids, hashes, entry_customer, periods, money, n_work
             j = entry_customer[k]
             h = hashes[j]
             p = partition_of(h, partition_bits)
-            if p % n_workers != w:
+            if _owner(p, n_workers, partition_bits) != w:
                 continue
             c = probe_int64(table, keys, n, p, ids[j], h)
             _add_period(ptable, pkeys, pn, pmoney, p, _period_key(c, periods[k]), money[k])
@@ -277,7 +248,7 @@ def btyd_merge_periods_bytes(offsets, data, hashes, entry_customer, periods, mon
             j = entry_customer[k]
             h = hashes[j]
             p = partition_of(h, partition_bits)
-            if p % n_workers != w:
+            if _owner(p, n_workers, partition_bits) != w:
                 continue
             c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[j], offsets[j + 1], h)
             _add_period(ptable, pkeys, pn, pmoney, p, _period_key(c, periods[k]), money[k])

@@ -179,6 +179,38 @@ def _owner(p, n_workers, partition_bits):
     return (p * n_workers) >> partition_bits
 
 
+@kernel(inline=True)
+def select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table):
+    """The next lines from ``i`` that worker ``w`` owns and keeps, at most ``group``, into ``rows``.
+
+    Prefetches their table slots; returns ``(next i, k)`` with the lines in ``rows[:k]``.
+    ``keep`` empty: keep every line.
+    """
+    m = hashes.shape[0]
+    has_keep = keep.shape[0] > 0
+    mask = table.shape[1] - 1
+    k = 0
+    while i < m and k < group:
+        h = hashes[i]
+        p = partition_of(h, partition_bits)
+        if _owner(p, n_workers, partition_bits) == w and (not has_keep or keep[i]):
+            rows[k] = i
+            k += 1
+            prefetch(table, p, h & mask)
+        i += 1
+    return i, k
+
+
+@kernel(inline=True)
+def accumulate_group(agg, rows, codes, k, hashes, time_us, amount_minor, order_id, partition_bits):
+    """Fold the lines ``rows[:k]`` into their customers' rows ``codes[:k]``, in order."""
+    has_oid = order_id.shape[0] > 0
+    for j in range(k):
+        r = rows[j]
+        p = partition_of(hashes[r], partition_bits)
+        accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
+
+
 @kernel(parallel=True)
 def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep,
                                  n_workers, partition_bits, group, table, keys, n, agg):
@@ -186,29 +218,18 @@ def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, k
 
     ``ids``, ``hashes`` (= mix64(ids)), ``time_us``, ``amount_minor``: int64 (m,);
     ``order_id``: int64 (m,) or empty; ``keep``: bool (m,) or empty (keep all); ``group``:
-    lines whose memory loads are issued together (16 is a good value).
+    lines whose memory loads are issued together (64 measured best).
     ``table``/``keys``/``n``: see :mod:`rfmx.kernels.customers`; ``agg``: (P, ncap, N_FIELDS).
     The caller reserves room for every line being a new customer; rows of new customers
     are initialized here, so ``agg`` may be grown with ``np.empty``.
     """
-    has_oid = order_id.shape[0] > 0
-    has_keep = keep.shape[0] > 0
     m = ids.shape[0]
-    mask = table.shape[1] - 1
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            k = 0
-            while i < m and k < group:
-                h = hashes[i]
-                p = partition_of(h, partition_bits)
-                if _owner(p, n_workers, partition_bits) == w and (not has_keep or keep[i]):
-                    rows[k] = i
-                    k += 1
-                    prefetch(table, p, h & mask)
-                i += 1
+            i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]
@@ -219,10 +240,7 @@ def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, k
                     init_row(agg, p, c)
                 codes[j] = c
                 prefetch(agg, p, c)
-            for j in range(k):
-                r = rows[j]
-                p = partition_of(hashes[r], partition_bits)
-                accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
+            accumulate_group(agg, rows, codes, k, hashes, time_us, amount_minor, order_id, partition_bits)
 
 
 @kernel(parallel=True)
@@ -230,8 +248,6 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
                                  n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg):
     """As :func:`rfm_update_partitioned_int64` for byte-string ids given as Arrow-style
     ``offsets`` (m + 1,) and ``data`` (uint8) buffers; ``hashes`` from ``hash_bytes``."""
-    has_oid = order_id.shape[0] > 0
-    has_keep = keep.shape[0] > 0
     m = hashes.shape[0]
     mask = table.shape[1] - 1
     for w in prange(n_workers):
@@ -239,15 +255,7 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
         codes = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            k = 0
-            while i < m and k < group:
-                h = hashes[i]
-                p = partition_of(h, partition_bits)
-                if _owner(p, n_workers, partition_bits) == w and (not has_keep or keep[i]):
-                    rows[k] = i
-                    k += 1
-                    prefetch(table, p, h & mask)
-                i += 1
+            i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             # Strings need one more load before the full compare: the candidate's bytes,
             # whose arena offset the slot holds.  Prefetch them for the whole group too.
             # (Also prefetching the candidate's aggregate row here was measured slower:
@@ -269,10 +277,7 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
                     init_row(agg, p, c)
                 codes[j] = c
                 prefetch(agg, p, c)
-            for j in range(k):
-                r = rows[j]
-                p = partition_of(hashes[r], partition_bits)
-                accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
+            accumulate_group(agg, rows, codes, k, hashes, time_us, amount_minor, order_id, partition_bits)
 
 
 @kernel(parallel=True)
