@@ -579,18 +579,24 @@ class RFMState:
         c = meta["columns"]
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], since=meta["since_us"],
                     until=meta["until_us"], amount_scale=meta["amount_scale"], threads=threads)
-        state.time_zone = meta["time_zone"]
-        state.rows_read = meta["rows_read"]
-        state.rows_null_skipped = meta["rows_null_skipped"]
-        state.rows_outside_window = meta["rows_outside_window"]
-        state.max_time_us = meta["max_time_us"]
-        if meta["id_kind"] is not None:
-            ids = customer_ids(table.column("customer_id").combine_chunks(), str(path), "customer_id")
-            state._init_arrays(ids.kind)
-            state.id_type = ids.arrow_type
-            rows = np.column_stack([table.column(n).to_numpy() for n in _FIELD_NAMES]).astype(np.int64)
-            state._merge_rows(ids, np.ascontiguousarray(rows))
+        state._restore(meta, table, path)
         return state
+
+    def _restore(self, meta: dict, table: pa.Table, path) -> CustomerIds | None:
+        """Fill this new state with the counters and customers of a saved one; its ids (None: no customers)."""
+        self.time_zone = meta["time_zone"]
+        self.rows_read = meta["rows_read"]
+        self.rows_null_skipped = meta["rows_null_skipped"]
+        self.rows_outside_window = meta["rows_outside_window"]
+        self.max_time_us = meta["max_time_us"]
+        if meta["id_kind"] is None:
+            return None
+        ids = customer_ids(table.column("customer_id").combine_chunks(), str(path), "customer_id")
+        self._init_arrays(ids.kind)
+        self.id_type = ids.arrow_type
+        rows = np.column_stack([table.column(n).to_numpy() for n in _FIELD_NAMES]).astype(np.int64)
+        self._merge_rows(ids, np.ascontiguousarray(rows))
+        return ids
 
     def __repr__(self) -> str:
         return (f"RFMState({self.n_customers} customers, {self.rows_read} rows read, "

@@ -30,9 +30,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from ..columns import customer_ids
 from ..errors import RfmxError
-from ..state import _FIELD_NAMES, _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, to_us
+from ..state import _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, to_us
 
 __all__ = ["BTYDState", "summary", "BTYD_STATE_FORMAT", "BTYD_STATE_VERSION", "UNIT_DAYS"]
 
@@ -323,17 +322,8 @@ class BTYDState(RFMState):
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
                     since=meta["since_us"], until=meta["until_us"], amount_scale=meta["amount_scale"],
                     threads=threads)
-        state.time_zone = meta["time_zone"]
-        state.rows_read = meta["rows_read"]
-        state.rows_null_skipped = meta["rows_null_skipped"]
-        state.rows_outside_window = meta["rows_outside_window"]
-        state.max_time_us = meta["max_time_us"]
-        if meta["id_kind"] is not None:
-            ids = customer_ids(table.column("customer_id").combine_chunks(), str(path), "customer_id")
-            state._init_arrays(ids.kind)
-            state.id_type = ids.arrow_type
-            rows = np.column_stack([table.column(n).to_numpy() for n in _FIELD_NAMES]).astype(np.int64)
-            state._merge_rows(ids, np.ascontiguousarray(rows))
+        ids = state._restore(meta, table, path)
+        if ids is not None:
             plist = table.column("periods").combine_chunks()
             mlist = table.column("period_money").combine_chunks()
             state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64),
