@@ -245,6 +245,32 @@ def scores_from_lut(x, sign, member, lo, lut, out):
             out[i] = 1
 
 
+@kernel(inline=True)
+def _runs_start(edge_below, ranks):
+    """Per run of members equal to an edge (indexed by its first edge): members seen so far,
+    and ranks passed so far (members below the run already pass some)."""
+    ne = len(ranks)
+    seen = np.zeros(ne, dtype=np.int64)
+    passed = np.zeros(ne, dtype=np.int64)
+    for a in range(ne):
+        for k in range(ne):
+            passed[a] += edge_below[a] > ranks[k]
+    return seen, passed
+
+
+@kernel(inline=True)
+def _run_score(at, seen, passed, edge_below, ranks):
+    """Score of the next member of run ``at``: its position is the members below the run plus
+    those of the run seen before it; positions only grow along a run."""
+    p = edge_below[at] + seen[at]
+    seen[at] += 1
+    c = passed[at]
+    while c < len(ranks) and p > ranks[c]:
+        c += 1
+    passed[at] = c
+    return 1 + c
+
+
 @kernel
 def scores_rank_first(x, sign, member, edges, edge_below, ranks, out):
     """Equal-size scores from rank positions, ties broken by row order (``rank(method="first")``).
@@ -257,12 +283,7 @@ def scores_rank_first(x, sign, member, edges, edge_below, ranks, out):
     every other member scores ``1 + #{k : key > edges[k]}``.
     """
     ne = len(edges)
-    seen = np.zeros(ne, dtype=np.int64)
-    # Per run (indexed by its first edge): ranks passed so far; positions only grow along a run.
-    passed = np.zeros(ne, dtype=np.int64)
-    for a in range(ne):
-        for k in range(ne):
-            passed[a] += edge_below[a] > ranks[k]
+    seen, passed = _runs_start(edge_below, ranks)
     for i in range(len(x)):
         if not member[i]:
             out[i] = 1
@@ -275,13 +296,7 @@ def scores_rank_first(x, sign, member, edges, edge_below, ranks, out):
             if at < 0 and v == edges[k]:
                 at = k
         if at >= 0:
-            p = edge_below[at] + seen[at]
-            seen[at] += 1
-            c = passed[at]
-            while c < ne and p > ranks[c]:
-                c += 1
-            passed[at] = c
-            s = 1 + c
+            s = _run_score(at, seen, passed, edge_below, ranks)
         out[i] = s
 
 
@@ -290,26 +305,14 @@ def scores_rank_first_lut(x, sign, member, lo, lut, edge_below, ranks, out):
     """:func:`scores_rank_first` for small key ranges: ``lut[key - lo]`` is the score of a
     key that is not an edge, or ``-a`` for a key equal to ``edges[a]`` (its first index),
     whose members take their position in the run."""
-    ne = len(ranks)
-    seen = np.zeros(ne, dtype=np.int64)
-    passed = np.zeros(ne, dtype=np.int64)
-    for a in range(ne):
-        for k in range(ne):
-            passed[a] += edge_below[a] > ranks[k]
+    seen, passed = _runs_start(edge_below, ranks)
     for i in range(len(x)):
         if not member[i]:
             out[i] = 1
             continue
         s = lut[np.int64(x[i]) * sign - lo]
         if s <= 0:
-            at = -s
-            p = edge_below[at] + seen[at]
-            seen[at] += 1
-            c = passed[at]
-            while c < ne and p > ranks[c]:
-                c += 1
-            passed[at] = c
-            s = 1 + c
+            s = _run_score(-s, seen, passed, edge_below, ranks)
         out[i] = s
 
 
