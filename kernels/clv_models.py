@@ -55,6 +55,17 @@ __all__ = [
 _MAX_TERMS = 2_000_000
 
 
+@kernel(inline=True)
+def _sum_parts(part):
+    """Column sums of the per-chunk partial sums, chunk by chunk in order (the same
+    result for any thread count: the chunks, not the threads, fix the order)."""
+    tot = np.zeros(part.shape[1])
+    for k in range(part.shape[0]):
+        for q_ in range(part.shape[1]):
+            tot[q_] += part[k, q_]
+    return tot
+
+
 @kernel
 def digamma(x):
     """psi(x) for x > 0 (recurrence to x >= 10, then the asymptotic series; ~1e-15 relative)."""
@@ -390,10 +401,7 @@ def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
             acc[15] += wi
         for q_ in range(16):
             part[k, q_] = acc[q_]
-    tot = np.zeros(16)
-    for k in range(n_chunks):
-        for q_ in range(16):
-            tot[q_] += part[k, q_]
+    tot = _sum_parts(part)
     wsum = tot[15]
     log_alpha = math.log(alpha)
     # the r log(alpha) term of A1, once for all customers
@@ -752,10 +760,7 @@ def gamma_gamma_loglik(params, ux, xi, m, log_m, w, n_chunks, grad, hess):
             acc[10] += wi
         for q_ in range(11):
             part[k, q_] = acc[q_]
-    tot = np.zeros(11)
-    for k in range(n_chunks):
-        for q_ in range(11):
-            tot[q_] += part[k, q_]
+    tot = _sum_parts(part)
     wsum = tot[10]
     grad[0] = tot[1]
     grad[1] = tot[2] + wsum * log_v
