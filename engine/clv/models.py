@@ -464,6 +464,15 @@ class _NonFinite(Exception):
         self.params = params
 
 
+class _ExactHessian:
+    """For models whose kernel returns the Hessian with the gradient (``_loglik_hessian``):
+    the plain log-likelihood is that call without the Hessian."""
+
+    def _loglik(self, params, data):
+        ll, grad, _ = self._loglik_hessian(params, data)
+        return ll, grad
+
+
 class _TransactionModel(_Model):
     """BG/NBD and Pareto/NBD: fit on (frequency, recency, T) patterns; shared predictions."""
 
@@ -588,7 +597,7 @@ class _TransactionModel(_Model):
         return alive, expected[:, 0], vw
 
 
-class BGNBD(_TransactionModel):
+class BGNBD(_ExactHessian, _TransactionModel):
     """The BG/NBD model (Fader, Hardie & Lee 2005): Poisson purchases at a gamma(r, alpha)
     rate, dropout with a beta(a, b) probability after each purchase.
 
@@ -600,10 +609,6 @@ class BGNBD(_TransactionModel):
     name = "BG/NBD"
     key = "bgnbd"
     param_names = ("r", "alpha", "a", "b")
-
-    def _loglik(self, params, data):
-        ll, grad, _ = self._loglik_hessian(params, data)
-        return ll, grad
 
     def _loglik_hessian(self, params, data):
         from ..kernels.clv_models import bgnbd_loglik_hessian
@@ -662,7 +667,7 @@ class ParetoNBD(_TransactionModel):
         return np.array([1.0, scale, 1.0, scale])
 
 
-class GammaGamma(_Model):
+class GammaGamma(_ExactHessian, _Model):
     """The Gamma-Gamma spend model (Fader, Hardie & Lee 2005b; Colombo & Jiang 1999): a
     customer's spends are gamma(p, nu) with nu ~ gamma(q, v).  Fitted on repeat buyers
     (frequency > 0) and their mean spend per repeat period; it assumes spend is
@@ -705,10 +710,6 @@ class GammaGamma(_Model):
                     pass
         params = self._optimize(data_, n, initial, maxiter)
         return self._finish_fit(params, data_, n, len(x))
-
-    def _loglik(self, params, data):
-        ll, grad, _ = self._loglik_hessian(params, data)
-        return ll, grad
 
     def _loglik_hessian(self, params, data):
         from ..kernels.clv_models import gamma_gamma_loglik
