@@ -26,7 +26,7 @@ import numpy as np
 from numba import prange
 
 from ._policy import kernel, prefetch
-from .customers import mix64, partition_of, probe_bytes, probe_int64
+from .customers import mix64, partition_of, prefetch_bytes_id, probe_bytes, probe_int64
 from .rfm import _owner, accumulate, init_row, select_group
 
 __all__ = [
@@ -205,6 +205,10 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
+            for j in range(k):  # the candidates' id bytes, as in rfm_update_partitioned_bytes
+                r = rows[j]
+                h = hashes[r]
+                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]

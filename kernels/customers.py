@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._policy import kernel
+from ._policy import kernel, prefetch
 
 __all__ = [
     "PARTITION_BITS",
@@ -41,6 +41,7 @@ __all__ = [
     "partition_of",
     "probe_int64",
     "probe_bytes",
+    "prefetch_bytes_id",
     "bytes_tag",
     "slot_offset",
     "slot_code",
@@ -220,14 +221,50 @@ def probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, start, stop, h
         if table[p, s, 0] == tag:
             code = slot_code(word)
             k0 = slot_offset(word)
-            if length < _LEN_MASK or key_offsets[p, code + 1] - key_offsets[p, code] == length:
-                same = True
-                for j in range(length):
-                    if key_data[p, k0 + j] != data[start + j]:
-                        same = False
-                        break
-                if same:
-                    return code
+            if (length < _LEN_MASK or key_offsets[p, code + 1] - key_offsets[p, code] == length) \
+                    and _same_bytes(key_data[p], k0, data, start, length):
+                return code
+        s = (s + 1) & mask
+
+
+@kernel(inline=True)
+def _same_bytes(a, i, b, j, length):
+    # Eight bytes per compare, then the tail: on 17-byte ids this took the steady-state
+    # string kernel from 44 to 39 ns per line (byte-wise compare).
+    k = 0
+    while k + 8 <= length:
+        if _word8(a, i + k) != _word8(b, j + k):
+            return False
+        k += 8
+    while k < length:
+        if a[i + k] != b[j + k]:
+            return False
+        k += 1
+    return True
+
+
+@kernel(inline=True)
+def prefetch_bytes_id(table, key_data, p, h, length):
+    """Start loading the stored bytes of the id a probe for ``(h, length)`` will compare against.
+
+    Walks the probe sequence to the first slot whose tag matches (the slots were
+    prefetched before, and a displaced id is usually in the same cache line) and
+    prefetches both ends of its bytes, which may straddle two cache lines.  Prefetching
+    only the home slot's candidate missed every displaced id: 57 -> 51 ns per line in the
+    steady-state kernel with the walk, 44 with both ends (17-byte ids, 1e8-row file).
+    """
+    mask = table.shape[1] - 1
+    tag = bytes_tag(h, length)
+    s = h & mask
+    while True:
+        word = table[p, s, 1]
+        if word == _EMPTY:
+            return
+        if table[p, s, 0] == tag:
+            k0 = slot_offset(word)
+            prefetch(key_data, p, k0)
+            prefetch(key_data, p, k0 + max(length, 1) - 1)
+            return
         s = (s + 1) & mask
 
 

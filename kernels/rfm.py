@@ -25,7 +25,7 @@ import numpy as np
 from numba import prange
 
 from ._policy import kernel, prefetch
-from .customers import bytes_tag, partition_of, probe_bytes, probe_int64, slot_offset
+from .customers import partition_of, prefetch_bytes_id, probe_bytes, probe_int64
 
 __all__ = [
     "FIELDS",
@@ -249,7 +249,6 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
     """As :func:`rfm_update_partitioned_int64` for byte-string ids given as Arrow-style
     ``offsets`` (m + 1,) and ``data`` (uint8) buffers; ``hashes`` from ``hash_bytes``."""
     m = hashes.shape[0]
-    mask = table.shape[1] - 1
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
@@ -263,10 +262,7 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]
-                p = partition_of(h, partition_bits)
-                word = table[p, h & mask, 1]
-                if word != 0 and table[p, h & mask, 0] == bytes_tag(h, offsets[r + 1] - offsets[r]):
-                    prefetch(key_data, p, slot_offset(word))
+                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
             for j in range(k):
                 r = rows[j]
                 h = hashes[r]
