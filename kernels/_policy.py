@@ -24,7 +24,7 @@ from llvmlite import ir  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-__all__ = ["kernel", "threads", "prefetch"]
+__all__ = ["kernel", "threads", "prefetch", "load_u64"]
 
 
 def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
@@ -86,5 +86,28 @@ def prefetch(typingctx, array, i, j):
         fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0i8")
         builder.call(fn, [builder.bitcast(ptr, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def load_u64(typingctx, data, i):
+    """The uint64 in the eight bytes ``data[i:i+8]`` of a 1-D uint8 array (native byte order), one load.
+
+    Written out as eight byte loads, shifts and ors, Numba keeps every load (each index
+    gets its own negative-index check), so hashing and comparing byte-string ids went byte
+    by byte.  The caller guarantees ``i + 8 <= len(data)``.
+    """
+    sig = types.uint64(data, i)
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary, ii = args
+        a = context.make_array(aryty)(context, builder, ary)
+        idx = [context.cast(builder, ii, signature.args[1], types.intp)]
+        ptr = cgutils.get_item_pointer(context, builder, aryty, a, idx, wraparound=False)
+        i64p = ir.IntType(64).as_pointer()
+        value = builder.load(builder.bitcast(ptr, i64p), align=1)
+        return value
 
     return sig, codegen

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from ._policy import kernel, prefetch
+from ._policy import kernel, load_u64, prefetch
 
 __all__ = [
     "PARTITION_BITS",
@@ -115,11 +115,9 @@ def hash_int64(ids, partition_bits, out, counts):
 
 @kernel(inline=True)
 def _word8(data, i):
-    # Little-endian uint64 of data[i:i+8]; LLVM folds the eight loads into one.
-    return (np.uint64(data[i]) | (np.uint64(data[i + 1]) << np.uint64(8))
-            | (np.uint64(data[i + 2]) << np.uint64(16)) | (np.uint64(data[i + 3]) << np.uint64(24))
-            | (np.uint64(data[i + 4]) << np.uint64(32)) | (np.uint64(data[i + 5]) << np.uint64(40))
-            | (np.uint64(data[i + 6]) << np.uint64(48)) | (np.uint64(data[i + 7]) << np.uint64(56)))
+    # uint64 of data[i:i+8] (a 1-D uint8 array), one unaligned load; native byte order, so
+    # hashes (hence partitions and row order, never results) may differ across platforms.
+    return load_u64(data, i)
 
 
 @kernel(inline=True)
