@@ -40,9 +40,71 @@ def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
     Python threads at once).
     """
     def wrap(f):
-        return numba.njit(f, nogil=True, cache=True, parallel=parallel, error_model="numpy",
-                          inline="always" if inline else "never")
+        dispatcher = numba.njit(f, nogil=True, cache=False, parallel=parallel, error_model="numpy",
+                                inline="always" if inline else "never")
+        _enable_cache(dispatcher)
+        return dispatcher
     return wrap(fn) if fn is not None else wrap
+
+
+# --- the on-disk cache -------------------------------------------------------------
+#
+# Numba keys a cached kernel on the contents of the kernel's own file only.  The kernels
+# inline helpers from other files (a probe from customers.py into rfm.py's update
+# kernels), so after a change to a helper - an upgrade that leaves old cache files behind,
+# or an edit - the old machine code would be loaded and run.  rfmx's kernels are
+# therefore keyed on every file of ``rfmx.kernels`` as well: any change there recompiles
+# them all once.  (Numba internals; if they move, plain ``cache=True`` is used.)
+
+_fingerprint: str | None = None
+
+
+def _kernels_fingerprint() -> str:
+    global _fingerprint
+    if _fingerprint is None:
+        import hashlib
+        from pathlib import Path
+
+        digest = hashlib.sha256()
+        for path in sorted(Path(__file__).parent.glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+        _fingerprint = digest.hexdigest()
+    return _fingerprint
+
+
+def _kernel_cache_class():
+    from numba.core import caching
+
+    def keyed(locator):
+        class Locator(locator):
+            def get_source_stamp(self):
+                return (super().get_source_stamp(), _kernels_fingerprint())
+        Locator.__name__ = f"Rfmx{locator.__name__}"
+        return Locator
+
+    class KernelCacheImpl(caching.CompileResultCacheImpl):
+        _locator_classes = [keyed(c) for c in caching.CompileResultCacheImpl._locator_classes]
+
+    class KernelCache(caching.FunctionCache):
+        _impl_class = KernelCacheImpl
+
+    return KernelCache
+
+
+_KernelCache = None
+
+
+def _enable_cache(dispatcher) -> None:
+    global _KernelCache
+    try:
+        if _KernelCache is None:
+            _KernelCache = _kernel_cache_class()
+        dispatcher._cache = _KernelCache(dispatcher.py_func)
+    except (ImportError, AttributeError, TypeError):
+        dispatcher.enable_caching()
+    except RuntimeError:  # no writable cache location at all: compile in every process
+        pass
 
 
 @contextlib.contextmanager

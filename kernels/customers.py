@@ -247,9 +247,12 @@ def prefetch_bytes_id(table, key_data, p, h, length):
 
     Walks the probe sequence to the first slot whose tag matches (the slots were
     prefetched before, and a displaced id is usually in the same cache line) and
-    prefetches both ends of its bytes, which may straddle two cache lines.  Prefetching
-    only the home slot's candidate missed every displaced id: 57 -> 51 ns per line in the
-    steady-state kernel with the walk, 44 with both ends (17-byte ids, 1e8-row file).
+    prefetches both ends of its bytes, which may straddle two cache lines.  Returns that
+    slot's local code — the id's code unless a tag collision hides it, which only the
+    byte compare can tell — or -1 if no tag matches (a new id, most likely).
+
+    Prefetching only the home slot's candidate missed every displaced id: 57 -> 51 ns per
+    line in the steady-state kernel with the walk, 44 with both ends (17-byte ids).
     """
     mask = table.shape[1] - 1
     tag = bytes_tag(h, length)
@@ -257,12 +260,12 @@ def prefetch_bytes_id(table, key_data, p, h, length):
     while True:
         word = table[p, s, 1]
         if word == _EMPTY:
-            return
+            return -1
         if table[p, s, 0] == tag:
             k0 = slot_offset(word)
             prefetch(key_data, p, k0)
             prefetch(key_data, p, k0 + max(length, 1) - 1)
-            return
+            return slot_code(word)
         s = (s + 1) & mask
 
 

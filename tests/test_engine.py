@@ -769,8 +769,14 @@ def test_probe_int64_collisions_never_merge_customers(keys, n_hashes):
     assert (table[0] == _EMPTY).all()
 
 
+# Ids long enough for the eight-byte compares, sharing prefixes, differing near the end.
+_similar_ids = st.builds(lambda head, tail: head + tail,
+                         st.sampled_from([b"", b"cus-00000", b"cus-000000000000", b"customer-0000000000000000"]),
+                         st.binary(max_size=3))
+
+
 @settings(max_examples=60, deadline=None)
-@given(keys=st.lists(st.binary(max_size=3), min_size=1, max_size=30), n_hashes=st.integers(1, 2))
+@given(keys=st.lists(st.binary(max_size=3) | _similar_ids, min_size=1, max_size=30), n_hashes=st.integers(1, 2))
 def test_probe_bytes_collisions_never_merge_customers(keys, n_hashes):
     """Byte strings with equal hashes (even equal lengths, or prefixes) stay apart."""
     from rfmx.kernels.customers import _EMPTY, probe_bytes
@@ -779,7 +785,7 @@ def test_probe_bytes_collisions_never_merge_customers(keys, n_hashes):
     offsets = np.cumsum([0] + [len(k) for k in keys])
     table = np.full((1, 64, 2), _EMPTY, dtype=np.int64)
     key_offsets = np.zeros((1, 33), dtype=np.int64)
-    key_data = np.zeros((1, 128), dtype=np.uint8)
+    key_data = np.zeros((1, 1024), dtype=np.uint8)
     n = np.zeros(1, dtype=np.int64)
     nbytes = np.zeros(1, dtype=np.int64)
     seen = {}
@@ -791,6 +797,63 @@ def test_probe_bytes_collisions_never_merge_customers(keys, n_hashes):
     for key, code in seen.items():
         lo, hi = key_offsets[0, code], key_offsets[0, code + 1]
         assert key_data[0, lo:hi].tobytes() == key
+
+
+@settings(max_examples=40, deadline=None)
+@given(ids=st.lists(_similar_ids, min_size=1, max_size=60), n_hashes=st.integers(1, 3),
+       group=st.sampled_from([1, 3, 64]), n_workers=st.integers(1, 2), data=st.data())
+def test_bytes_update_kernel_with_colliding_hashes_is_exact(ids, n_hashes, group, n_workers, data):
+    """The string update kernel, fed hashes that collide on purpose (same partition, same
+    tag for ids of one length), still gives every distinct id its own row, in order of
+    first appearance: the prefetched candidate is only a hint, the byte compare decides."""
+    from rfmx.kernels.customers import PARTITION_BITS, hash_bytes
+    from rfmx.kernels.rfm import GROSS, LAST_ORDER, N_ORDERS, new_aggregates, rfm_update_partitioned_bytes
+
+    m = len(ids)
+    buf = np.frombuffer(b"".join(ids) or b"\0", dtype=np.uint8)
+    offsets = np.cumsum([0] + [len(k) for k in ids]).astype(np.int64)
+    real = np.empty(m, dtype=np.int64)
+    hash_bytes(offsets, buf, PARTITION_BITS, real, np.zeros(16, np.int64), np.zeros(16, np.int64))
+    # n_hashes distinct hash values, all in the partition of the first real hash
+    picks = data.draw(st.lists(st.integers(0, n_hashes - 1), min_size=m, max_size=m), label="hash of each line")
+    hashes = np.array([int(real[0]) ^ (k << 8) for k in picks], dtype=np.int64)
+    t = np.arange(m, dtype=np.int64) * 1000
+    amount = np.arange(1, m + 1, dtype=np.int64)
+    P = 1 << PARTITION_BITS
+    table = np.zeros((P, 256, 2), dtype=np.int64)
+    key_offsets = np.zeros((P, 129), dtype=np.int64)
+    key_data = np.zeros((P, 4096), dtype=np.uint8)
+    n = np.zeros(P, dtype=np.int64)
+    nbytes = np.zeros(P, dtype=np.int64)
+    agg = new_aggregates((P, 128))
+    rfm_update_partitioned_bytes(offsets, buf, hashes, t, amount, np.empty(0, np.int64), np.empty(0, np.bool_),
+                                 n_workers, PARTITION_BITS, group, table, key_offsets, key_data, n, nbytes, agg)
+    first_seen = list(dict.fromkeys(ids))
+    p = int(np.uint64(hashes[0]) >> np.uint64(64 - PARTITION_BITS))
+    assert int(n.sum()) == int(n[p]) == len(first_seen)
+    for code, key in enumerate(first_seen):
+        assert key_data[p, key_offsets[p, code]:key_offsets[p, code + 1]].tobytes() == key
+        lines = [i for i, k in enumerate(ids) if k == key]
+        assert agg[p, code, N_ORDERS] == len(lines)
+        assert agg[p, code, GROSS] == sum(i + 1 for i in lines)
+        assert agg[p, code, LAST_ORDER] == max(lines) * 1000
+
+
+def test_kernel_cache_is_keyed_on_every_kernel_file():
+    """A cached kernel is reused only while no file of rfmx.kernels changed: kernels inline
+    helpers from other files, which Numba's own key (the kernel's file) would miss."""
+    import hashlib
+    from pathlib import Path
+
+    import rfmx.kernels.rfm as rfm_kernels
+    from rfmx.kernels import _policy
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(rfm_kernels.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode())
+        digest.update(path.read_bytes())
+    stamp = rfm_kernels.rfm_update_partitioned_bytes._cache._impl.locator.get_source_stamp()
+    assert stamp[1] == digest.hexdigest() == _policy._kernels_fingerprint()
 
 
 def test_kernel_example_in_package_docstring():
