@@ -269,6 +269,12 @@ def prefetch_bytes_id(table, key_data, p, h, length):
         s = (s + 1) & mask
 
 
+#: byte-string ids hashed (and their new slots prefetched) together when a table grows.
+#: Whole 1e8-line runs: rehashing 0.70-0.77 -> 0.49 s; for integer ids, whose hash is a
+#: few multiplies, the same grouping changed nothing (0.59-0.62 s either way).
+_REHASH_GROUP = 64
+
+
 @kernel(parallel=True)
 def rehash_int64(keys, n, table):
     """Fill an empty (all-zero) ``table`` from ``keys``/``n``; used when a table grows."""
@@ -288,12 +294,20 @@ def rehash_bytes(key_offsets, key_data, n, table):
     """Fill an empty ``table`` from the byte-string arena; used when a table grows."""
     mask = table.shape[1] - 1
     for p in prange(key_offsets.shape[0]):
-        for code in range(n[p]):
-            a = key_offsets[p, code]
-            b = key_offsets[p, code + 1]
-            h = _hash_span(key_data[p], a, b)
-            s = h & mask
-            while table[p, s, 1] != _EMPTY:
-                s = (s + 1) & mask
-            table[p, s, 0] = bytes_tag(h, b - a)
-            table[p, s, 1] = (a << 32) | (code + 1)
+        # A group of ids is hashed and its slots prefetched before any is placed: every
+        # placement is a random write into a table of up to hundreds of MB.
+        hashes = np.empty(_REHASH_GROUP, dtype=np.int64)
+        for c0 in range(0, n[p], _REHASH_GROUP):
+            k = min(_REHASH_GROUP, n[p] - c0)
+            for j in range(k):
+                hashes[j] = _hash_span(key_data[p], key_offsets[p, c0 + j], key_offsets[p, c0 + j + 1])
+                prefetch(table, p, hashes[j] & mask)
+            for j in range(k):
+                code = c0 + j
+                a = key_offsets[p, code]
+                h = hashes[j]
+                s = h & mask
+                while table[p, s, 1] != _EMPTY:
+                    s = (s + 1) & mask
+                table[p, s, 0] = bytes_tag(h, key_offsets[p, code + 1] - a)
+                table[p, s, 1] = (a << 32) | (code + 1)
