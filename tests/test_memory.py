@@ -118,3 +118,29 @@ def test_finalize_consume_equals_finalize_and_ends_the_state(string_ids, tiny_re
         with pytest.raises(RfmxError, match="consumed"):
             use(eaten)
     assert not (tmp_path / "s.arrow").exists()
+
+
+@pytest.mark.parametrize("string_ids", [False, True], ids=["int-ids", "string-ids"])
+def test_consuming_finalize_frees_the_id_table_before_the_result_is_built(string_ids, monkeypatch):
+    """The result's columns fault in the id table's freed pages (cheaper than fresh ones),
+    so the table must be gone when the first output column is written."""
+    from rfmx.kernels import rfm as k
+
+    ids = np.arange(3_000) % 1_000
+    table = pa.table({
+        "customer_id": pa.array([f"c{i}" for i in ids]) if string_ids else pa.array(ids),
+        "order_time": pa.array(1_700_000_000_000_000 + ids * 1_000_000, pa.timestamp("us")),
+        "amount": pa.array(np.ones(len(ids))),
+    })
+    state = rfmx.build_state(table)
+    want = rfmx.build_state(table).finalize()
+    table_alive = []
+    real = k.rfm_finalize_partitioned
+
+    def spy(*args):
+        table_alive.append(state._table is not None)
+        return real(*args)
+
+    monkeypatch.setattr(k, "rfm_finalize_partitioned", spy)
+    assert state.finalize(consume=True).equals(want, check_metadata=True)
+    assert table_alive and not any(table_alive)
