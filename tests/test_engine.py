@@ -839,6 +839,65 @@ def test_bytes_update_kernel_with_colliding_hashes_is_exact(ids, n_hashes, group
         assert agg[p, code, LAST_ORDER] == max(lines) * 1000
 
 
+@settings(max_examples=60, deadline=None)
+@given(customers=st.lists(st.integers(0, 40), min_size=1, max_size=400), string_ids=st.booleans(),
+       group=st.sampled_from([1, 3, 64]), n_workers=st.integers(1, 3), data=st.data())
+def test_update_kernels_fold_exactly_the_kept_lines_of_every_worker(customers, string_ids, group, n_workers, data):
+    """Each worker picks its own lines out of a group of the batch without a branch per
+    line (a line of another worker, or outside the window, is written and overwritten):
+    every kept line must land once on its customer, none of the others, for any number of
+    workers and any group size, ids in order of first appearance per partition."""
+    from rfmx.kernels.customers import PARTITION_BITS, hash_bytes, hash_int64, partition_of
+    from rfmx.kernels.rfm import (FIRST_ORDER, GROSS, N_ORDERS, new_aggregates, rfm_update_partitioned_bytes,
+                                  rfm_update_partitioned_int64)
+
+    m = len(customers)
+    keep = np.array(data.draw(st.lists(st.booleans(), min_size=m, max_size=m), label="keep"), dtype=np.bool_)
+    if data.draw(st.booleans(), label="no window"):
+        keep = np.empty(0, dtype=np.bool_)
+    kept = [i for i in range(m) if keep.shape[0] == 0 or keep[i]]
+    t = (np.arange(m, dtype=np.int64) * 7919) % 1000
+    amount = np.arange(1, m + 1, dtype=np.int64)
+    no_oid = np.empty(0, np.int64)
+    P = 1 << PARTITION_BITS
+    table = np.zeros((P, 1024, 2), dtype=np.int64)
+    n = np.zeros(P, dtype=np.int64)
+    agg = new_aggregates((P, 512))
+    hashes = np.empty(m, dtype=np.int64)
+    counts = np.zeros(P, np.int64)
+    if string_ids:
+        keys = [f"customer-{c:04d}".encode() for c in customers]
+        buf = np.frombuffer(b"".join(keys), dtype=np.uint8)
+        offsets = np.cumsum([0] + [len(k) for k in keys]).astype(np.int64)
+        hash_bytes(offsets, buf, PARTITION_BITS, hashes, counts, np.zeros(P, np.int64))
+        key_offsets = np.zeros((P, 513), dtype=np.int64)
+        key_data = np.zeros((P, 16384), dtype=np.uint8)
+        rfm_update_partitioned_bytes(offsets, buf, hashes, t, amount, no_oid, keep, n_workers, PARTITION_BITS,
+                                     group, table, key_offsets, key_data, n, np.zeros(P, np.int64), agg)
+        stored = [[key_data[p, key_offsets[p, c]:key_offsets[p, c + 1]].tobytes() for c in range(n[p])]
+                  for p in range(P)]
+    else:
+        keys = [c * 1_000_003 for c in customers]
+        ids = np.array(keys, dtype=np.int64)
+        hash_int64(ids, PARTITION_BITS, hashes, counts)
+        key_store = np.zeros((P, 512), dtype=np.int64)
+        rfm_update_partitioned_int64(ids, hashes, t, amount, no_oid, keep, n_workers, PARTITION_BITS, group,
+                                     table, key_store, n, agg)
+        stored = [[int(key_store[p, c]) for c in range(n[p])] for p in range(P)]
+    # reference: per partition, customers in order of first appearance among kept lines
+    want = [dict() for _ in range(P)]
+    for i in kept:
+        p = int(partition_of(hashes[i], PARTITION_BITS))
+        row = want[p].setdefault(keys[i], [0, 0, 10**9])
+        row[0] += 1
+        row[1] += int(amount[i])
+        row[2] = min(row[2], int(t[i]))
+    for p in range(P):
+        assert stored[p] == list(want[p])
+        for c, (orders, gross, first) in enumerate(want[p].values()):
+            assert (agg[p, c, N_ORDERS], agg[p, c, GROSS], agg[p, c, FIRST_ORDER]) == (orders, gross, first)
+
+
 def test_kernel_cache_is_keyed_on_every_kernel_file():
     """A cached kernel is reused only while no file of rfmx.kernels changed: kernels inline
     helpers from other files, which Numba's own key (the kernel's file) would miss."""
