@@ -27,7 +27,7 @@ from numba import prange
 
 from ._policy import kernel, prefetch
 from .customers import mix64, partition_of, prefetch_bytes_id, probe_bytes, probe_int64
-from .rfm import _owner, accumulate, init_row, select_group
+from .rfm import _owner, accumulate, encode_bytes, encode_group_int64, select_group
 
 __all__ = [
     "PERIOD_KINDS",
@@ -177,16 +177,7 @@ def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, 
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
-            for j in range(k):
-                r = rows[j]
-                h = hashes[r]
-                p = partition_of(h, partition_bits)
-                before = n[p]
-                c = probe_int64(table, keys, n, p, ids[r], h)
-                if c == before:
-                    init_row(agg, p, c)
-                codes[j] = c
-                prefetch(agg, p, c)
+            encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
             _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
                         partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
 
@@ -210,13 +201,8 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
                 h = hashes[r]
                 prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
             for j in range(k):
-                r = rows[j]
-                h = hashes[r]
-                p = partition_of(h, partition_bits)
-                before = n[p]
-                c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[r], offsets[r + 1], h)
-                if c == before:
-                    init_row(agg, p, c)
+                p, c = encode_bytes(rows[j], offsets, data, hashes, partition_bits, table, key_offsets, key_data,
+                                    n, nbytes, agg)
                 codes[j] = c
                 prefetch(agg, p, c)
             _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
