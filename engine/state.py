@@ -391,11 +391,11 @@ class RFMState:
         has_oid = self.columns.order_id is not None
         with threads(self.threads) as n_workers:
             if ids.kind == "int":
-                rfm_merge_partitioned_int64(ids.ints, hashes, rows, has_oid, n_workers, PARTITION_BITS,
+                rfm_merge_partitioned_int64(ids.ints, hashes, rows, has_oid, n_workers, PARTITION_BITS, _GROUP,
                                             self._table, self._keys, self._n, self._agg)
             else:
                 rfm_merge_partitioned_bytes(ids.offsets, ids.data, hashes, rows, has_oid, n_workers,
-                                            PARTITION_BITS, self._table, self._key_offsets, self._key_data,
+                                            PARTITION_BITS, _GROUP, self._table, self._key_offsets, self._key_data,
                                             self._n, self._nbytes, self._agg)
 
     def drop_index(self) -> None:

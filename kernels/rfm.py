@@ -316,27 +316,22 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
                 accumulate(agg, p, c, time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
 
 
-#: rows of another state whose memory loads are issued together in a merge (as ``group``
-#: in the update kernels; a state's rows are random accesses into this one's table and rows)
-_MERGE_GROUP = 64
-
-
 @kernel(parallel=True)
-def rfm_merge_partitioned_int64(ids, hashes, later, has_order_id, n_workers, partition_bits,
+def rfm_merge_partitioned_int64(ids, hashes, later, has_order_id, n_workers, partition_bits, group,
                                 table, keys, n, agg):
     """Fold aggregate rows ``later`` (m, N_FIELDS) of customers ``ids`` into the state.
 
-    Grouped and prefetched like the update kernels: loading a saved state of 7.25 M
-    customers is one such merge.
+    Grouped and prefetched like the update kernels (``group``: rows whose memory loads are
+    issued together): loading a saved state of 7.25 M customers is one such merge.
     """
     m = ids.shape[0]
     every_row = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
-        rows = np.empty(_MERGE_GROUP, dtype=np.int64)
-        codes = np.empty(_MERGE_GROUP, dtype=np.int64)
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            i, k = select_group(hashes, every_row, i, _MERGE_GROUP, rows, w, n_workers, partition_bits, table)
+            i, k = select_group(hashes, every_row, i, group, rows, w, n_workers, partition_bits, table)
             encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
             for j in range(k):
                 r = rows[j]
@@ -344,17 +339,17 @@ def rfm_merge_partitioned_int64(ids, hashes, later, has_order_id, n_workers, par
 
 
 @kernel(parallel=True)
-def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_workers, partition_bits,
+def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_workers, partition_bits, group,
                                 table, key_offsets, key_data, n, nbytes, agg):
     """Fold aggregate rows ``later`` of byte-string customers into the state (grouped and
     prefetched like :func:`rfm_update_partitioned_bytes`)."""
     m = hashes.shape[0]
     every_row = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
-        rows = np.empty(_MERGE_GROUP, dtype=np.int64)
+        rows = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            i, k = select_group(hashes, every_row, i, _MERGE_GROUP, rows, w, n_workers, partition_bits, table)
+            i, k = select_group(hashes, every_row, i, group, rows, w, n_workers, partition_bits, table)
             prefetch_group_bytes(rows, k, offsets, hashes, partition_bits, table, key_data, agg)
             for j in range(k):
                 r = rows[j]
