@@ -26,7 +26,7 @@ from pathlib import Path
 
 from . import report
 from .child import maxrss_bytes
-from .contenders import PEER_MODULES, REFERENCE, WORKLOADS, differences
+from .contenders import PEER_MODULES, REFERENCE, ROWS_ONLY, WORKLOADS, differences
 from .data import Dataset, child_env, ensure_derived, ensure_orders, given_dataset, rows_label, warmup_dataset
 
 HERE = Path(__file__).resolve().parent
@@ -192,7 +192,8 @@ class Suite:
             return f"{peer} is not installed; pip install -e '.[bench]'"
         return None
 
-    def bench_contender(self, workload: str, name: str, inputs: dict, warm_inputs: dict, context: str) -> dict:
+    def bench_contender(self, workload: str, name: str, inputs: dict, warm_inputs: dict, context: str,
+                        customers: int | None = None) -> dict:
         cls = WORKLOADS[workload][name]
         entry = {"name": name, "label": cls.label}
         reason = self.skipped_reason(workload, name)
@@ -201,7 +202,7 @@ class Suite:
             if reason != "left out with --skip":
                 self.note_skip(f"{workload} / {cls.label}: {reason}")
             return entry
-        params = {"kmeans_iter": self.args.kmeans_iter}
+        params = {"kmeans_iter": self.args.kmeans_iter, "customers": customers}
         runs, first_calls, imports = [], [], []
         total = self.args.warmup + self.args.repeats
         for i in range(total):
@@ -244,13 +245,13 @@ class Suite:
         workload = bench["workload"]
         ok = [e for e in bench["contenders"] if e["status"] == "ok"]
         for e in ok:
-            if e["name"] == "scan":
+            if e["name"] in ROWS_ONLY:
                 rows = (e.get("checksum") or {}).get("rows_read")
                 if rows == bench["rows"]:
                     e["check"] = "rows"
                 else:
                     e.update(status="disagrees", differences=[f"read {rows} rows, the file has {bench['rows']}"])
-        ok = [e for e in ok if e["name"] != "scan" and e["status"] == "ok"]
+        ok = [e for e in ok if e["name"] not in ROWS_ONLY and e["status"] == "ok"]
         if len(ok) < 2:
             for e in ok:
                 e["check"] = "unchecked"
@@ -289,13 +290,14 @@ class Suite:
                  "customers": info.get("customers"), "series": series, "contenders": []}
         context = f"{workload} {rows_label(ds.rows)} {ds.ids}:"
         for name in WORKLOADS[workload]:
-            bench["contenders"].append(self.bench_contender(workload, name, inputs, warm_inputs, context))
+            entry = self.bench_contender(workload, name, inputs, warm_inputs, context, customers=info.get("customers"))
+            bench["contenders"].append(entry)
+            # Counted by the first contender with a result; the bound sizes its rows by it.
+            counted = (entry.get("checksum") or {}).get("customers") if entry["status"] == "ok" else None
+            if counted is not None and not info.get("customers"):
+                info["customers"] = bench["customers"] = counted
         self.check(bench)
         self.ratios(bench)
-        counted = next((e["checksum"]["customers"] for e in bench["contenders"]
-                        if e["status"] == "ok" and "customers" in (e.get("checksum") or {})), None)
-        if counted is not None and not info.get("customers"):
-            info["customers"] = bench["customers"] = counted
         self.results["benchmarks"].append(bench)
         self.save()
         if not self.args.quiet:

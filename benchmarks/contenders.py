@@ -187,6 +187,28 @@ class ScanFloor:
         return {"rows_read": rows}
 
 
+class AggregationBound:
+    """The least work an exact streaming aggregation must do: rfmx's scan, conversions and
+    hashes, then one random 64-byte row per line (:mod:`benchmarks.bound`; not a result)."""
+
+    label = "bound: scan + 1 random row/line"
+
+    def __init__(self, params):
+        from . import bound
+
+        self.bound = bound
+        self.customers = params.get("customers")
+
+    def load(self, inputs):
+        return inputs["orders"]
+
+    def run(self, path):
+        return self.bound.bound_run(path, self.customers, BATCH_ROWS)
+
+    def canonical(self, rows):
+        return {"rows_read": rows}
+
+
 class RfmxAggregate:
     """``rfmx.aggregate(path)``: the streaming engine, all cores."""
 
@@ -619,13 +641,16 @@ class RfmxRescan(RfmxAggregate):
 # --- the registry ---------------------------------------------------------------------------
 
 WORKLOADS = {
-    "aggregate": {"scan": ScanFloor, "rfmx": RfmxAggregate, "pandas": PandasAggregate,
+    "aggregate": {"scan": ScanFloor, "rfmx": RfmxAggregate, "bound": AggregationBound, "pandas": PandasAggregate,
                   "polars": PolarsAggregate, "duckdb": DuckDBAggregate},
     "scores": {"rfmx": RfmxScores, "pandas": PandasScores, "polars": PolarsScores, "duckdb": DuckDBScores},
     "kmeans": {"rfmx": RfmxKMeans, "sklearn": SklearnKMeans},
     "bgnbd": {"rfmx": RfmxBGNBD, "lifetimes": LifetimesBGNBD},
     "incremental": {"rfmx": RfmxIncrement, "rescan": RfmxRescan},
 }
+
+# Contenders that compute no result: checked only for reading every row.
+ROWS_ONLY = ("scan", "bound")
 
 # The top-level module each contender needs, so the runner can skip a missing peer without
 # starting a process; rfmx's own parts are checked inside the child.

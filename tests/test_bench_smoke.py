@@ -66,11 +66,11 @@ def test_suite_runs_and_contenders_agree(tmp_path, data_dir):
             assert e["status"] in ("ok", "skipped"), (bench["workload"], e)
             if e["status"] == "ok":
                 assert e["median"]["wall_s"] > 0 and e["median"]["peak_rss_bytes"] > 0
-                if e["name"] == "scan":
+                if e["name"] in ("scan", "bound"):
                     assert e["check"] == "rows"
             elif e["name"] in ("pandas", "polars", "duckdb", "sklearn"):
                 assert e["name"] not in installed, f"{e['name']} is installed but was skipped: {e['message']}"
-        ran = [e for e in bench["contenders"] if e["status"] == "ok" and e["name"] != "scan"]
+        ran = [e for e in bench["contenders"] if e["status"] == "ok" and e["name"] not in ("scan", "bound")]
         if len(ran) > 1:
             assert all(e["check"] == "agrees" for e in ran), bench
             assert all("wall_s" in e["ratios"] for e in ran if any(x["name"] == "rfmx" for x in ran))
@@ -97,6 +97,7 @@ def test_suite_skips_missing_peers(tmp_path, data_dir):
     [agg] = results["benchmarks"]
     status = {e["name"]: e for e in agg["contenders"]}
     assert status["scan"]["status"] == "ok" and status["rfmx"]["status"] == "ok"
+    assert status["bound"]["status"] == "ok" and status["bound"]["check"] == "rows"
     assert status["rfmx"]["check"] == "unchecked"
     for name in ("pandas", "polars", "duckdb"):
         assert status[name]["status"] == "skipped" and "not installed" in status[name]["message"]
@@ -120,3 +121,33 @@ def test_plot_of_a_series(tmp_path, monkeypatch):
     path = report.plot(results, "rows", tmp_path / "rows.png")
     assert path and Path(path).stat().st_size > 1000
     assert report.plot(results, "customers", tmp_path / "customers.png") is None
+
+
+def test_bound_folds_every_line_once(tmp_path, monkeypatch):
+    """The lower-bound contender does the work it claims: each line lands in one row, once."""
+    monkeypatch.syspath_prepend(str(REPO))
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import rfmx
+    from benchmarks import bound
+    from rfmx.kernels._policy import threads as use_threads
+
+    path = tmp_path / "orders.parquet"
+    pq.write_table(pa.Table.from_batches(list(rfmx.generate_orders(30_000, seed=3, refund_rate=0.05))), path)
+    kept = {}
+    fold = bound.fold_one_row_per_line
+
+    def spy(hashes, time_us, amount_minor, n_workers, partition_bits, group, rows):
+        fold(hashes, time_us, amount_minor, n_workers, partition_bits, group, rows)
+        kept["rows"] = rows
+
+    monkeypatch.setattr(bound, "fold_one_row_per_line", spy)
+    for threads in (1, 2):
+        with use_threads(threads):
+            assert bound.bound_run(str(path), 2_000, 4_096) == 30_000
+        rows = kept["rows"]
+        table = pq.read_table(path)
+        refunds = int(np.sum(table.column("amount").to_numpy() < 0))
+        assert int(rows[:, :, 2].sum()) == 30_000 - refunds and int(rows[:, :, 3].sum()) == refunds
