@@ -17,36 +17,26 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from rfmx.kernels._policy import prefetch
 from rfmx.kernels.customers import N_PARTITIONS, PARTITION_BITS, partition_of
+from rfmx.kernels.rfm import select_group
 
 GROUP = 64  # lines whose row loads are issued together, as in rfmx's kernels
-
-
-@njit(inline="always")
-def _owner(p, n_workers, partition_bits):
-    return (p * n_workers) >> partition_bits
 
 
 @njit(parallel=True, nogil=True, cache=True)
 def fold_one_row_per_line(hashes, time_us, amount_minor, n_workers, partition_bits, group, rows):
     """Each worker folds the lines of the partitions it owns (as rfmx does) into ``rows``
-    (P, cap, 8): row ``hash & (cap - 1)`` of the line's partition, prefetched a group ahead."""
+    (P, cap, 8): row ``hash & (cap - 1)`` of the line's partition.  Lines are picked and
+    their rows prefetched by rfmx's own ``select_group`` (given ``rows`` where rfmx gives
+    its id table, so it prefetches the row)."""
     m = hashes.shape[0]
     mask = rows.shape[1] - 1
+    every_line = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
         picked = np.empty(group, dtype=np.int64)
         i = 0
         while i < m:
-            k = 0
-            while i < m and k < group:
-                h = hashes[i]
-                p = partition_of(h, partition_bits)
-                mine = _owner(p, n_workers, partition_bits) == w
-                picked[k] = i
-                prefetch(rows, p if mine else 0, (h & mask) if mine else 0)
-                k = k + 1 if mine else k
-                i += 1
+            i, k = select_group(hashes, every_line, i, group, picked, w, n_workers, partition_bits, rows)
             for j in range(k):
                 r = picked[j]
                 h = hashes[r]
