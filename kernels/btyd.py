@@ -27,7 +27,7 @@ from numba import prange
 
 from ._policy import kernel, prefetch
 from .customers import mix64, partition_of, prefetch_bytes_id, probe_bytes, probe_int64
-from .rfm import _owner, accumulate, encode_bytes, encode_group_int64, select_group
+from .rfm import accumulate, encode_bytes, encode_group_int64, select_group
 
 __all__ = [
     "PERIOD_KINDS",
@@ -209,39 +209,97 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
                         partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
 
 
+# The merge kernels (merging states, and loading a saved one, which merges its entries
+# into an empty state) take customers in groups like the update kernels: the group's
+# customer slots are prefetched and probed, then its customers' entries go into the period
+# tables ``group`` at a time, their slots prefetched before any is probed.  Entries stay
+# in input order within a partition, so the result is the same for any number of workers.
+# (Before: one entry at a time with an ownership ``if`` per entry, and the customer probed
+# again for every one of its entries.)
+
+@kernel(inline=True)
+def _add_buffered(b, bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney):
+    for i in range(b):
+        _add_period(ptable, pkeys, pn, pmoney, bparts[i], bkeys[i], bmoney[i])
+
+
+@kernel(inline=True)
+def _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
+                         bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney):
+    """Add the entries of customers ``rows[:k]`` (local codes ``codes[:k]``) to the period
+    tables, ``len(bkeys)`` entries at a time."""
+    pmask = ptable.shape[1] - 1
+    size = bkeys.shape[0]
+    b = 0
+    for j in range(k):
+        r = rows[j]
+        p = partition_of(hashes[r], partition_bits)
+        for e in range(entry_offsets[r], entry_offsets[r + 1]):
+            key = _period_key(codes[j], periods[e])
+            bkeys[b] = key
+            bparts[b] = p
+            bmoney[b] = money[e]
+            prefetch(ptable, p, mix64(key) & pmask)
+            b += 1
+            if b == size:
+                _add_buffered(b, bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
+                b = 0
+    _add_buffered(b, bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
+
+
 @kernel(parallel=True)
-def btyd_merge_periods_int64(ids, hashes, entry_customer, periods, money, n_workers, partition_bits,
+def btyd_merge_periods_int64(ids, hashes, entry_offsets, periods, money, n_workers, partition_bits, group,
                              table, keys, n, ptable, pkeys, pn, pmoney):
-    """Fold entries ``(ids[entry_customer[k]], periods[k]) += money[k]`` into the state.
+    """Fold customer ``j``'s entries ``(ids[j], periods[e]) += money[e]``, ``e`` in
+    ``entry_offsets[j]:entry_offsets[j + 1]``, into the state.
 
-    ``ids``/``hashes``: the customers (u,); ``entry_customer``, ``periods``, ``money``: (m,).
-    Money of an entry that exists is added, so merging is exact and order-free."""
-    m = periods.shape[0]
+    ``ids``/``hashes``: the customers (u,), already in the state (the RFM rows are merged
+    first); ``entry_offsets`` (u + 1,); ``periods``, ``money``: (m,).  Money of an entry
+    that exists is added, so merging is exact and order-free.  ``group``: customers (and
+    entries) whose memory loads are issued together."""
+    u = ids.shape[0]
+    every_customer = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
-        for k in range(m):
-            j = entry_customer[k]
-            h = hashes[j]
-            p = partition_of(h, partition_bits)
-            if _owner(p, n_workers, partition_bits) != w:
-                continue
-            c = probe_int64(table, keys, n, p, ids[j], h)
-            _add_period(ptable, pkeys, pn, pmoney, p, _period_key(c, periods[k]), money[k])
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        bkeys = np.empty(group, dtype=np.int64)
+        bparts = np.empty(group, dtype=np.int64)
+        bmoney = np.empty(group, dtype=np.int64)
+        i = 0
+        while i < u:
+            i, k = select_group(hashes, every_customer, i, group, rows, w, n_workers, partition_bits, table)
+            for j in range(k):
+                r = rows[j]
+                codes[j] = probe_int64(table, keys, n, partition_of(hashes[r], partition_bits), ids[r], hashes[r])
+            _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
+                                 bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
 
 
 @kernel(parallel=True)
-def btyd_merge_periods_bytes(offsets, data, hashes, entry_customer, periods, money, n_workers, partition_bits,
+def btyd_merge_periods_bytes(offsets, data, hashes, entry_offsets, periods, money, n_workers, partition_bits, group,
                              table, key_offsets, key_data, n, nbytes, ptable, pkeys, pn, pmoney):
     """As :func:`btyd_merge_periods_int64` for byte-string customer ids."""
-    m = periods.shape[0]
+    u = hashes.shape[0]
+    every_customer = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
-        for k in range(m):
-            j = entry_customer[k]
-            h = hashes[j]
-            p = partition_of(h, partition_bits)
-            if _owner(p, n_workers, partition_bits) != w:
-                continue
-            c = probe_bytes(table, key_offsets, key_data, n, nbytes, p, data, offsets[j], offsets[j + 1], h)
-            _add_period(ptable, pkeys, pn, pmoney, p, _period_key(c, periods[k]), money[k])
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        bkeys = np.empty(group, dtype=np.int64)
+        bparts = np.empty(group, dtype=np.int64)
+        bmoney = np.empty(group, dtype=np.int64)
+        i = 0
+        while i < u:
+            i, k = select_group(hashes, every_customer, i, group, rows, w, n_workers, partition_bits, table)
+            for j in range(k):
+                r = rows[j]
+                h = hashes[r]
+                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
+            for j in range(k):
+                r = rows[j]
+                codes[j] = probe_bytes(table, key_offsets, key_data, n, nbytes, partition_of(hashes[r], partition_bits),
+                                       data, offsets[r], offsets[r + 1], hashes[r])
+            _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
+                                 bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
 
 
 @kernel(parallel=True)
@@ -284,13 +342,16 @@ def btyd_period_stats(pkeys, pmoney, pn, n, offsets, holdout_period, count, firs
                 last[k] = per
 
 
-@kernel
+@kernel(parallel=True)
 def btyd_entries(pkeys, pmoney, pn, n, offsets, entry_offsets, periods, money):
     """All entries grouped by customer (flattened in partition order, like
     :func:`btyd_period_stats`): customer ``k``'s periods are
-    ``periods[entry_offsets[k]:entry_offsets[k + 1]]`` (in insertion order)."""
+    ``periods[entry_offsets[k]:entry_offsets[k + 1]]`` (in insertion order).
+
+    Partitions in parallel: a partition's customers own a range of the output of their
+    own, so no two threads write the same place."""
     fill = entry_offsets[:-1].copy()
-    for p in range(pn.shape[0]):
+    for p in prange(pn.shape[0]):
         base = offsets[p]
         for e in range(pn[p]):
             key = pkeys[p, e]

@@ -175,19 +175,19 @@ class BTYDState(RFMState):
 
         if len(periods) == 0:
             return
-        entry_customer = np.repeat(np.arange(len(ids), dtype=np.int64), np.diff(entry_offsets))
         hashes = self._hash_and_reserve(ids)  # reserves room for the customers (they exist after an RFM merge)
         part = (hashes.view(np.uint64) >> np.uint64(64 - PARTITION_BITS)).astype(np.intp)
-        self._reserve_entries(np.bincount(part[entry_customer], minlength=len(self._n)))
+        per_customer = np.diff(entry_offsets)
+        self._reserve_entries(np.bincount(part, weights=per_customer, minlength=len(self._n)).astype(np.int64))
         with threads(self.threads) as n_workers:
             if ids.kind == "int":
-                btyd_merge_periods_int64(ids.ints, hashes, entry_customer, periods, money, n_workers, PARTITION_BITS,
-                                         self._table, self._keys, self._n, self._ptable, self._pkeys, self._pn,
-                                         self._pmoney)
+                btyd_merge_periods_int64(ids.ints, hashes, entry_offsets, periods, money, n_workers, PARTITION_BITS,
+                                         _GROUP, self._table, self._keys, self._n, self._ptable, self._pkeys,
+                                         self._pn, self._pmoney)
             else:
-                btyd_merge_periods_bytes(ids.offsets, ids.data, hashes, entry_customer, periods, money, n_workers,
-                                         PARTITION_BITS, self._table, self._key_offsets, self._key_data, self._n,
-                                         self._nbytes, self._ptable, self._pkeys, self._pn, self._pmoney)
+                btyd_merge_periods_bytes(ids.offsets, ids.data, hashes, entry_offsets, periods, money, n_workers,
+                                         PARTITION_BITS, _GROUP, self._table, self._key_offsets, self._key_data,
+                                         self._n, self._nbytes, self._ptable, self._pkeys, self._pn, self._pmoney)
 
     def _customer_offsets(self) -> np.ndarray:
         offsets = np.zeros(len(self._n), dtype=np.int64)
