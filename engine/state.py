@@ -538,10 +538,16 @@ class RFMState:
     def to_table(self) -> pa.Table:
         """The raw state: ``customer_id`` plus the exact integer fields, with its metadata."""
         self._check_usable()
-        ids, rows = self._flat()
+        from .kernels.rfm import rfm_fields_partitioned
+
+        ids, _ = self._flat(with_rows=False)
+        fields = np.empty((len(_FIELD_NAMES), len(ids)), dtype=np.int64)
+        if self._kind is not None:
+            with self._threads():
+                rfm_fields_partitioned(self._agg, self._n, fields)
         data = {"customer_id": self._id_array(ids)}
         for j, name in enumerate(_FIELD_NAMES):
-            data[name] = pa.array(np.ascontiguousarray(rows[:, j]))
+            data[name] = pa.array(fields[j])  # no copy: each column is a view of its row of ``fields``
         meta = {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
@@ -601,8 +607,10 @@ class RFMState:
         ids = customer_ids(table.column("customer_id").combine_chunks(), str(path), "customer_id")
         self._init_arrays(ids.kind)
         self.id_type = ids.arrow_type
-        rows = np.column_stack([table.column(n).to_numpy() for n in _FIELD_NAMES]).astype(np.int64)
-        self._merge_rows(ids, np.ascontiguousarray(rows))
+        rows = np.empty((table.num_rows, len(_FIELD_NAMES)), dtype=np.int64)
+        for j, name in enumerate(_FIELD_NAMES):
+            rows[:, j] = table.column(name).to_numpy()
+        self._merge_rows(ids, rows)
         return ids
 
     def __repr__(self) -> str:

@@ -47,6 +47,7 @@ __all__ = [
     "rfm_update_partitioned_bytes",
     "rfm_merge_partitioned_int64",
     "rfm_merge_partitioned_bytes",
+    "rfm_fields_partitioned",
 ]
 
 _I64_MAX = np.iinfo(np.int64).max
@@ -359,6 +360,24 @@ def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_wo
 
 
 # --- finalize: per-customer rows -> output columns ------------------------------------
+
+@kernel(parallel=True)
+def rfm_fields_partitioned(agg, n, out):
+    """Every field of the aggregate rows as a column: ``out[f, i]`` (``out``: (N_FIELDS, m)
+    int64) is field ``f`` of customer ``i``, customers laid out partition after partition
+    as in :func:`rfm_finalize_partitioned`.  One pass over the rows, partitions in
+    parallel: what a saved state holds, with no intermediate copy of the rows."""
+    P = n.shape[0]
+    start = np.zeros(P + 1, dtype=np.int64)
+    for p in range(P):
+        start[p + 1] = start[p] + n[p]
+    for p in prange(P):
+        for c in range(n[p]):
+            i = start[p] + c
+            for f in range(N_FIELDS):
+                out[f, i] = agg[p, c, f]
+
+
 
 #: rows of the ``ints`` output of :func:`rfm_finalize_partitioned`
 OUT_FIRST, OUT_LAST, OUT_RECENCY, OUT_TENURE, OUT_N_ORDERS, OUT_N_REFUNDS, OUT_NET_MINOR = range(7)

@@ -326,8 +326,10 @@ class BTYDState(RFMState):
         if ids is not None:
             plist = table.column("periods").combine_chunks()
             mlist = table.column("period_money").combine_chunks()
-            state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64),
-                                 np.asarray(plist.values).astype(np.int64), np.asarray(mlist.values).astype(np.int64))
+            # int64 already (no copy): every copy of a 61 M-entry list is 0.5 GB of fresh memory
+            state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64, copy=False),
+                                 np.asarray(plist.values).astype(np.int64, copy=False),
+                                 np.asarray(mlist.values).astype(np.int64, copy=False))
         return state
 
     def __repr__(self) -> str:
