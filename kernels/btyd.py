@@ -218,33 +218,34 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
 # again for every one of its entries.)
 
 @kernel(inline=True)
-def _add_buffered(b, bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney):
+def _add_buffered(b, buf, ptable, pkeys, pn, pmoney):
+    # buf rows: entry key, partition, money
     for i in range(b):
-        _add_period(ptable, pkeys, pn, pmoney, bparts[i], bkeys[i], bmoney[i])
+        _add_period(ptable, pkeys, pn, pmoney, buf[1, i], buf[0, i], buf[2, i])
 
 
 @kernel(inline=True)
 def _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
-                         bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney):
+                         buf, ptable, pkeys, pn, pmoney):
     """Add the entries of customers ``rows[:k]`` (local codes ``codes[:k]``) to the period
-    tables, ``len(bkeys)`` entries at a time."""
+    tables, ``buf.shape[1]`` entries at a time (``buf``: (3, size) int64 scratch)."""
     pmask = ptable.shape[1] - 1
-    size = bkeys.shape[0]
+    size = buf.shape[1]
     b = 0
     for j in range(k):
         r = rows[j]
         p = partition_of(hashes[r], partition_bits)
         for e in range(entry_offsets[r], entry_offsets[r + 1]):
             key = _period_key(codes[j], periods[e])
-            bkeys[b] = key
-            bparts[b] = p
-            bmoney[b] = money[e]
+            buf[0, b] = key
+            buf[1, b] = p
+            buf[2, b] = money[e]
             prefetch(ptable, p, mix64(key) & pmask)
             b += 1
             if b == size:
-                _add_buffered(b, bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
+                _add_buffered(b, buf, ptable, pkeys, pn, pmoney)
                 b = 0
-    _add_buffered(b, bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
+    _add_buffered(b, buf, ptable, pkeys, pn, pmoney)
 
 
 @kernel(parallel=True)
@@ -262,9 +263,7 @@ def btyd_merge_periods_int64(ids, hashes, entry_offsets, periods, money, n_worke
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
-        bkeys = np.empty(group, dtype=np.int64)
-        bparts = np.empty(group, dtype=np.int64)
-        bmoney = np.empty(group, dtype=np.int64)
+        buf = np.empty((3, group), dtype=np.int64)
         i = 0
         while i < u:
             i, k = select_group(hashes, every_customer, i, group, rows, w, n_workers, partition_bits, table)
@@ -272,7 +271,7 @@ def btyd_merge_periods_int64(ids, hashes, entry_offsets, periods, money, n_worke
                 r = rows[j]
                 codes[j] = probe_int64(table, keys, n, partition_of(hashes[r], partition_bits), ids[r], hashes[r])
             _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
-                                 bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
+                                 buf, ptable, pkeys, pn, pmoney)
 
 
 @kernel(parallel=True)
@@ -284,9 +283,7 @@ def btyd_merge_periods_bytes(offsets, data, hashes, entry_offsets, periods, mone
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
-        bkeys = np.empty(group, dtype=np.int64)
-        bparts = np.empty(group, dtype=np.int64)
-        bmoney = np.empty(group, dtype=np.int64)
+        buf = np.empty((3, group), dtype=np.int64)
         i = 0
         while i < u:
             i, k = select_group(hashes, every_customer, i, group, rows, w, n_workers, partition_bits, table)
@@ -299,7 +296,7 @@ def btyd_merge_periods_bytes(offsets, data, hashes, entry_offsets, periods, mone
                 codes[j] = probe_bytes(table, key_offsets, key_data, n, nbytes, partition_of(hashes[r], partition_bits),
                                        data, offsets[r], offsets[r + 1], hashes[r])
             _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
-                                 bkeys, bparts, bmoney, ptable, pkeys, pn, pmoney)
+                                 buf, ptable, pkeys, pn, pmoney)
 
 
 @kernel(parallel=True)
