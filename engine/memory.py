@@ -25,7 +25,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["RESERVE_FROM", "RESERVED_ROWS", "allocate", "grow", "is_reserved", "release"]
+__all__ = ["RESERVE_FROM", "RESERVED_ROWS", "TABLE_RESERVE_FROM", "allocate", "grow", "empty_table", "is_reserved",
+           "release"]
 
 #: arrays bigger than this (bytes) go into a reservation
 RESERVE_FROM = 64 << 20
@@ -102,6 +103,40 @@ def grow(old: np.ndarray, used: np.ndarray, capacity: int, extra: int = 0,
         k = int(used[p]) + extra
         new[p, :k] = old[p, :k]
     return new
+
+
+#: hash tables bigger than this (bytes) go into a reservation (see :func:`empty_table`)
+TABLE_RESERVE_FROM = 16 << 20
+
+
+def empty_table(old: np.ndarray | None, shape: tuple, reserve_slots: int) -> np.ndarray:
+    """An all-zero, C-contiguous int64 hash table of ``shape = (P, slots, ...)`` that replaces ``old``.
+
+    A growing table is rebuilt from the stored keys and never read again, so the new one
+    may take the old one's memory.  Tables past :data:`TABLE_RESERVE_FROM` bytes live at
+    the start of a reservation of ``reserve_slots`` slots per partition: growing zeroes
+    the old table's bytes in place (pages the process already has) and only the bytes
+    added beyond them are fresh memory.  Otherwise every doubling faults in a whole new
+    table, twice the final size in all, and on this VM a fresh page costs ~20x a
+    recycled one (docs/benchmarks.md).
+    """
+    shape = tuple(int(s) for s in shape)
+    size = int(np.prod(shape))
+    base = _mapping(old) if old is not None else None
+    if base is not None:
+        flat = np.frombuffer(base, dtype=np.int64)
+        if size <= flat.size and old.ctypes.data == flat.ctypes.data and old.flags.c_contiguous:
+            flat[: old.size] = 0  # the bytes beyond old's were never touched: zero already
+            return flat[:size].reshape(shape)
+    if size * 8 > TABLE_RESERVE_FROM and hasattr(mmap, "MAP_ANONYMOUS"):
+        reserved = size // shape[1] * max(shape[1], int(reserve_slots))
+        try:
+            res = _Reservation(reserved * 8)
+        except (OSError, ValueError, OverflowError):
+            res = None
+        if res is not None:
+            return np.frombuffer(res.map, dtype=np.int64)[:size].reshape(shape)
+    return np.zeros(shape, dtype=np.int64)
 
 
 def _mapping(arr: np.ndarray) -> mmap.mmap | None:

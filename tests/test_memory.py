@@ -144,3 +144,48 @@ def test_consuming_finalize_frees_the_id_table_before_the_result_is_built(string
     monkeypatch.setattr(k, "rfm_finalize_partitioned", spy)
     assert state.finalize(consume=True).equals(want, check_metadata=True)
     assert table_alive and not any(table_alive)
+
+
+@pytest.mark.parametrize("string_ids", [False, True], ids=["int-ids", "string-ids"])
+@pytest.mark.parametrize("reserved_slots", [2048, 1 << 24], ids=["outgrown", "roomy"])
+def test_hash_tables_that_grow_in_their_reservation_give_the_same_results(string_ids, reserved_slots, monkeypatch):
+    """Id and period tables rebuilt in their old memory (zeroed in place) hold exactly what
+    fresh tables would: the RFM table and the BTYD summary are the same, row for row."""
+    from rfmx import state as state_module
+    import importlib
+
+    from rfmx.clv import BTYDState
+
+    summary_module = importlib.import_module("rfmx.clv.summary")
+
+    rng = np.random.default_rng(11)
+    n = 60_000
+    cust = rng.integers(0, 40_000, n)
+    ids = pa.array([f"c-{c}" for c in cust]) if string_ids else pa.array(cust * 7919 + 10**12)
+    times = np.datetime64("2024-01-01T00:00:00", "us") + (rng.random(n) * 400 * 86400e6).astype("timedelta64[us]")
+    table = pa.table({"customer_id": ids, "order_time": pa.array(times), "amount": pa.array(np.round(rng.lognormal(3, 1, n), 2))})
+    want = rfmx.aggregate(table, batch_size=4_000)
+    want_btyd = BTYDState().update(table).summary()
+
+    reused = []
+    empty_table = memory.empty_table
+
+    def spy(old, shape, reserve_slots):
+        new = empty_table(old, shape, reserve_slots)
+        reused.append(old is not None and new.ctypes.data == old.ctypes.data)
+        return new
+
+    monkeypatch.setattr(memory, "TABLE_RESERVE_FROM", 0)
+    monkeypatch.setattr(memory, "empty_table", spy)
+    monkeypatch.setattr(state_module, "_TABLE_RESERVED_SLOTS", reserved_slots)
+    monkeypatch.setattr(summary_module, "_PERIOD_RESERVED_SLOTS", reserved_slots)
+    got = rfmx.aggregate(table, batch_size=4_000)
+    state = BTYDState()
+    for batch in table.to_batches(max_chunksize=4_000):
+        state.update(batch)
+    assert got.equals(want, check_metadata=True)
+    assert state.summary().equals(want_btyd, check_metadata=True)
+    if reserved_slots > 4096:
+        assert sum(reused) >= 2  # the id tables grew in place
+    else:
+        assert not any(reused)  # each table outgrew its reservation: a new one every time

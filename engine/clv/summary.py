@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from .. import memory
 from ..errors import RfmxError
 from ..state import _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, to_us
 
@@ -39,6 +40,8 @@ BTYD_STATE_FORMAT = "rfmx-btyd-state"
 BTYD_STATE_VERSION = 1
 #: length of a time unit in days (a month is 30 days, as in lifetimes' CLV method).
 UNIT_DAYS = {"day": 1, "week": 7, "month": 30}
+#: slots per partition a period table's reservation is sized for (half of it: 537 M entries)
+_PERIOD_RESERVED_SLOTS = 1 << 26
 _PERIOD_DAYS = {"day": 1, "week": 7}
 _ALIASES = {"d": "day", "D": "day", "days": "day", "w": "week", "W": "week", "weeks": "week",
             "m": "month", "M": "month", "months": "month"}
@@ -115,8 +118,8 @@ class BTYDState(RFMState):
         if self._ptable is None or slots > self._ptable.shape[1]:
             # a growing table grows 4x: half the rehashes (they cost as much as the updates)
             slots = max(slots, 2048, 4 * self._ptable.shape[1] if self._ptable is not None else 0)
-            self._ptable = None  # free the old table before the new one is made
-            self._ptable = np.zeros((len(self._pn), slots, 2), dtype=np.int64)
+            # The rehash reads the entries' keys, not the old table: the new table takes its memory.
+            self._ptable = memory.empty_table(self._ptable, (len(self._pn), slots, 2), _PERIOD_RESERVED_SLOTS)
             rehash_int64(self._pkeys, self._pn, self._ptable)
 
     def drop_index(self) -> None:
