@@ -25,8 +25,8 @@ import sys
 
 import numpy as np
 
-__all__ = ["RESERVE_FROM", "RESERVED_ROWS", "TABLE_RESERVE_FROM", "allocate", "grow", "empty_table", "is_reserved",
-           "release"]
+__all__ = ["RESERVE_FROM", "RESERVED_ROWS", "TABLE_RESERVE_FROM", "allocate", "grow", "is_reserved", "new_table",
+           "regrow_table", "release"]
 
 #: arrays bigger than this (bytes) go into a reservation
 RESERVE_FROM = 64 << 20
@@ -105,33 +105,42 @@ def grow(old: np.ndarray, used: np.ndarray, capacity: int, extra: int = 0,
     return new
 
 
-#: hash tables bigger than this (bytes) go into a reservation (see :func:`empty_table`)
+#: hash tables bigger than this (bytes) go into a reservation (see :func:`regrow_table`)
 TABLE_RESERVE_FROM = 16 << 20
 
 
-def empty_table(old: np.ndarray | None, shape: tuple, reserve_slots: int) -> np.ndarray:
-    """An all-zero, C-contiguous int64 hash table of ``shape = (P, slots, ...)`` that replaces ``old``.
+def regrow_table(old: np.ndarray | None, shape: tuple) -> np.ndarray | None:
+    """An all-zero int64 hash table of ``shape = (P, slots, ...)`` in the memory of ``old``,
+    or None where ``old``'s memory cannot hold it.
 
     A growing table is rebuilt from the stored keys and never read again, so the new one
-    may take the old one's memory.  Tables past :data:`TABLE_RESERVE_FROM` bytes live at
-    the start of a reservation of ``reserve_slots`` slots per partition: growing zeroes
-    the old table's bytes in place (pages the process already has) and only the bytes
-    added beyond them are fresh memory.  Otherwise every doubling faults in a whole new
-    table, twice the final size in all, and on this VM a fresh page costs ~20x a
-    recycled one (docs/benchmarks.md).
+    may take the old one's memory.  Tables from :func:`new_table` live at the start of a
+    reservation: growing zeroes the old table's bytes in place (pages the process already
+    has) and only the bytes added beyond them are fresh memory.  Otherwise every doubling
+    faults in a whole new table, twice the final size in all, and on this VM a fresh page
+    costs ~20x a recycled one (docs/benchmarks.md).
     """
+    base = _mapping(old) if old is not None else None
+    if base is None or not old.flags.c_contiguous:
+        return None
     shape = tuple(int(s) for s in shape)
     size = int(np.prod(shape))
-    base = _mapping(old) if old is not None else None
-    if base is not None:
-        flat = np.frombuffer(base, dtype=np.int64)
-        if size <= flat.size and old.ctypes.data == flat.ctypes.data and old.flags.c_contiguous:
-            flat[: old.size] = 0  # the bytes beyond old's were never touched: zero already
-            return flat[:size].reshape(shape)
+    flat = np.frombuffer(base, dtype=np.int64)
+    if size > flat.size or old.ctypes.data != flat.ctypes.data:
+        return None
+    flat[: old.size] = 0  # the bytes beyond old's were never touched: zero already
+    return flat[:size].reshape(shape)
+
+
+def new_table(shape: tuple, reserve_slots: int) -> np.ndarray:
+    """An all-zero, C-contiguous int64 hash table of ``shape = (P, slots, ...)``; past
+    :data:`TABLE_RESERVE_FROM` bytes at the start of a reservation of ``reserve_slots``
+    slots per partition, so that :func:`regrow_table` can grow it in place."""
+    shape = tuple(int(s) for s in shape)
+    size = int(np.prod(shape))
     if size * 8 > TABLE_RESERVE_FROM and hasattr(mmap, "MAP_ANONYMOUS"):
-        reserved = size // shape[1] * max(shape[1], int(reserve_slots))
         try:
-            res = _Reservation(reserved * 8)
+            res = _Reservation(size // shape[1] * max(shape[1], int(reserve_slots)) * 8)
         except (OSError, ValueError, OverflowError):
             res = None
         if res is not None:

@@ -207,12 +207,21 @@ class RFMState:
         slots = _next_pow2(-(-10 * need // 7))
         if self._table is None or slots > self._table.shape[1]:
             slots = max(slots, 1024)
-            # The rehash reads the keys, not the old table: the new table takes its memory.
-            self._table = memory.empty_table(self._table, (len(self._n), slots, 2), _TABLE_RESERVED_SLOTS)
+            self._table = self._empty_table("_table", (len(self._n), slots, 2), _TABLE_RESERVED_SLOTS)
             if self._kind == "int":
                 rehash_int64(self._keys, self._n, self._table)
             else:
                 rehash_bytes(self._key_offsets, self._key_data, self._n, self._table)
+
+    def _empty_table(self, attr: str, shape: tuple, reserve_slots: int) -> np.ndarray:
+        """An all-zero hash table to replace ``self.<attr>``: a rehash fills it from the
+        stored keys and never reads the old table, so the new one takes the old one's
+        memory where it can (rfmx.memory.regrow_table); else the old one is freed first."""
+        table = memory.regrow_table(getattr(self, attr), shape)
+        if table is None:
+            setattr(self, attr, None)
+            table = memory.new_table(shape, reserve_slots)
+        return table
 
     def _adopt_ids(self, ids: CustomerIds, where: str) -> None:
         if self._kind is None:

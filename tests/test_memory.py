@@ -168,15 +168,15 @@ def test_hash_tables_that_grow_in_their_reservation_give_the_same_results(string
     want_btyd = BTYDState().update(table).summary()
 
     reused = []
-    empty_table = memory.empty_table
+    regrow_table = memory.regrow_table
 
-    def spy(old, shape, reserve_slots):
-        new = empty_table(old, shape, reserve_slots)
-        reused.append(old is not None and new.ctypes.data == old.ctypes.data)
+    def spy(old, shape):
+        new = regrow_table(old, shape)
+        reused.append(new is not None)
         return new
 
     monkeypatch.setattr(memory, "TABLE_RESERVE_FROM", 0)
-    monkeypatch.setattr(memory, "empty_table", spy)
+    monkeypatch.setattr(memory, "regrow_table", spy)
     monkeypatch.setattr(state_module, "_TABLE_RESERVED_SLOTS", reserved_slots)
     monkeypatch.setattr(summary_module, "_PERIOD_RESERVED_SLOTS", reserved_slots)
     got = rfmx.aggregate(table, batch_size=4_000)

@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .. import memory
 from ..errors import RfmxError
 from ..state import _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, to_us
 
@@ -118,8 +117,7 @@ class BTYDState(RFMState):
         if self._ptable is None or slots > self._ptable.shape[1]:
             # a growing table grows 4x: half the rehashes (they cost as much as the updates)
             slots = max(slots, 2048, 4 * self._ptable.shape[1] if self._ptable is not None else 0)
-            # The rehash reads the entries' keys, not the old table: the new table takes its memory.
-            self._ptable = memory.empty_table(self._ptable, (len(self._pn), slots, 2), _PERIOD_RESERVED_SLOTS)
+            self._ptable = self._empty_table("_ptable", (len(self._pn), slots, 2), _PERIOD_RESERVED_SLOTS)
             rehash_int64(self._pkeys, self._pn, self._ptable)
 
     def drop_index(self) -> None:
