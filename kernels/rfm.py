@@ -378,7 +378,6 @@ def rfm_fields_partitioned(agg, n, out):
                 out[f, i] = agg[p, c, f]
 
 
-
 #: rows of the ``ints`` output of :func:`rfm_finalize_partitioned`
 OUT_FIRST, OUT_LAST, OUT_RECENCY, OUT_TENURE, OUT_N_ORDERS, OUT_N_REFUNDS, OUT_NET_MINOR = range(7)
 #: rows of the ``floats`` output
