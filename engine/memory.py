@@ -138,13 +138,10 @@ def new_table(shape: tuple, reserve_slots: int) -> np.ndarray:
     slots per partition, so that :func:`regrow_table` can grow it in place."""
     shape = tuple(int(s) for s in shape)
     size = int(np.prod(shape))
-    if size * 8 > TABLE_RESERVE_FROM and hasattr(mmap, "MAP_ANONYMOUS"):
-        try:
-            res = _Reservation(size // shape[1] * max(shape[1], int(reserve_slots)) * 8)
-        except (OSError, ValueError, OverflowError):
-            res = None
-        if res is not None:
-            return np.frombuffer(res.map, dtype=np.int64)[:size].reshape(shape)
+    if size * 8 > TABLE_RESERVE_FROM:
+        flat = _reserved((size // shape[1] * max(shape[1], int(reserve_slots)),), np.int64)
+        if flat is not None:
+            return flat[:size].reshape(shape)
     return np.zeros(shape, dtype=np.int64)
 
 
