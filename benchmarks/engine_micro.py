@@ -31,6 +31,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
+    import numpy as np
+
     import rfmx
     import rfmx.state as state_module
     from rfmx.kernels._policy import threads
@@ -78,11 +80,11 @@ def main() -> None:
                 hashes = conv.hashed[0]
                 if ids.kind == "int":
                     rfm_update_partitioned_int64(ids.ints, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, g,
-                                                 st._table, st._keys, st._n, st._agg)
+                                                 st._table, st._keys, st._n, st._agg, np.empty(n_workers, np.int64))
                 else:
                     rfm_update_partitioned_bytes(ids.offsets, ids.data, hashes, t, amt, oid, keep, n_workers,
                                                  PARTITION_BITS, g, st._table, st._key_offsets, st._key_data,
-                                                 st._n, st._nbytes, st._agg)
+                                                 st._n, st._nbytes, st._agg, np.empty(n_workers, np.int64))
         mark = " (default)" if g == state_module._GROUP else ""
         report(f"4 steady-state kernel, group {g}{mark}", start, lines)
 

@@ -94,6 +94,30 @@ def read_state_file(path: Path) -> pa.Table:
         raise RfmxError(f"{path}: not an rfmx state file (Arrow IPC): {exc}") from None
 
 
+def money_limit(amount_scale: int) -> str:
+    """The largest exact money total, in currency units, as text: ``(2**63 - 1) / 10**scale``."""
+    from decimal import Decimal
+
+    return f"{Decimal(2**63 - 1).scaleb(-int(amount_scale)):,}"
+
+
+def _row_of(row0, i: int) -> int:
+    """Source row of line ``i``: ``row0`` is the first line's row, or every line's row."""
+    return int(row0 + i) if np.isscalar(row0) else int(row0[i])
+
+
+def _describe_id(ids: CustomerIds, i: int, id_type) -> str:
+    """Customer ``i`` of ``ids`` as a user wrote it, for messages."""
+    if ids.kind == "int":
+        v = int(ids.ints[i])
+        return str(v + 2**64 if v < 0 and id_type == pa.uint64() else v)
+    raw = bytes(ids.data[ids.offsets[i]: ids.offsets[i + 1]])
+    try:
+        return repr(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        return repr(raw)
+
+
 def _next_pow2(x: int) -> int:
     return 1 << max(int(x) - 1, 1).bit_length()
 
@@ -101,7 +125,7 @@ def _next_pow2(x: int) -> int:
 class _Converted:
     """One batch, validated and converted by :meth:`RFMState._convert`, waiting to be folded."""
 
-    __slots__ = ("rows", "nulls_skipped", "outside", "latest", "tz", "ids", "empty", "lines", "hashed")
+    __slots__ = ("rows", "nulls_skipped", "outside", "latest", "tz", "ids", "empty", "lines", "hashed", "row0")
 
     def __init__(self, rows: int):
         self.rows = rows            # lines offered
@@ -113,6 +137,7 @@ class _Converted:
         self.empty = False          # no line after null filtering
         self.lines = None           # (ids, time_us, amount_minor, order_id, keep); None: nothing kept
         self.hashed = None          # RFMState._hash(ids)
+        self.row0 = 0               # source row of the first line, or of every line once some were dropped
 
 
 class RFMState:
@@ -312,6 +337,7 @@ class RFMState:
             conv.latest = int(t.max())
         conv.lines = (conv.ids, t, amt, oid, keep)
         conv.hashed = self._hash(conv.ids)
+        conv.row0 = row0
         return conv
 
     def _apply(self, conv: "_Converted", source: str) -> None:
@@ -329,29 +355,56 @@ class RFMState:
         if conv.lines is None:
             return
         self.max_time_us = conv.latest if self.max_time_us is None else max(self.max_time_us, conv.latest)
-        self._fold(*conv.lines, hashed=conv.hashed)
+        wrapped = self._fold(*conv.lines, hashed=conv.hashed)
+        self._refuse_wrapped(wrapped, conv.ids, lambda r, customer: (
+            f"{source}: column '{self.columns.amount}' (amount): the money total of customer "
+            f"{customer} leaves the exact range at row {_row_of(conv.row0, r)}"))
 
     def _fold(self, ids: CustomerIds, t: np.ndarray, amt: np.ndarray, oid: np.ndarray, keep: np.ndarray,
-              hashed: tuple | None = None) -> None:
-        """Run the aggregation kernel over converted lines."""
+              hashed: tuple | None = None) -> np.ndarray:
+        """Run the aggregation kernel over converted lines; per worker, the first line whose
+        money total left int64, or -1 (see :meth:`_refuse_wrapped`)."""
         from .kernels._policy import threads
         from .kernels.customers import PARTITION_BITS
         from .kernels.rfm import rfm_update_partitioned_bytes, rfm_update_partitioned_int64
 
         hashes = self._hash_and_reserve(ids, hashed)
         with threads(self.threads) as n_workers:
+            wrapped = np.empty(n_workers, dtype=np.int64)
             if ids.kind == "int":
                 rfm_update_partitioned_int64(
                     ids.ints, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, _GROUP,
-                    self._table, self._keys, self._n, self._agg)
+                    self._table, self._keys, self._n, self._agg, wrapped)
             else:
                 rfm_update_partitioned_bytes(
                     ids.offsets, ids.data, hashes, t, amt, oid, keep, n_workers, PARTITION_BITS, _GROUP,
-                    self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg)
+                    self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg, wrapped)
+        return wrapped
+
+    def _refuse_wrapped(self, wrapped: np.ndarray, ids: CustomerIds, message) -> None:
+        """Raise if a kernel reported a money total that left int64 (``wrapped``: per worker,
+        the first such line or row, -1 for none), and keep the state from being used again.
+
+        Totals are exact int64 minor units; a total beyond them would wrap to a plausible
+        wrong number, so the state that holds it is unusable from here on.  ``message(r)``
+        gives the start of the error for line ``r`` and the customer's id as text.
+        """
+        hit = wrapped[wrapped >= 0]
+        if not len(hit):
+            return
+        r = int(hit.min())  # each worker reports its first; the smallest is the first in input order
+        hint = "; aggregate with a smaller amount_scale (--amount-scale)" if self.amount_scale else ""
+        text = (f"{message(r, _describe_id(ids, r, self.id_type))} (exact money totals reach "
+                f"±{money_limit(self.amount_scale)} at amount_scale {self.amount_scale}){hint}")
+        self._broken = text
+        raise RfmxError(text)
 
     def _check_usable(self) -> None:
         if getattr(self, "_consumed", False):
             raise RfmxError("this state was consumed by finalize(consume=True) and holds no customers any more")
+        broken = getattr(self, "_broken", None)
+        if broken:
+            raise RfmxError(f"this state cannot be used: {broken}")
 
     def _check_compatible(self, other: "RFMState", what: str) -> None:
         mine = (self.columns, self.amount_scale, self.since_us, self.until_us)
@@ -388,10 +441,10 @@ class RFMState:
             self._init_arrays(other._kind)
             self.id_type = other.id_type
         ids, rows = other._flat()
-        self._merge_rows(ids, rows)
+        self._merge_rows(ids, rows, what)
         return self
 
-    def _merge_rows(self, ids: CustomerIds, rows: np.ndarray) -> None:
+    def _merge_rows(self, ids: CustomerIds, rows: np.ndarray, what: str) -> None:
         from .kernels._policy import threads
         from .kernels.customers import PARTITION_BITS
         from .kernels.rfm import rfm_merge_partitioned_bytes, rfm_merge_partitioned_int64
@@ -401,13 +454,16 @@ class RFMState:
         hashes = self._hash_and_reserve(ids)
         has_oid = self.columns.order_id is not None
         with threads(self.threads) as n_workers:
+            wrapped = np.empty(n_workers, dtype=np.int64)
             if ids.kind == "int":
                 rfm_merge_partitioned_int64(ids.ints, hashes, rows, has_oid, n_workers, PARTITION_BITS, _GROUP,
-                                            self._table, self._keys, self._n, self._agg)
+                                            self._table, self._keys, self._n, self._agg, wrapped)
             else:
                 rfm_merge_partitioned_bytes(ids.offsets, ids.data, hashes, rows, has_oid, n_workers,
                                             PARTITION_BITS, _GROUP, self._table, self._key_offsets, self._key_data,
-                                            self._n, self._nbytes, self._agg)
+                                            self._n, self._nbytes, self._agg, wrapped)
+        self._refuse_wrapped(wrapped, ids, lambda r, customer: (
+            f"{what}: merged, the money total of customer {customer} leaves the exact range"))
 
     def drop_index(self) -> None:
         """Free the id → customer hash table (a quarter of the state's memory).
@@ -621,7 +677,7 @@ class RFMState:
         rows = np.empty((table.num_rows, len(_FIELD_NAMES)), dtype=np.int64)
         for j, name in enumerate(_FIELD_NAMES):
             rows[:, j] = table.column(name).to_numpy()
-        self._merge_rows(ids, rows)
+        self._merge_rows(ids, rows, str(path))
         return ids
 
     def __repr__(self) -> str:

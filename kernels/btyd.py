@@ -127,10 +127,13 @@ def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order
     their purchase lines into the ``(customer, period)`` entries; ``codes`` is reused.
 
     Three passes over the group, each issuing the loads the next one needs: the entry
-    slots, then the entries' money.
+    slots, then the entries' money.  Returns the first line whose money took its
+    customer's total out of int64, or -1 (a period's money is part of that customer's
+    gross, so it cannot wrap before the gross does).
     """
     has_oid = order_id.shape[0] > 0
     pmask = ptable.shape[1] - 1
+    first_wrapped = -1
     for j in range(k):
         r = rows[j]
         if amount_minor[r] >= 0:
@@ -141,7 +144,9 @@ def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order
         r = rows[j]
         p = partition_of(hashes[r], partition_bits)
         amt = amount_minor[r]
-        accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid)
+        if accumulate(agg, p, codes[j], time_us[r], amt, order_id[r] if has_oid else 0, has_oid):
+            if first_wrapped < 0:
+                first_wrapped = r
         if amt >= 0:
             before = pn[p]
             e = probe_int64(ptable, pkeys, pn, p, pkey[j], mix64(pkey[j]))
@@ -157,12 +162,13 @@ def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order
                 pmoney[p, codes[j]] = amt
             else:
                 pmoney[p, codes[j]] += amt
+    return first_wrapped
 
 
 @kernel(parallel=True)
 def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep, period_kind,
                                   n_workers, partition_bits, group, table, keys, n, agg,
-                                  ptable, pkeys, pn, pmoney, pmoney3):
+                                  ptable, pkeys, pn, pmoney, pmoney3, wrapped):
     """Encode integer ids, fold every line into the RFM row ``agg[p, code]`` (see
     :func:`rfmx.kernels.rfm.accumulate`) and every purchase line (amount >= 0) into its
     ``(customer, period)`` entry.  Arguments as :func:`rfmx.kernels.rfm.rfm_update_partitioned_int64`
@@ -174,18 +180,22 @@ def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, 
         codes = np.empty(group, dtype=np.int64)
         pkey = np.empty(group, dtype=np.int64)
         ents = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
-            _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
-                        partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
+            r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
+                            partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
+            if r >= 0 and first_wrapped < 0:
+                first_wrapped = r
+        wrapped[w] = first_wrapped
 
 
 @kernel(parallel=True)
 def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, order_id, keep, period_kind,
                                   n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg,
-                                  ptable, pkeys, pn, pmoney, pmoney3):
+                                  ptable, pkeys, pn, pmoney, pmoney3, wrapped):
     """As :func:`btyd_update_partitioned_int64` for byte-string ids (Arrow offsets/data)."""
     m = hashes.shape[0]
     for w in prange(n_workers):
@@ -193,6 +203,7 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
         codes = np.empty(group, dtype=np.int64)
         pkey = np.empty(group, dtype=np.int64)
         ents = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
@@ -205,8 +216,11 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
                                     n, nbytes, agg)
                 codes[j] = c
                 prefetch(agg, p, c)
-            _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
-                        partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
+            r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
+                            partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
+            if r >= 0 and first_wrapped < 0:
+                first_wrapped = r
+        wrapped[w] = first_wrapped
 
 
 # The merge kernels (merging states, and loading a saved one, which merges its entries

@@ -89,12 +89,23 @@ def init_row(agg, p, c):
 
 @kernel(inline=True)
 def accumulate(agg, p, c, time_us, amount_minor, order_id, has_order_id):
-    """Fold one order line into the aggregate row ``agg[p, c]`` (``agg``: (P, n, N_FIELDS))."""
+    """Fold one order line into the aggregate row ``agg[p, c]`` (``agg``: (P, n, N_FIELDS)).
+
+    Returns True when the line's money would take the customer's gross or refund total
+    out of int64; that money is then not added and the caller must not use the state.
+    Money of one sign goes to a total of that sign (gross >= 0, refunds <= 0), so one
+    compare against the room left tells, before adding: a wrapped sum cannot be tested
+    after the fact (LLVM takes signed overflow to be impossible and drops such a test).
+    """
     if amount_minor < 0:
         agg[p, c, N_REFUNDS] += 1
+        if amount_minor < _I64_MIN - agg[p, c, REFUNDS]:
+            return True
         agg[p, c, REFUNDS] += amount_minor
-        return
-    agg[p, c, GROSS] += amount_minor
+        return False
+    wrapped = amount_minor > _I64_MAX - agg[p, c, GROSS]
+    if not wrapped:
+        agg[p, c, GROSS] += amount_minor
     if not has_order_id:
         agg[p, c, N_ORDERS] += 1
     elif agg[p, c, N_ORDERS] == 0:
@@ -108,6 +119,7 @@ def accumulate(agg, p, c, time_us, amount_minor, order_id, has_order_id):
         agg[p, c, FIRST_ORDER] = time_us
     if time_us > agg[p, c, LAST_ORDER]:
         agg[p, c, LAST_ORDER] = time_us
+    return wrapped
 
 
 @kernel(inline=True)
@@ -115,7 +127,8 @@ def combine(agg, p, c, later, j, has_order_id):
     """Fold row ``later[j]`` into ``agg[p, c]``; ``later``'s lines are taken to follow ``agg``'s.
 
     Every field but the order-id boundary is order-free (min, max, sums); the boundary
-    only decides whether an order straddling the two counts once.
+    only decides whether an order straddling the two counts once.  Returns True when a
+    money total would leave int64 (as :func:`accumulate`).
     """
     if later[j, N_ORDERS] > 0:
         if agg[p, c, N_ORDERS] == 0:
@@ -125,12 +138,15 @@ def combine(agg, p, c, later, j, has_order_id):
         agg[p, c, LAST_ORDER_ID] = later[j, LAST_ORDER_ID]
     agg[p, c, N_ORDERS] += later[j, N_ORDERS]
     agg[p, c, N_REFUNDS] += later[j, N_REFUNDS]
-    agg[p, c, GROSS] += later[j, GROSS]
-    agg[p, c, REFUNDS] += later[j, REFUNDS]
+    wrapped = (later[j, GROSS] > _I64_MAX - agg[p, c, GROSS]) or (later[j, REFUNDS] < _I64_MIN - agg[p, c, REFUNDS])
+    if not wrapped:
+        agg[p, c, GROSS] += later[j, GROSS]
+        agg[p, c, REFUNDS] += later[j, REFUNDS]
     if later[j, FIRST_ORDER] < agg[p, c, FIRST_ORDER]:
         agg[p, c, FIRST_ORDER] = later[j, FIRST_ORDER]
     if later[j, LAST_ORDER] > agg[p, c, LAST_ORDER]:
         agg[p, c, LAST_ORDER] = later[j, LAST_ORDER]
+    return wrapped
 
 
 # --- dense kernels: for tools that already have customer codes -----------------------
@@ -142,24 +158,35 @@ def rfm_update(codes, time_us, amount_minor, order_id, agg):
     ``codes``: int64 (m,), a negative code skips the line; ``time_us``, ``amount_minor``:
     int64 (m,); ``order_id``: int64 (m,) or empty (every line is an order).  Serial and
     nogil: call it from several threads on *disjoint* ``agg`` arrays, then :func:`rfm_merge`.
+    Returns the first line whose money took its customer's total out of int64, or -1;
+    after such a line ``agg`` holds a wrapped total and must not be used.
     """
     has_oid = order_id.shape[0] > 0
     agg3 = agg.reshape((1, agg.shape[0], agg.shape[1]))
+    first_wrapped = -1
     for i in range(codes.shape[0]):
         c = codes[i]
         if c < 0:
             continue
-        accumulate(agg3, 0, c, time_us[i], amount_minor[i], order_id[i] if has_oid else 0, has_oid)
+        if accumulate(agg3, 0, c, time_us[i], amount_minor[i], order_id[i] if has_oid else 0, has_oid):
+            if first_wrapped < 0:
+                first_wrapped = i
+    return first_wrapped
 
 
 @kernel
 def rfm_merge(codes, later, agg, has_order_id):
-    """Fold rows ``later[j]`` into ``agg[codes[j]]`` (codes < 0 skip); ``later`` follows ``agg``."""
+    """Fold rows ``later[j]`` into ``agg[codes[j]]`` (codes < 0 skip); ``later`` follows ``agg``.
+
+    Returns the first ``j`` whose money total left int64, or -1 (as :func:`rfm_update`)."""
     agg3 = agg.reshape((1, agg.shape[0], agg.shape[1]))
+    first_wrapped = -1
     for j in range(codes.shape[0]):
         c = codes[j]
         if c >= 0:
-            combine(agg3, 0, c, later, j, has_order_id)
+            if combine(agg3, 0, c, later, j, has_order_id) and first_wrapped < 0:
+                first_wrapped = j
+    return first_wrapped
 
 
 # --- partitioned kernels: the engine's hot path -------------------------------------
@@ -218,12 +245,17 @@ def _pick_line(h, kept, i, k, rows, w, n_workers, partition_bits, table):
 
 @kernel(inline=True)
 def accumulate_group(agg, rows, codes, k, hashes, time_us, amount_minor, order_id, partition_bits):
-    """Fold the lines ``rows[:k]`` into their customers' rows ``codes[:k]``, in order."""
+    """Fold the lines ``rows[:k]`` into their customers' rows ``codes[:k]``, in order; returns
+    the first of them whose money total left int64, or -1."""
     has_oid = order_id.shape[0] > 0
+    first_wrapped = -1
     for j in range(k):
         r = rows[j]
         p = partition_of(hashes[r], partition_bits)
-        accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
+        if accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid):
+            if first_wrapped < 0:
+                first_wrapped = r
+    return first_wrapped
 
 
 @kernel(inline=True)
@@ -276,7 +308,7 @@ def encode_bytes(r, offsets, data, hashes, partition_bits, table, key_offsets, k
 
 @kernel(parallel=True)
 def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep,
-                                 n_workers, partition_bits, group, table, keys, n, agg):
+                                 n_workers, partition_bits, group, table, keys, n, agg, wrapped):
     """Encode integer ids and fold their lines into per-partition aggregates.
 
     ``ids``, ``hashes`` (= mix64(ids)), ``time_us``, ``amount_minor``: int64 (m,);
@@ -284,28 +316,36 @@ def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, k
     lines whose memory loads are issued together (64 measured best).
     ``table``/``keys``/``n``: see :mod:`rfmx.kernels.customers`; ``agg``: (P, ncap, N_FIELDS).
     The caller reserves room for every line being a new customer; rows of new customers
-    are initialized here, so ``agg`` may be grown with ``np.empty``.
+    are initialized here, so ``agg`` may be grown with ``np.empty``.  ``wrapped``
+    (n_workers,) int64 gets, per worker, the first line whose money took its customer's
+    total out of int64, or -1 (then the state holds a wrapped total: see :func:`accumulate`).
     """
     m = ids.shape[0]
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
-            accumulate_group(agg, rows, codes, k, hashes, time_us, amount_minor, order_id, partition_bits)
+            r = accumulate_group(agg, rows, codes, k, hashes, time_us, amount_minor, order_id, partition_bits)
+            if r >= 0 and first_wrapped < 0:
+                first_wrapped = r
+        wrapped[w] = first_wrapped
 
 
 @kernel(parallel=True)
 def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, order_id, keep,
-                                 n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg):
+                                 n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg,
+                                 wrapped):
     """As :func:`rfm_update_partitioned_int64` for byte-string ids given as Arrow-style
     ``offsets`` (m + 1,) and ``data`` (uint8) buffers; ``hashes`` from ``hash_bytes``."""
     m = hashes.shape[0]
     has_oid = order_id.shape[0] > 0
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
@@ -314,40 +354,50 @@ def rfm_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, o
                 r = rows[j]
                 p, c = encode_bytes(r, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n,
                                     nbytes, agg)
-                accumulate(agg, p, c, time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid)
+                if accumulate(agg, p, c, time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid):
+                    if first_wrapped < 0:
+                        first_wrapped = r
+        wrapped[w] = first_wrapped
 
 
 @kernel(parallel=True)
 def rfm_merge_partitioned_int64(ids, hashes, later, has_order_id, n_workers, partition_bits, group,
-                                table, keys, n, agg):
+                                table, keys, n, agg, wrapped):
     """Fold aggregate rows ``later`` (m, N_FIELDS) of customers ``ids`` into the state.
 
     Grouped and prefetched like the update kernels (``group``: rows whose memory loads are
     issued together): loading a saved state of 7.25 M customers is one such merge.
+    ``wrapped`` (n_workers,): per worker the first row whose money total left int64, or -1.
     """
     m = ids.shape[0]
     every_row = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, every_row, i, group, rows, w, n_workers, partition_bits, table)
             encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
             for j in range(k):
                 r = rows[j]
-                combine(agg, partition_of(hashes[r], partition_bits), codes[j], later, r, has_order_id)
+                if combine(agg, partition_of(hashes[r], partition_bits), codes[j], later, r, has_order_id):
+                    if first_wrapped < 0:
+                        first_wrapped = r
+        wrapped[w] = first_wrapped
 
 
 @kernel(parallel=True)
 def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_workers, partition_bits, group,
-                                table, key_offsets, key_data, n, nbytes, agg):
+                                table, key_offsets, key_data, n, nbytes, agg, wrapped):
     """Fold aggregate rows ``later`` of byte-string customers into the state (grouped and
-    prefetched like :func:`rfm_update_partitioned_bytes`)."""
+    prefetched like :func:`rfm_update_partitioned_bytes`; ``wrapped`` as in
+    :func:`rfm_merge_partitioned_int64`)."""
     m = hashes.shape[0]
     every_row = np.empty(0, dtype=np.bool_)
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, every_row, i, group, rows, w, n_workers, partition_bits, table)
@@ -356,7 +406,9 @@ def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_wo
                 r = rows[j]
                 p, c = encode_bytes(r, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n,
                                     nbytes, agg)
-                combine(agg, p, c, later, r, has_order_id)
+                if combine(agg, p, c, later, r, has_order_id) and first_wrapped < 0:
+                    first_wrapped = r
+        wrapped[w] = first_wrapped
 
 
 # --- finalize: per-customer rows -> output columns ------------------------------------

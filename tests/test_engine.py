@@ -827,7 +827,8 @@ def test_bytes_update_kernel_with_colliding_hashes_is_exact(ids, n_hashes, group
     nbytes = np.zeros(P, dtype=np.int64)
     agg = new_aggregates((P, 128))
     rfm_update_partitioned_bytes(offsets, buf, hashes, t, amount, np.empty(0, np.int64), np.empty(0, np.bool_),
-                                 n_workers, PARTITION_BITS, group, table, key_offsets, key_data, n, nbytes, agg)
+                                 n_workers, PARTITION_BITS, group, table, key_offsets, key_data, n, nbytes, agg,
+                                 np.empty(n_workers, np.int64))
     first_seen = list(dict.fromkeys(ids))
     p = int(np.uint64(hashes[0]) >> np.uint64(64 - PARTITION_BITS))
     assert int(n.sum()) == int(n[p]) == len(first_seen)
@@ -873,7 +874,8 @@ def test_update_kernels_fold_exactly_the_kept_lines_of_every_worker(customers, s
         key_offsets = np.zeros((P, 513), dtype=np.int64)
         key_data = np.zeros((P, 16384), dtype=np.uint8)
         rfm_update_partitioned_bytes(offsets, buf, hashes, t, amount, no_oid, keep, n_workers, PARTITION_BITS,
-                                     group, table, key_offsets, key_data, n, np.zeros(P, np.int64), agg)
+                                     group, table, key_offsets, key_data, n, np.zeros(P, np.int64), agg,
+                                     np.empty(n_workers, np.int64))
         stored = [[key_data[p, key_offsets[p, c]:key_offsets[p, c + 1]].tobytes() for c in range(n[p])]
                   for p in range(P)]
     else:
@@ -882,7 +884,7 @@ def test_update_kernels_fold_exactly_the_kept_lines_of_every_worker(customers, s
         hash_int64(ids, PARTITION_BITS, hashes, counts)
         key_store = np.zeros((P, 512), dtype=np.int64)
         rfm_update_partitioned_int64(ids, hashes, t, amount, no_oid, keep, n_workers, PARTITION_BITS, group,
-                                     table, key_store, n, agg)
+                                     table, key_store, n, agg, np.empty(n_workers, np.int64))
         stored = [[int(key_store[p, c]) for c in range(n[p])] for p in range(P)]
     # reference: per partition, customers in order of first appearance among kept lines
     want = [dict() for _ in range(P)]

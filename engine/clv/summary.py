@@ -133,8 +133,9 @@ class BTYDState(RFMState):
 
     # --- the three operations -----------------------------------------------------
 
-    def _fold(self, ids, t, amt, oid, keep, hashed=None) -> None:
-        """Fold prepared lines into the RFM rows and the per-(customer, period) table."""
+    def _fold(self, ids, t, amt, oid, keep, hashed=None) -> np.ndarray:
+        """Fold prepared lines into the RFM rows and the per-(customer, period) table; per
+        worker the first line whose money total left int64, or -1."""
         from ..kernels._policy import threads
         from ..kernels.btyd import PERIOD_KINDS, btyd_update_partitioned_bytes, btyd_update_partitioned_int64
         from ..kernels.customers import PARTITION_BITS
@@ -142,16 +143,18 @@ class BTYDState(RFMState):
         hashes = self._hash_and_reserve(ids, hashed)
         kind = PERIOD_KINDS[self.period]
         with threads(self.threads) as n_workers:
+            wrapped = np.empty(n_workers, dtype=np.int64)
             if ids.kind == "int":
                 btyd_update_partitioned_int64(
                     ids.ints, hashes, t, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._keys, self._n, self._agg,
-                    self._ptable, self._pkeys, self._pn, self._pmoney, self._pmoney[:, :, None])
+                    self._ptable, self._pkeys, self._pn, self._pmoney, self._pmoney[:, :, None], wrapped)
             else:
                 btyd_update_partitioned_bytes(
                     ids.offsets, ids.data, hashes, t, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg,
-                    self._ptable, self._pkeys, self._pn, self._pmoney, self._pmoney[:, :, None])
+                    self._ptable, self._pkeys, self._pn, self._pmoney, self._pmoney[:, :, None], wrapped)
+        return wrapped
 
     def _check_compatible(self, other, what):
         if not isinstance(other, BTYDState):
