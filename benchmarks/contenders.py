@@ -5,7 +5,9 @@ Shared definitions (docs/benchmarks.md "Definitions"):
 - ``as_of`` = midnight after the latest line (order or refund);
 - a line with ``amount < 0`` is a refund: it counts in the net money total but is not an
   order and does not move the first/last order time;
-- ``recency_days`` = floor((as_of - last_order) / 1 day); ``n_orders`` = order lines;
+- ``recency_days`` = calendar days from the day of the last order to the ``as_of`` day
+  (pandas ``(as_of - last.dt.floor("D")).dt.days``, DuckDB ``date_diff('day', last, as_of)``);
+  ``n_orders`` = order lines;
 - ``money_cents`` = sum of round(amount * 100) as integers (exact);
 - quintile scores = ``pd.qcut(x.rank(method="first"), 5, labels=[1, 2, 3, 4, 5])``, higher
   is better: x is ``n_orders`` and ``money_cents`` ranked ascending, ``recency_days``
@@ -245,7 +247,7 @@ def pandas_per_customer(pd, path):
     per = df.groupby("customer_id", sort=False).agg(
         last_order=("order_time", "max"), n_orders=("is_order", "sum"), money_cents=("money_cents", "sum"))
     del df
-    per["recency_days"] = (as_of - per["last_order"]) // pd.Timedelta(days=1)
+    per["recency_days"] = (as_of - per["last_order"].dt.floor("D")).dt.days
     return per
 
 
@@ -280,7 +282,7 @@ def polars_per_customer(pl, path):
         )
         .with_columns(
             recency_days=(pl.col("last_line").max().dt.truncate("1d") + pl.duration(days=1)
-                          - pl.col("last_order")).dt.total_days())
+                          - pl.col("last_order").dt.truncate("1d")).dt.total_days())
         .drop("last_line", "last_order")
     )
 
@@ -323,7 +325,7 @@ WITH per AS (
 horizon AS (SELECT date_trunc('day', max(last_line)) + INTERVAL 1 DAY AS as_of FROM per),
 rfm AS (
     SELECT customer_id,
-           (epoch_us(as_of) - epoch_us(last_order)) // 86400000000 AS recency_days,
+           date_diff('day', last_order, as_of) AS recency_days,
            n_orders, money_cents
     FROM per, horizon
 )

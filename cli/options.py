@@ -92,7 +92,10 @@ def check_writable(*paths) -> None:
 
 def report_state(state) -> None:
     """One line on stderr: what was read, skipped and kept."""
-    parts = [f"{state.rows_read:,} rows read", f"{state.n_customers:,} customers"]
+    parts = [f"{state.rows_read - state.rows_loaded:,} rows read", f"{state.n_customers:,} customers"]
+    if state.rows_loaded or state.customers_loaded:
+        parts[0] += (f" into a saved state of {state.customers_loaded:,} customers "
+                     f"(from {state.rows_loaded:,} earlier rows)")
     if state.rows_null_skipped:
         parts.append(f"{state.rows_null_skipped:,} rows with nulls skipped")
     if state.rows_outside_window:

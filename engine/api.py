@@ -6,6 +6,7 @@ import gc
 import numpy as np
 import pyarrow as pa
 
+from .calendar import check_timezone
 from .columns import ColumnMap
 from .errors import RfmxError
 from .progress import Progress
@@ -18,22 +19,25 @@ __all__ = ["aggregate", "build_state"]
 def build_state(source=None, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
                 order_id: str | None = None, *, as_of=None, since=None, amount_scale: int = 2,
                 on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
-                state: RFMState | None = None, progress: bool = False, delimiter: str | None = None) -> RFMState:
+                state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
+                timezone: str | None = None) -> RFMState:
     """Stream ``source`` into an :class:`RFMState` (a new one, or ``state`` to extend it).
 
     With a new state, ``as_of`` becomes the end of the window: lines at or after it are
-    skipped.  When extending ``state``, its own window and column mapping apply, and the
-    mapping given here must match it.
+    skipped.  When extending ``state``, its own window, time zone and column mapping
+    apply, and the mapping (and ``timezone``, if given) must match it.
     """
     if batch_size < 1:
         raise RfmxError(f"batch_size must be >= 1, got {batch_size}")
     if state is None:
         state = RFMState(customer, time, amount, order_id, since=since, until=as_of,
-                         amount_scale=amount_scale, on_null=on_null, threads=threads)
+                         amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
     else:
         wanted = ColumnMap(customer, time, amount, order_id)
         if wanted != state.columns:
             raise RfmxError(f"the state was made with columns {state.columns}, not {wanted}")
+        if timezone is not None and check_timezone(timezone) != state.timezone:
+            raise RfmxError(f"the state counts days in {state.timezone}, not in {timezone}")
         state.on_null = on_null
         if threads is not None:
             state.threads = threads
@@ -91,17 +95,19 @@ def _raise_on_nulls(batches, where: str, row0: int, batch: pa.RecordBatch, colum
 def aggregate(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
               order_id: str | None = None, *, as_of=None, since=None, amount_scale: int = 2,
               on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
-              state: RFMState | None = None, progress: bool = False, delimiter: str | None = None) -> pa.Table:
+              state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
+              timezone: str | None = None) -> pa.Table:
     """Per-customer RFM aggregates of an order stream, as a ``pyarrow.Table``.
 
     ``source``: a Parquet/IPC/CSV path, directory or glob, a list of them, or an Arrow
     table/batch/reader/C-stream object (pandas, polars, DuckDB).  ``as_of`` (default: the
-    day after the latest line) ends the window; ``since`` starts it.  See
-    :meth:`RFMState.finalize` for the columns and README "Definitions" for their meaning.
+    day after the latest line) ends the window; ``since`` starts it; ``timezone`` (IANA
+    name, default UTC) is the calendar days are counted in.  See :meth:`RFMState.finalize`
+    for the columns and README "Definitions" for their meaning.
     """
     st = build_state(source, customer, time, amount, order_id, as_of=as_of, since=since,
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
-                     state=state, progress=progress, delimiter=delimiter)
+                     state=state, progress=progress, delimiter=delimiter, timezone=timezone)
     if state is None:
         # Nobody uses this state again: the result takes its memory over as it is built.
         return st.finalize(as_of, consume=True)

@@ -32,6 +32,7 @@ from .columns import (
     raise_on_nulls,
     time_us,
 )
+from .calendar import UTC, check_timezone, day_start, instant_to_wall, local_day, local_days, wall_to_instant
 from .errors import RfmxError
 from . import memory
 from .memory import grow, release
@@ -39,7 +40,7 @@ from .memory import grow, release
 __all__ = ["RFMState", "to_us", "STATE_FORMAT", "STATE_VERSION"]
 
 STATE_FORMAT = "rfmx-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: the calendar's time zone ("timezone"); version 1 states load as UTC
 #: slots per partition an id table's reservation is sized for (70 % of it: 188 M customers)
 _TABLE_RESERVED_SLOTS = 1 << 24
 _GROUP = 64  # order lines whose memory loads the kernels issue together (measured best of 16-128)
@@ -49,38 +50,52 @@ _FIELD_NAMES = (
 )
 
 
-def to_us(value) -> int | None:
-    """An instant as int64 microseconds since the epoch (UTC for zoned values).
+def to_us(value, timezone: str = UTC) -> int | None:
+    """An instant as int64 microseconds since the epoch (UTC).
 
     Accepts None, ISO-8601 strings (``2024-03-01``, ``2024-03-01T12:00:00+02:00``),
     ``datetime.date``/``datetime.datetime`` (pandas Timestamps too), ``numpy.datetime64``
-    and integers (already microseconds).  A date means midnight at its start.
+    and integers (already microseconds since the epoch).  A value without a zone (a date,
+    a naive time) is a wall-clock time in ``timezone``; a date means midnight at its start
+    (see :mod:`rfmx.calendar`).
     """
     if value is None:
         return None
     if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
         return int(value)
     if isinstance(value, np.datetime64):
-        return int(value.astype("datetime64[us]").astype(np.int64))
+        return _wall(int(value.astype("datetime64[us]").astype(np.int64)), timezone)
     if isinstance(value, str):
         try:
             value = _dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
         except ValueError:
             raise RfmxError(f"cannot parse {value!r} as an ISO-8601 date or time") from None
     if isinstance(value, _dt.datetime):
-        if value.tzinfo is not None:
+        zoned = value.tzinfo is not None
+        if zoned:
             value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
         delta = value - _dt.datetime(1970, 1, 1)
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        return us if zoned else _wall(us, timezone)
     if isinstance(value, _dt.date):
-        return (value - _dt.date(1970, 1, 1)).days * US_PER_DAY
+        return _wall((value - _dt.date(1970, 1, 1)).days * US_PER_DAY, timezone)
     raise RfmxError(f"cannot use {value!r} as a date or time")
 
 
-def _us_to_iso(us: int | None) -> str | None:
+def _wall(us: int, timezone: str) -> int:
+    return us if timezone == UTC else int(wall_to_instant(np.array([us], dtype=np.int64), timezone)[0])
+
+
+def _us_to_iso(us: int | None, timezone: str = UTC) -> str | None:
+    """An instant as ISO-8601 text: as a naive UTC time, or with its offset in ``timezone``."""
     if us is None:
         return None
-    return (_dt.datetime(1970, 1, 1) + _dt.timedelta(microseconds=int(us))).isoformat()
+    utc = _dt.datetime(1970, 1, 1) + _dt.timedelta(microseconds=int(us))
+    if timezone == UTC:
+        return utc.isoformat()
+    import zoneinfo
+
+    return utc.replace(tzinfo=_dt.timezone.utc).astimezone(zoneinfo.ZoneInfo(timezone)).isoformat()
 
 
 def read_state_file(path: Path) -> pa.Table:
@@ -106,16 +121,88 @@ def _row_of(row0, i: int) -> int:
     return int(row0 + i) if np.isscalar(row0) else int(row0[i])
 
 
-def _describe_id(ids: CustomerIds, i: int, id_type) -> str:
+def _describe_id(ids: CustomerIds, i: int) -> str:
     """Customer ``i`` of ``ids`` as a user wrote it, for messages."""
     if ids.kind == "int":
         v = int(ids.ints[i])
-        return str(v + 2**64 if v < 0 and id_type == pa.uint64() else v)
+        return str(v + 2**64 if v < 0 and ids.arrow_type == pa.uint64() else v)
     raw = bytes(ids.data[ids.offsets[i]: ids.offsets[i + 1]])
     try:
         return repr(raw.decode("utf-8"))
     except UnicodeDecodeError:
         return repr(raw)
+
+
+# Every key a saved state's metadata has, with the JSON types it may take.
+_META_KEYS = {
+    "columns": (dict,), "amount_scale": (int,), "since_us": (int, type(None)), "until_us": (int, type(None)),
+    "time_zone": (str, type(None)), "id_type": (str, type(None)), "id_kind": (str, type(None)),
+    "rows_read": (int,), "rows_null_skipped": (int,), "rows_outside_window": (int,),
+    "max_time_us": (int, type(None)),
+}
+_COUNTERS = ("rows_read", "rows_null_skipped", "rows_outside_window")
+# Per saved field, the values save() can have written: counts and gross money >= 0, refunds <= 0.
+_FIELD_RANGES = {"n_orders": (0, None), "n_refunds": (0, None), "gross_minor": (0, None), "refunds_minor": (None, 0)}
+
+
+def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = None,
+                    extra_columns: tuple = ()) -> dict:
+    """The metadata of a saved state file (format ``fmt``, version 1 or 2), checked.
+
+    Each way a file can be damaged or foreign is a one-line error naming the file and what
+    is wrong: metadata that is not JSON, a missing key or a value of the wrong type, a
+    missing column or one of the wrong type, nulls, values that no saved state holds.
+    Version 1 (before states recorded their time zone) reads as UTC.
+    """
+    raw = (table.schema.metadata or {}).get(b"rfmx.state")
+    if raw is None:
+        raise RfmxError(f"{path}: not an rfmx state file (no 'rfmx.state' metadata)")
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RfmxError(f"{path}: damaged state file: its metadata is not JSON ({exc})") from None
+    if not isinstance(meta, dict):
+        raise RfmxError(f"{path}: damaged state file: its metadata is not a JSON object")
+    if meta.get("format") != fmt or meta.get("version") not in (1, STATE_VERSION):
+        raise RfmxError(f"{path}: state format {meta.get('format')!r} version {meta.get('version')!r}; "
+                        f"this rfmx reads {fmt!r} versions 1 and {STATE_VERSION}")
+    keys = dict(_META_KEYS, **(extra_keys or {}))
+    if meta["version"] >= 2:
+        keys["timezone"] = (str,)
+    for key, kinds in keys.items():
+        if key not in meta:
+            raise RfmxError(f"{path}: damaged state file: its metadata lacks '{key}'")
+        value = meta[key]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {value!r}")
+    c = meta["columns"]
+    if not (all(isinstance(c.get(k), str) for k in ("customer", "time", "amount"))
+            and isinstance(c.get("order_id"), (str, type(None)))):
+        raise RfmxError(f"{path}: damaged state file: metadata 'columns' is {c!r}")
+    bad = [k for k in _COUNTERS if meta[k] < 0]
+    if bad or not 0 <= meta["amount_scale"] <= 18 or meta["id_kind"] not in (None, "int", "bytes"):
+        key = bad[0] if bad else ("amount_scale" if not 0 <= meta["amount_scale"] <= 18 else "id_kind")
+        raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {meta[key]!r}")
+    meta["timezone"] = check_timezone(meta.get("timezone", UTC)) if meta["version"] >= 2 else UTC
+    if meta["id_kind"] is None and table.num_rows:
+        raise RfmxError(f"{path}: damaged state file: {table.num_rows} customers but no id type in its metadata")
+    for name in ("customer_id",) + _FIELD_NAMES + tuple(extra_columns):
+        if table.schema.get_field_index(name) < 0:
+            raise RfmxError(f"{path}: damaged state file: column '{name}' is missing")
+        col = table.column(name)
+        if col.null_count:
+            raise RfmxError(f"{path}: damaged state file: column '{name}' has {col.null_count} null value(s)")
+        if name in _FIELD_NAMES and col.type != pa.int64():
+            raise RfmxError(f"{path}: damaged state file: column '{name}' is {col.type}, not int64")
+    if table.num_rows:
+        import pyarrow.compute as pc
+
+        for name, (lo, hi) in _FIELD_RANGES.items():
+            mm = pc.min_max(table.column(name)).as_py()
+            if (lo is not None and mm["min"] < lo) or (hi is not None and mm["max"] > hi):
+                raise RfmxError(f"{path}: damaged state file: column '{name}' holds values from {mm['min']} to "
+                                f"{mm['max']}, outside what a state can hold")
+    return meta
 
 
 def _next_pow2(x: int) -> int:
@@ -157,26 +244,37 @@ class RFMState:
         those rows and counts them in :attr:`rows_null_skipped`.
     threads:
         Numba threads for the kernels (None: Numba's setting, all cores by default).
+    timezone:
+        IANA time zone of the business's calendar (default ``UTC``): which day an order
+        falls on, and what times without a zone (naive timestamps, dates, a bare ``since``
+        or ``as_of`` date) mean.  See :mod:`rfmx.calendar`.
     """
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
                  order_id: str | None = None, *, since=None, until=None, amount_scale: int = 2,
-                 on_null: str = "error", threads: int | None = None):
+                 on_null: str = "error", threads: int | None = None, timezone: str | None = None):
         if on_null not in ("error", "skip"):
             raise RfmxError(f"on_null must be 'error' or 'skip', got {on_null!r}")
         if not 0 <= int(amount_scale) <= 9:
             raise RfmxError(f"amount_scale must be between 0 and 9, got {amount_scale}")
         self.columns = ColumnMap(customer, time, amount, order_id)
         self.amount_scale = int(amount_scale)
-        self.since_us = to_us(since)
-        self.until_us = to_us(until)
+        self.timezone = check_timezone(timezone)
+        self.since_us = to_us(since, self.timezone)
+        self.until_us = to_us(until, self.timezone)
         if self.since_us is not None and self.until_us is not None and self.since_us >= self.until_us:
             raise RfmxError(f"since ({_us_to_iso(self.since_us)}) must be before until/as_of ({_us_to_iso(self.until_us)})")
         self.on_null = on_null
         self.threads = threads
         self.time_zone: str | None = None
         self.id_type: pa.DataType | None = None
+        # Integer ids are kept as int64 bit patterns, so uint64 ids of 2**63 and up share
+        # their patterns with negative int64 ids: once such ids are in, negative ones are
+        # refused (and the other way round) instead of two customers becoming one.
+        self._ids_above_int64 = False
         self.rows_read = 0            # rows offered to update()
+        self.rows_loaded = 0          # of them, rows read by the runs that made a loaded state
+        self.customers_loaded = 0     # customers of the loaded state
         self.rows_null_skipped = 0    # dropped for nulls (on_null="skip")
         self.rows_outside_window = 0  # outside [since, until)
         self.max_time_us: int | None = None  # latest line (order or refund) kept
@@ -248,15 +346,54 @@ class RFMState:
             table = memory.new_table(shape, reserve_slots)
         return table
 
-    def _adopt_ids(self, ids: CustomerIds, where: str) -> None:
+    def _adopt_ids(self, ids: CustomerIds, where: str, row_of=None) -> None:
+        """Check ``ids`` against the ids already in the state and widen the output id type.
+
+        Integer ids of any width and signedness mix exactly: one type is kept as it is,
+        mixed types become int64, or uint64 once ids beyond int64 appear.  Refused, before
+        anything is folded: string ids after integer ids (or the other way round), and
+        negative ids beside uint64 ids of 2**63 and up (no 64-bit type holds both, and their
+        bit patterns would alias).  ``row_of(i)`` gives the source row of id ``i`` (None:
+        ids of a merged or loaded state).
+        """
+        if self._kind is not None and ids.kind != self._kind:
+            raise RfmxError(
+                f"{where}: column '{self.columns.customer}' (customer id) has type {ids.arrow_type} "
+                f"but earlier input had {self.id_type}; customer ids must be all integers or all strings"
+            )
+        if ids.kind == "int":
+            self._check_int_ids(ids, where, row_of)
         if self._kind is None:
             self._init_arrays(ids.kind)
             self.id_type = ids.arrow_type
-        elif ids.kind != self._kind:
+        elif ids.arrow_type != self.id_type and ids.kind == "int":
+            self.id_type = pa.uint64() if self._ids_above_int64 else pa.int64()
+
+    def _check_int_ids(self, ids: CustomerIds, where: str, row_of) -> None:
+        unsigned = ids.arrow_type == pa.uint64()
+        if not (unsigned or self._ids_above_int64):
+            return  # the common case: no pass over the ids
+        # In the int64 view a uint64 id of 2**63 and up is negative, as a negative id is.
+        negative = np.flatnonzero(ids.ints < 0)
+        if not len(negative):
+            return
+        i = int(negative[0])
+        at = f" at row {row_of(i)}" if row_of is not None else ""
+        if unsigned and not self._ids_above_int64:
+            if self._kind == "int" and self.n_customers and self._has_negative_ids():
+                raise RfmxError(
+                    f"{where}: column '{self.columns.customer}' (customer id) value {_describe_id(ids, i)}{at} is "
+                    f"above int64's range, but earlier input has negative ids: no 64-bit integer type holds both "
+                    f"exactly; give the ids as strings")
+            self._ids_above_int64 = True
+        elif not unsigned:
             raise RfmxError(
-                f"{where}: column '{self.columns.customer}' (customer id) has type {ids.arrow_type} "
-                f"but earlier input had {self.id_type}"
-            )
+                f"{where}: column '{self.columns.customer}' (customer id) value {_describe_id(ids, i)}{at} is "
+                f"negative, but earlier input has uint64 ids above int64's range: no 64-bit integer type holds "
+                f"both exactly; give the ids as strings")
+
+    def _has_negative_ids(self) -> bool:
+        return any(bool((self._keys[p, : self._n[p]] < 0).any()) for p in range(len(self._n)))
 
     @staticmethod
     def _hash(ids: CustomerIds) -> tuple:
@@ -319,6 +456,8 @@ class RFMState:
             conv.empty = True
             return conv
         t, conv.tz = time_us(batch.column(cols.time), source, cols.time, row0)
+        if conv.tz is None and self.timezone != UTC:
+            t = wall_to_instant(t, self.timezone)  # naive times and dates are the business's wall clock
         amt = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0)
         oid = order_ids(batch.column(cols.order_id), source, cols.order_id) if cols.order_id else _EMPTY_I64
         keep = np.empty(0, dtype=np.bool_)
@@ -345,10 +484,12 @@ class RFMState:
         self.rows_read += conv.rows
         self.rows_null_skipped += conv.nulls_skipped
         if conv.empty:
-            if self._kind is None:
+            # An empty batch only tells the id type, and a column of nulls (a header-only
+            # CSV) not even that.
+            if self._kind is None and not pa.types.is_null(conv.ids.arrow_type):
                 self._adopt_ids(conv.ids, source)
             return
-        self._adopt_ids(conv.ids, source)
+        self._adopt_ids(conv.ids, source, lambda i: _row_of(conv.row0, i))
         if conv.tz is not None and self.time_zone is None:
             self.time_zone = conv.tz
         self.rows_outside_window += conv.outside
@@ -394,7 +535,7 @@ class RFMState:
             return
         r = int(hit.min())  # each worker reports its first; the smallest is the first in input order
         hint = "; aggregate with a smaller amount_scale (--amount-scale)" if self.amount_scale else ""
-        text = (f"{message(r, _describe_id(ids, r, self.id_type))} (exact money totals reach "
+        text = (f"{message(r, _describe_id(ids, r))} (exact money totals reach "
                 f"±{money_limit(self.amount_scale)} at amount_scale {self.amount_scale}){hint}")
         self._broken = text
         raise RfmxError(text)
@@ -407,17 +548,18 @@ class RFMState:
             raise RfmxError(f"this state cannot be used: {broken}")
 
     def _check_compatible(self, other: "RFMState", what: str) -> None:
-        mine = (self.columns, self.amount_scale, self.since_us, self.until_us)
-        theirs = (other.columns, other.amount_scale, other.since_us, other.until_us)
+        mine = (self.columns, self.amount_scale, self.since_us, self.until_us, self.timezone)
+        theirs = (other.columns, other.amount_scale, other.since_us, other.until_us, other.timezone)
         if mine != theirs:
             raise RfmxError(
                 f"{what} was made with columns={other.columns}, amount_scale={other.amount_scale}, "
-                f"window=[{_us_to_iso(other.since_us)}, {_us_to_iso(other.until_us)}) but this state has "
-                f"columns={self.columns}, amount_scale={self.amount_scale}, "
-                f"window=[{_us_to_iso(self.since_us)}, {_us_to_iso(self.until_us)})"
+                f"window=[{_us_to_iso(other.since_us)}, {_us_to_iso(other.until_us)}), timezone={other.timezone} "
+                f"but this state has columns={self.columns}, amount_scale={self.amount_scale}, "
+                f"window=[{_us_to_iso(self.since_us)}, {_us_to_iso(self.until_us)}), timezone={self.timezone}"
             )
         if self._kind and other._kind and self._kind != other._kind:
-            raise RfmxError(f"{what} has customer ids of type {other.id_type} but this state has {self.id_type}")
+            raise RfmxError(f"{what} has customer ids of type {other.id_type} but this state has {self.id_type}; "
+                            f"customer ids must be all integers or all strings")
 
     def merge(self, other: "RFMState", *, what: str = "the other state") -> "RFMState":
         """Fold ``other`` into this state (in place; returns self).
@@ -428,6 +570,10 @@ class RFMState:
         self._check_usable()
         other._check_usable()
         self._check_compatible(other, what)
+        ids = rows = None
+        if other._kind is not None:
+            ids, rows = other._flat()
+            self._adopt_ids(ids, what)  # refuses ids that cannot mix before anything changes
         self.rows_read += other.rows_read
         self.rows_null_skipped += other.rows_null_skipped
         self.rows_outside_window += other.rows_outside_window
@@ -435,13 +581,8 @@ class RFMState:
             self.max_time_us = other.max_time_us if self.max_time_us is None else max(self.max_time_us, other.max_time_us)
         if self.time_zone is None:
             self.time_zone = other.time_zone
-        if other._kind is None:
-            return self
-        if self._kind is None:
-            self._init_arrays(other._kind)
-            self.id_type = other.id_type
-        ids, rows = other._flat()
-        self._merge_rows(ids, rows, what)
+        if ids is not None:
+            self._merge_rows(ids, rows, what)
         return self
 
     def _merge_rows(self, ids: CustomerIds, rows: np.ndarray, what: str) -> None:
@@ -522,10 +663,12 @@ class RFMState:
         """The per-customer RFM table as of ``as_of`` (see README "Definitions").
 
         ``as_of`` defaults to the state's ``until`` if it has one, else midnight after the
-        latest line.  Columns: ``customer_id``, ``first_order``, ``last_order``,
-        ``recency_days``, ``tenure_days``, ``n_orders``, ``n_refunds``, ``monetary_total``,
-        ``monetary_minor``, ``avg_order_value``, ``gross_total``, ``refunds_total``.
-        Customers with refunds but no order in the window have null times and recency.
+        latest line (in the state's time zone).  Columns: ``customer_id``, ``first_order``,
+        ``last_order``, ``recency_days``, ``tenure_days`` (whole calendar days from the day
+        of the last/first order to the ``as_of`` day, in the state's time zone),
+        ``n_orders``, ``n_refunds``, ``monetary_total``, ``monetary_minor``,
+        ``avg_order_value``, ``gross_total``, ``refunds_total``.  Customers with refunds but
+        no order in the window have null times and recency.
 
         ``consume=True`` hands the state's memory back partition by partition while the
         result is built, so the state and the result are never in memory together (peak
@@ -535,6 +678,7 @@ class RFMState:
 
         self._check_usable()
         as_of_us = self.resolve_as_of(as_of)
+        as_of_day = local_day(as_of_us, self.timezone) if as_of_us is not None else 0
         if consume:
             # Finalizing never probes the id table: its pages, freed first, are the ones the
             # result's columns fault in next (recycled pages cost a fraction of fresh ones
@@ -557,15 +701,19 @@ class RFMState:
                 step = max(1, n_workers) if consume else P
                 for lo in range(0, P, step):
                     hi = min(P, lo + step)
-                    k.rfm_finalize_partitioned(self._agg, self._n, lo, hi, as_of_us if as_of_us is not None else 0,
-                                               US_PER_DAY, float(10 ** self.amount_scale), ints, floats, has_orders)
+                    k.rfm_finalize_partitioned(self._agg, self._n, lo, hi, as_of_day, US_PER_DAY,
+                                               float(10 ** self.amount_scale), ints, floats, has_orders)
                     if consume:
                         for p in range(lo, hi):
                             release(self._agg, p)
         if consume:
             self._agg = None
+        if self.timezone != UTC and m:
+            # The kernel counts UTC days; the business's days start at its own midnight.
+            for out, when in ((k.OUT_RECENCY, k.OUT_LAST), (k.OUT_TENURE, k.OUT_FIRST)):
+                ints[out] = np.where(has_orders, as_of_day - local_days(ints[when], self.timezone), 0)
         mask = ~has_orders if not has_orders.all() else None
-        ts = pa.timestamp("us", tz=self.time_zone)
+        ts = pa.timestamp("us", tz=self.time_zone if self.timezone == UTC else self.timezone)
         table = pa.table({
             "customer_id": self._id_array(ids),
             "first_order": pa.array(ints[k.OUT_FIRST], mask=mask).view(ts),
@@ -580,8 +728,8 @@ class RFMState:
             "gross_total": pa.array(floats[k.OUT_GROSS]),
             "refunds_total": pa.array(floats[k.OUT_REFUNDS]),
         })
-        meta = {"rfmx.as_of": _us_to_iso(as_of_us) or "", "rfmx.amount_scale": str(self.amount_scale),
-                "rfmx.customer_column": self.columns.customer}
+        meta = {"rfmx.as_of": _us_to_iso(as_of_us, self.timezone) or "", "rfmx.amount_scale": str(self.amount_scale),
+                "rfmx.customer_column": self.columns.customer, "rfmx.timezone": self.timezone}
         return table.replace_schema_metadata(meta)
 
     def resolve_as_of(self, as_of=None) -> int | None:
@@ -591,8 +739,8 @@ class RFMState:
                 return self.until_us
             if self.max_time_us is None:
                 return None
-            return (self.max_time_us // US_PER_DAY + 1) * US_PER_DAY
-        as_of_us = to_us(as_of)
+            return day_start(local_day(self.max_time_us, self.timezone) + 1, self.timezone)
+        as_of_us = to_us(as_of, self.timezone)
         if self.max_time_us is not None and self.max_time_us >= as_of_us:
             raise RfmxError(
                 f"as_of {_us_to_iso(as_of_us)} is not after the state's latest line ({_us_to_iso(self.max_time_us)}); "
@@ -624,6 +772,7 @@ class RFMState:
             "since_us": self.since_us,
             "until_us": self.until_us,
             "time_zone": self.time_zone,
+            "timezone": self.timezone,
             "id_type": str(self.id_type) if self.id_type is not None else None,
             "id_kind": self._kind,
             "rows_read": self.rows_read,
@@ -644,40 +793,37 @@ class RFMState:
 
     @classmethod
     def load(cls, path, *, threads: int | None = None) -> "RFMState":
-        """Read a state written by :meth:`save`; refuses other formats and versions."""
+        """Read a state written by :meth:`save`; refuses other formats and versions, and
+        damaged files (metadata, columns or values that :meth:`save` cannot have written)."""
         path = Path(path)
         table = read_state_file(path)
-        raw = (table.schema.metadata or {}).get(b"rfmx.state")
-        if raw is None:
-            raise RfmxError(f"{path}: not an rfmx state file (no 'rfmx.state' metadata)")
-        meta = json.loads(raw)
-        if meta.get("format") != STATE_FORMAT or meta.get("version") != STATE_VERSION:
-            raise RfmxError(
-                f"{path}: state format {meta.get('format')!r} version {meta.get('version')!r}; "
-                f"this rfmx reads {STATE_FORMAT!r} version {STATE_VERSION}"
-            )
+        meta = read_state_meta(path, table, STATE_FORMAT)
         c = meta["columns"]
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], since=meta["since_us"],
-                    until=meta["until_us"], amount_scale=meta["amount_scale"], threads=threads)
+                    until=meta["until_us"], amount_scale=meta["amount_scale"], threads=threads,
+                    timezone=meta["timezone"])
         state._restore(meta, table, path)
         return state
 
     def _restore(self, meta: dict, table: pa.Table, path) -> CustomerIds | None:
         """Fill this new state with the counters and customers of a saved one; its ids (None: no customers)."""
         self.time_zone = meta["time_zone"]
-        self.rows_read = meta["rows_read"]
+        self.rows_read = self.rows_loaded = meta["rows_read"]
         self.rows_null_skipped = meta["rows_null_skipped"]
         self.rows_outside_window = meta["rows_outside_window"]
         self.max_time_us = meta["max_time_us"]
         if meta["id_kind"] is None:
             return None
         ids = customer_ids(table.column("customer_id").combine_chunks(), str(path), "customer_id")
-        self._init_arrays(ids.kind)
-        self.id_type = ids.arrow_type
+        self._adopt_ids(ids, str(path))
         rows = np.empty((table.num_rows, len(_FIELD_NAMES)), dtype=np.int64)
         for j, name in enumerate(_FIELD_NAMES):
             rows[:, j] = table.column(name).to_numpy()
         self._merge_rows(ids, rows, str(path))
+        self.customers_loaded = self.n_customers
+        if self.customers_loaded != table.num_rows:
+            self._broken = f"{path}: damaged state file: a customer id occurs more than once"
+            raise RfmxError(self._broken)
         return ids
 
     def __repr__(self) -> str:

@@ -121,7 +121,7 @@ def _period_key(code, period):
 # the cache misses of a group overlap.
 
 @kernel(inline=True)
-def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
+def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, period_us, amount_minor, order_id, period_kind,
                 partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3):
     """Fold probed lines ``rows[:k]`` (customers ``codes[:k]``) into their RFM rows and
     their purchase lines into the ``(customer, period)`` entries; ``codes`` is reused.
@@ -137,7 +137,7 @@ def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order
     for j in range(k):
         r = rows[j]
         if amount_minor[r] >= 0:
-            key = _period_key(codes[j], period_of(time_us[r], period_kind))
+            key = _period_key(codes[j], period_of(period_us[r], period_kind))
             pkey[j] = key
             prefetch(ptable, partition_of(hashes[r], partition_bits), mix64(key) & pmask)
     for j in range(k):
@@ -166,13 +166,14 @@ def _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order
 
 
 @kernel(parallel=True)
-def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep, period_kind,
+def btyd_update_partitioned_int64(ids, hashes, time_us, period_us, amount_minor, order_id, keep, period_kind,
                                   n_workers, partition_bits, group, table, keys, n, agg,
                                   ptable, pkeys, pn, pmoney, pmoney3, wrapped):
     """Encode integer ids, fold every line into the RFM row ``agg[p, code]`` (see
     :func:`rfmx.kernels.rfm.accumulate`) and every purchase line (amount >= 0) into its
     ``(customer, period)`` entry.  Arguments as :func:`rfmx.kernels.rfm.rfm_update_partitioned_int64`
-    plus ``period_kind`` and the period tables; the caller reserves room for every line
+    plus ``period_us`` (the lines' wall-clock times in the calendar's time zone, which decide
+    their periods; ``time_us`` itself in UTC), ``period_kind`` and the period tables; the caller reserves room for every line
     being a new customer and a new entry.  Rows of new customers are initialized here."""
     m = ids.shape[0]
     for w in prange(n_workers):
@@ -185,15 +186,16 @@ def btyd_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, 
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
-            r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
-                            partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
+            r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, period_us, amount_minor, order_id,
+                            period_kind, partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
             if r >= 0 and first_wrapped < 0:
                 first_wrapped = r
         wrapped[w] = first_wrapped
 
 
 @kernel(parallel=True)
-def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, order_id, keep, period_kind,
+def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, period_us, amount_minor, order_id, keep,
+                                  period_kind,
                                   n_workers, partition_bits, group, table, key_offsets, key_data, n, nbytes, agg,
                                   ptable, pkeys, pn, pmoney, pmoney3, wrapped):
     """As :func:`btyd_update_partitioned_int64` for byte-string ids (Arrow offsets/data)."""
@@ -216,8 +218,8 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, amount_minor, 
                                     n, nbytes, agg)
                 codes[j] = c
                 prefetch(agg, p, c)
-            r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, amount_minor, order_id, period_kind,
-                            partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
+            r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, period_us, amount_minor, order_id,
+                            period_kind, partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
             if r >= 0 and first_wrapped < 0:
                 first_wrapped = r
         wrapped[w] = first_wrapped

@@ -437,13 +437,15 @@ OUT_MONETARY, OUT_AOV, OUT_GROSS, OUT_REFUNDS = range(4)
 
 
 @kernel(parallel=True)
-def rfm_finalize_partitioned(agg, n, p_lo, p_hi, as_of_us, us_per_day, unit, ints, floats, has_orders):
+def rfm_finalize_partitioned(agg, n, p_lo, p_hi, as_of_day, us_per_day, unit, ints, floats, has_orders):
     """Turn per-partition aggregate rows into output columns in one pass.
 
     ``agg`` (P, ncap, N_FIELDS) with ``n[p]`` rows in use; customers are laid out
     partition after partition, and partitions ``p_lo <= p < p_hi`` are converted (all:
-    ``0, P``; a range lets the caller free finished partitions between calls).  ``ints`` (7, m) int64 gets first/last order time,
-    recency and tenure in whole days (floor), orders, refunds, net money in minor units;
+    ``0, P``; a range lets the caller free finished partitions between calls).  ``ints``
+    (7, m) int64 gets first/last order time, recency and tenure in calendar days (``as_of_day``
+    minus the UTC day of the last/first order: days since 1970, floored), orders, refunds,
+    net money in minor units;
     ``floats`` (4, m) gets net money, average order value, gross and refund money in
     currency units (``minor / unit``); ``has_orders`` (m,) bool.  Values of customers
     without orders (refunds only) are 0 where they have no meaning; ``has_orders`` says so.
@@ -469,8 +471,8 @@ def rfm_finalize_partitioned(agg, n, p_lo, p_hi, as_of_us, us_per_day, unit, int
                 has_orders[i] = True
                 ints[OUT_FIRST, i] = first
                 ints[OUT_LAST, i] = last
-                ints[OUT_RECENCY, i] = (as_of_us - last) // us_per_day
-                ints[OUT_TENURE, i] = (as_of_us - first) // us_per_day
+                ints[OUT_RECENCY, i] = as_of_day - last // us_per_day
+                ints[OUT_TENURE, i] = as_of_day - first // us_per_day
                 floats[OUT_AOV, i] = (net / unit) / orders
             else:
                 has_orders[i] = False

@@ -17,8 +17,9 @@ engine/columns.py):
 - without order ids every non-refund line is one order; with order ids a non-refund line
   starts a new order when its id differs from the previous non-refund line of the same
   customer (input order);
-- ``recency_days = (as_of - last_order) // 1 day`` and ``tenure_days = (as_of - first_order)
-  // 1 day`` (floor division), null for a customer without orders.
+- ``recency_days`` and ``tenure_days``: calendar days (UTC dates, by Python's ``datetime``)
+  from the date of the last / first order to the date of ``as_of``, null for a customer
+  without orders.
 
 Everything here is per line, in Python integers; nothing is vectorised or clever.
 """
@@ -173,8 +174,8 @@ def finalize_rows(customers: dict, as_of_us: int | None, amount_scale: int = 2) 
         rows[key] = {
             "first_order": cu.first_order_us if has else None,
             "last_order": cu.last_order_us if has else None,
-            "recency_days": (as_of_us - cu.last_order_us) // US_PER_DAY if has else None,
-            "tenure_days": (as_of_us - cu.first_order_us) // US_PER_DAY if has else None,
+            "recency_days": calendar_days(cu.last_order_us, as_of_us) if has else None,
+            "tenure_days": calendar_days(cu.first_order_us, as_of_us) if has else None,
             "n_orders": cu.n_orders,
             "n_refunds": cu.n_refunds,
             "monetary_total": net / unit,
@@ -184,6 +185,14 @@ def finalize_rows(customers: dict, as_of_us: int | None, amount_scale: int = 2) 
             "refunds_total": cu.refunds_minor / unit,
         }
     return rows
+
+
+def calendar_days(from_us: int, to_us: int) -> int:
+    """Days between the UTC calendar dates of two instants (microseconds since the epoch)."""
+    import datetime as dt
+
+    epoch = dt.datetime(1970, 1, 1)
+    return ((epoch + dt.timedelta(microseconds=to_us)).date() - (epoch + dt.timedelta(microseconds=from_us)).date()).days
 
 
 def naive_rfm(customers, times_us, amounts_minor, order_ids=None, *, since_us=None, as_of_us=None,

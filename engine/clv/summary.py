@@ -30,13 +30,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from ..calendar import instant_to_wall
 from ..errors import RfmxError
-from ..state import _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, to_us
+from ..state import _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, read_state_meta, to_us
 
 __all__ = ["BTYDState", "summary", "BTYD_STATE_FORMAT", "BTYD_STATE_VERSION", "UNIT_DAYS"]
 
 BTYD_STATE_FORMAT = "rfmx-btyd-state"
-BTYD_STATE_VERSION = 1
+BTYD_STATE_VERSION = 2  # as the RFM state's: 2 records the time zone
 #: length of a time unit in days (a month is 30 days, as in lifetimes' CLV method).
 UNIT_DAYS = {"day": 1, "week": 7, "month": 30}
 #: slots per partition a period table's reservation is sized for (half of it: 537 M entries)
@@ -79,10 +80,11 @@ class BTYDState(RFMState):
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
                  order_id: str | None = None, *, period: str = "day", since=None, until=None,
-                 amount_scale: int = 2, on_null: str = "error", threads: int | None = None):
+                 amount_scale: int = 2, on_null: str = "error", threads: int | None = None,
+                 timezone: str | None = None):
         self.period = _period_name(period)
         super().__init__(customer, time, amount, order_id, since=since, until=until, amount_scale=amount_scale,
-                         on_null=on_null, threads=threads)
+                         on_null=on_null, threads=threads, timezone=timezone)
 
     # --- storage: the RFM arrays plus the (customer, period) tables -----------------
 
@@ -142,16 +144,17 @@ class BTYDState(RFMState):
 
         hashes = self._hash_and_reserve(ids, hashed)
         kind = PERIOD_KINDS[self.period]
+        local = instant_to_wall(t, self.timezone)  # periods are the business's days, weeks, months
         with threads(self.threads) as n_workers:
             wrapped = np.empty(n_workers, dtype=np.int64)
             if ids.kind == "int":
                 btyd_update_partitioned_int64(
-                    ids.ints, hashes, t, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
+                    ids.ints, hashes, t, local, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._keys, self._n, self._agg,
                     self._ptable, self._pkeys, self._pn, self._pmoney, self._pmoney[:, :, None], wrapped)
             else:
                 btyd_update_partitioned_bytes(
-                    ids.offsets, ids.data, hashes, t, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
+                    ids.offsets, ids.data, hashes, t, local, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg,
                     self._ptable, self._pkeys, self._pn, self._pmoney, self._pmoney[:, :, None], wrapped)
         return wrapped
@@ -228,7 +231,11 @@ class BTYDState(RFMState):
         """The period holding the instant just before ``end_us`` (the observation's last period)."""
         from ..kernels.btyd import PERIOD_KINDS, period_of
 
-        return int(period_of(end_us - 1, PERIOD_KINDS[self.period]))
+        return int(period_of(self._wall(end_us - 1), PERIOD_KINDS[self.period]))
+
+    def _wall(self, instant_us: int) -> int:
+        """An instant as wall-clock microseconds in the state's time zone (periods are local)."""
+        return int(instant_to_wall(np.array([instant_us], dtype=np.int64), self.timezone)[0])
 
     def summary(self, as_of=None, *, holdout_start=None, unit: str | None = None, scale: float = 1.0) -> pa.Table:
         """The per-customer BTYD summary (see the module docstring for the definitions).
@@ -247,13 +254,14 @@ class BTYDState(RFMState):
         if as_of_us is None:
             raise RfmxError("the BTYD summary needs orders (the state is empty) or an as_of date")
         last = self._last_period(as_of_us)
-        hold_us = to_us(holdout_start)
+        hold_us = to_us(holdout_start, self.timezone)
         if hold_us is not None:
             from ..kernels.btyd import PERIOD_KINDS, period_of, period_start_us
 
             kind = PERIOD_KINDS[self.period]
-            holdout_period = int(period_of(hold_us, kind))
-            if int(period_start_us(holdout_period, kind)) != hold_us:
+            hold_wall = self._wall(hold_us)
+            holdout_period = int(period_of(hold_wall, kind))
+            if int(period_start_us(holdout_period, kind)) != hold_wall:
                 raise RfmxError(f"holdout_start {_us_to_iso(hold_us)} is not the start of a {self.period}; "
                                 f"split at a {self.period} boundary so no {self.period} falls on both sides")
             if hold_us >= as_of_us:
@@ -315,21 +323,23 @@ class BTYDState(RFMState):
         """Read a state written by :meth:`save`; refuses other formats and versions."""
         path = Path(path)
         table = read_state_file(path)
-        raw = (table.schema.metadata or {}).get(b"rfmx.state")
-        meta = json.loads(raw) if raw is not None else {}
-        if meta.get("format") != BTYD_STATE_FORMAT or meta.get("version") != BTYD_STATE_VERSION:
-            raise RfmxError(
-                f"{path}: state format {meta.get('format')!r} version {meta.get('version')!r}; "
-                f"a BTYD state is {BTYD_STATE_FORMAT!r} version {BTYD_STATE_VERSION}"
-            )
+        meta = read_state_meta(path, table, BTYD_STATE_FORMAT, {"period": (str,)}, ("periods", "period_money"))
+        if meta["period"] not in UNIT_DAYS:
+            raise RfmxError(f"{path}: damaged state file: metadata 'period' is {meta['period']!r}")
+        for name in ("periods", "period_money"):
+            if table.schema.field(name).type != pa.large_list(pa.int64()):
+                raise RfmxError(f"{path}: damaged state file: column '{name}' is {table.schema.field(name).type}, "
+                                f"not large_list<int64>")
         c = meta["columns"]
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
                     since=meta["since_us"], until=meta["until_us"], amount_scale=meta["amount_scale"],
-                    threads=threads)
+                    threads=threads, timezone=meta["timezone"])
         ids = state._restore(meta, table, path)
         if ids is not None:
             plist = table.column("periods").combine_chunks()
             mlist = table.column("period_money").combine_chunks()
+            if not plist.offsets.equals(mlist.offsets) or plist.values.null_count or mlist.values.null_count:
+                raise RfmxError(f"{path}: damaged state file: columns 'periods' and 'period_money' do not match")
             # int64 already (no copy): every copy of a 61 M-entry list is 0.5 GB of fresh memory
             state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64, copy=False),
                                  np.asarray(plist.values).astype(np.int64, copy=False),
@@ -345,7 +355,7 @@ def summary(source, customer: str = "customer_id", time: str = "order_time", amo
             as_of=None, since=None, holdout_start=None, period: str = "day", unit: str | None = None,
             scale: float = 1.0, amount_scale: int = 2, on_null: str = "error", threads: int | None = None,
             batch_size: int = 1 << 20, state: BTYDState | None = None, progress: bool = False,
-            delimiter: str | None = None) -> pa.Table:
+            delimiter: str | None = None, timezone: str | None = None) -> pa.Table:
     """The BTYD summary (frequency, recency, T, monetary_value) of an order stream.
 
     ``source`` as for :func:`rfmx.aggregate` (paths, globs, Arrow objects); ``as_of``
@@ -363,7 +373,7 @@ def summary(source, customer: str = "customer_id", time: str = "order_time", amo
     own = state is None
     if own:
         state = BTYDState(customer, time, amount, period=period, since=since, until=as_of,
-                          amount_scale=amount_scale, on_null=on_null, threads=threads)
+                          amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
     build_state(source, customer, time, amount, state.columns.order_id, state=state, on_null=on_null,
                 threads=threads, batch_size=batch_size, progress=progress, delimiter=delimiter)
     if own:
