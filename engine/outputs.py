@@ -413,12 +413,16 @@ class CommandFiles:
                     raise RfmxError(f"{self._outputs[state_out]}: the state changed since it was read "
                                     f"(another process wrote it); nothing was written")
             done: list[str] = []
-            for option, tmp in list(self._staged.items()):
+            # The state goes last: if a result cannot be renamed, the old state is still in
+            # place and the run can be repeated without folding the same orders twice.
+            order = sorted(self._staged, key=lambda option: option == state_out)
+            for option in order:
+                tmp = self._staged[option]
                 path = self._outputs[option]
                 try:
                     os.replace(tmp, path)
                 except OSError as exc:
-                    written = f"; already written: {', '.join(done)}" if done else ""
+                    written = f" ({', '.join(done)} already written, the rest not)" if done else ""
                     raise RfmxError(f"{path}: cannot replace it: {exc.strerror or exc}{written}") from None
                 del self._staged[option]
                 done.append(str(path))
