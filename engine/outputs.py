@@ -39,7 +39,7 @@ from .sinks import output_format, write_format
 
 try:
     import fcntl
-except ImportError:  # not on Windows: the state identity check at commit time still holds
+except ImportError:  # Windows: the state identity check at commit time is the only guard there
     fcntl = None
 
 __all__ = ["CommandFiles", "StateLock", "Terminated", "check_destination", "signals_raise"]
@@ -268,7 +268,7 @@ def _glob_matches(pattern: str, path: str) -> bool:
 
 def _reads(source: str, output: str) -> bool:
     """Whether reading ``source`` (a file, folder or glob) could read the file ``output``."""
-    if _has_magic(source) and not os.path.exists(source):
+    if _has_magic(source):  # as rfmx.sources reads it: a glob whenever it has a wildcard
         if _glob_matches(source, output):
             return True
         return any(_same_file(p, output) for p in glob.glob(source, recursive=True))

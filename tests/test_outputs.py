@@ -377,6 +377,32 @@ def test_state_lock_is_exclusive_and_leaves_no_file(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
+def test_state_lock_follows_a_lock_file_replaced_while_it_was_taken(tmp_path, monkeypatch):
+    """The previous holder removes the lock file just as this process opens it: the lock
+    taken on the removed file is worthless, so it is taken again on the file now there."""
+    import fcntl
+
+    state = tmp_path / "s.arrow"
+    real = fcntl.flock
+    calls = []
+
+    def flock_after_the_holder_left(fd, op):
+        if not calls and op != fcntl.LOCK_UN:  # the first attempt: the file it opened is replaced
+            os.unlink(tmp_path / ".s.arrow.lock")
+            (tmp_path / ".s.arrow.lock").write_text("")
+        calls.append(op)
+        return real(fd, op)
+
+    monkeypatch.setattr(fcntl, "flock", flock_after_the_holder_left)
+    with StateLock(state) as lock:
+        assert len(calls) == 2  # locked, found the name leads elsewhere, locked again
+        monkeypatch.setattr(fcntl, "flock", real)
+        with pytest.raises(RfmxError, match="another rfmx process is updating"):
+            StateLock(state).acquire()  # the lock now guards the file the name leads to
+        assert os.listdir(tmp_path) == [".s.arrow.lock"] and lock.path.exists()
+    assert os.listdir(tmp_path) == []
+
+
 # --- signals --------------------------------------------------------------------------------------
 
 # The CLI with a pause before the first rename (the state's, which is saved through a staged
