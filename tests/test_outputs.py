@@ -403,6 +403,33 @@ def test_state_lock_follows_a_lock_file_replaced_while_it_was_taken(tmp_path, mo
     assert os.listdir(tmp_path) == []
 
 
+def test_lock_file_of_a_killed_process_does_not_block(folded, history):
+    """A process killed outright (SIGKILL) leaves its lock file, but not its lock: the next
+    run takes it and removes the file."""
+    (folded / ".state.arrow.lock").write_text("")
+    state = folded / "state.arrow"
+    ok(run_cli("aggregate", history / "new.parquet", "--state-in", state, "--state-out", state))
+    assert state_result(state).equals(aggregated([history / "all.parquet"]))
+    no_leftovers(folded)
+
+
+def test_command_files_from_python_all_or_none(tmp_path):
+    table = pa.table({"customer_id": [1, 2], "n_orders": [3, 4]})
+    files = CommandFiles().write("result", tmp_path / "r.parquet", table=True).write("notes", tmp_path / "n.txt")
+    with pytest.raises(ZeroDivisionError):
+        with files:
+            files.write_table("result", table)
+            files.write_text("notes", "half done")
+            1 / 0
+    assert os.listdir(tmp_path) == []
+    with files:
+        files.write_table("result", table)
+        files.write_text("notes", "done")
+        assert not (tmp_path / "r.parquet").exists()  # nothing in place before the end
+    assert pq.read_table(tmp_path / "r.parquet").equals(table) and (tmp_path / "n.txt").read_text() == "done"
+    assert sorted(os.listdir(tmp_path)) == ["n.txt", "r.parquet"]
+
+
 # --- signals --------------------------------------------------------------------------------------
 
 # The CLI with a pause before the first rename (the state's, which is saved through a staged
