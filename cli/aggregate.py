@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, check_writable, column_options, report_state, stream_options
+from .options import build_state_from_options, column_options, report_state, stream_options
 
 
 @click.command()
@@ -27,24 +27,19 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
         raise click.UsageError("give -o/--output and/or --state-out")
 
     def run():
-        import contextlib
+        from rfmx.outputs import CommandFiles
 
-        from rfmx.sinks import atomic_path, output_format, write_format
-
-        # Fail on a bad suffix or a missing folder before reading anything.
-        fmt = output_format(output) if output else None
-        check_writable(output, state_out)
-        state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
-                                         batch_size, amount_scale, on_null, delimiter, state_in, progress)
-        state.drop_index()  # not needed to finalize or save: free it before the result is built
-        # Without --state-out the state is not needed after: the result takes its memory over.
-        table = state.finalize(as_of, consume=not state_out) if output else None
-        # Both files are written to temporaries and renamed only when both are complete.
-        with contextlib.ExitStack() as stack:
+        files = (CommandFiles().read("SOURCES", *sources).state("--state-in", state_in, "--state-out", state_out)
+                 .write("-o", output, table=True))
+        with files:  # checks every output before anything is read; commits them together at the end
+            state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
+                                             batch_size, amount_scale, on_null, delimiter, state_in, progress)
+            state.drop_index()  # not needed to finalize or save: free it before the result is built
+            # Without --state-out the state is not needed after: the result takes its memory over.
             if output:
-                write_format(table, stack.enter_context(atomic_path(output)), fmt, where=output)
+                files.write_table("-o", state.finalize(as_of, consume=not state_out))
             if state_out:
-                state.save(stack.enter_context(atomic_path(state_out)))
+                files.save("--state-out", state)
         report_state(state)
 
     run_guarded(run)

@@ -120,20 +120,26 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
                        epochs=epochs, threads=threads)
 
     def run():
+        from rfmx.outputs import CommandFiles
+
+        files = (CommandFiles().read("SOURCES", *sources).read("--model-in", model_in).read("--segments", segments)
+                 .state("--state-in", state_in, "--state-out", state_out)
+                 .write("-o", output, table=True).write("--k-table", k_table, table=True)
+                 .write("--profiles", profiles_out, table=True).write("--model-out", model_out))
+        with files:  # checks every output before anything is read; commits them together at the end
+            fit_and_profile(files)
+
+    def fit_and_profile(files):
         import time
 
         from rfmx.cluster import CustomerClusters, choose_k, fit_clusters, parse_k_range
-        from rfmx.sinks import output_format, write_table
 
-        for path in (output, k_table, profiles_out):
-            if path:
-                output_format(path)  # fail on a bad suffix before reading anything
         ks = parse_k_range(k_range) if k_range else None
         model = CustomerClusters.load(model_in) if model_in else None
         state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
                                          batch_size, amount_scale, on_null, delimiter, state_in, progress)
         if state_out:
-            state.save(state_out)
+            files.save("--state-out", state)
         report_state(state)
         state.drop_index()  # not needed from here on: free it before the result is built
         table = state.finalize(as_of, consume=True)  # the result takes the state's memory over
@@ -145,7 +151,7 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
                        err=True)
             click.echo("\n".join(k_table_lines(compared)))
             if k_table:
-                write_table(compared, k_table)
+                files.write_table("--k-table", compared)
         if k is None and model is None:
             return
         start = time.perf_counter()
@@ -167,11 +173,11 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
             described = score_table(table, segments=segments)
         profiles = model.profiles(described, clusters)
         if output:
-            write_table(table.append_column("cluster", clusters), output)
+            files.write_table("-o", table.append_column("cluster", clusters))
         if profiles_out:
-            write_table(profiles, profiles_out)
+            files.write_table("--profiles", profiles)
         if model_out:
-            model.save(model_out)
+            files.save("--model-out", model)
         if ks:
             click.echo("")
         click.echo("\n".join(profile_lines(profiles)))

@@ -55,19 +55,26 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
         raise click.UsageError("--calibration-out needs --holdout-start")
 
     def run():
+        from rfmx.outputs import CommandFiles
+
+        files = (CommandFiles().read("SOURCES", *sources).read("--load-model", load_model)
+                 .read("--load-spend-model", load_spend_model)
+                 .state("--state-in", state_in, "--state-out", state_out)
+                 .write("-o", output, table=True).write("--calibration-out", calibration_out, table=True)
+                 .write("--save-model", save_model).write("--save-spend-model", save_spend_model))
+        with files:  # checks every output before anything is read; commits them together at the end
+            fit_and_predict(files)
+
+    def fit_and_predict(files):
         import numpy as np
 
         from rfmx.clv import BGNBD, GammaGamma, ParetoNBD, add_clv_columns, calibration_holdout_table
         from rfmx.kernels._policy import threads as kernel_threads
-        from rfmx.sinks import output_format, write_table
 
-        for path in (output, calibration_out):
-            if path:
-                output_format(path)  # fail on a bad suffix before reading anything
         state = build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
                                  amount_scale, on_null, delimiter, state_in, progress, period=period)
         if state_out:
-            state.save(state_out)
+            files.save("--state-out", state)
         report_state(state)
         state.drop_index()  # not updated again: free the hash tables before the models run
         summary = state.summary(as_of if state_in else None, holdout_start=holdout_start, unit=unit)
@@ -88,7 +95,7 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                 model = cls(penalizer=penalizer).fit(summary)
             click.echo(model.summary())
             if save_model:
-                model.save(save_model)
+                files.save("--save-model", model)
             spend_model = None
             if spend:
                 if load_spend_model:
@@ -101,7 +108,7 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                     click.echo(f"  frequency-spend correlation (Gamma-Gamma assumes ~0): r = {ind['pearson_r']:.3f} "
                                f"over {ind['n']:,} repeat buyers (p = {ind['p_value']:.3g})")
                 if save_spend_model:
-                    spend_model.save(save_spend_model)
+                    files.save("--save-spend-model", spend_model)
             if holdout_start:
                 check = calibration_holdout_table(model, summary)
                 click.echo("calibration vs holdout: mean repeat purchases in the holdout by calibration frequency")
@@ -109,10 +116,10 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                 for row in check.to_pylist():
                     click.echo(f"  {row['bucket']:>5} {row['n_customers']:>10,} {row['actual']:>9.3f} {row['predicted']:>9.3f}")
                 if calibration_out:
-                    write_table(check, calibration_out)
+                    files.write_table("--calibration-out", check)
             if output:
                 table = add_clv_columns(summary, model, spend_model, horizon=horizon, discount=discount)
-                write_table(table, output)
+                files.write_table("-o", table)
                 click.echo(f"rfmx clv: wrote {table.num_rows:,} customers to {output}", err=True)
 
     run_guarded(run)

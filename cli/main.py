@@ -31,10 +31,18 @@ main.add_command(clv)
 
 
 def run_guarded(fn, *args, **kwargs):
-    """Call ``fn``; turn rfmx's input errors into a one-line message and a non-zero exit."""
+    """Call ``fn``; turn rfmx's input errors into a one-line message and a non-zero exit.
+
+    While ``fn`` runs, SIGTERM/SIGHUP/SIGINT raise an exception instead of killing the
+    process outright, so temporary files and the state lock are cleaned up first."""
     from rfmx.errors import RfmxError
+    from rfmx.outputs import Terminated, signals_raise
 
     try:
-        return fn(*args, **kwargs)
+        with signals_raise():
+            return fn(*args, **kwargs)
     except RfmxError as exc:
         raise click.ClickException(str(exc)) from None
+    except Terminated as exc:
+        click.echo(f"rfmx: {exc}", err=True)
+        raise SystemExit(128 + exc.signum) from None

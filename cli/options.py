@@ -74,22 +74,6 @@ def _describe(columns) -> str:
             f"--order-id {columns.order_id or '(none)'}")
 
 
-def check_writable(*paths) -> None:
-    """Fail before any reading if an output's folder is missing or the path is a folder."""
-    import os
-
-    from rfmx.errors import RfmxError
-
-    for path in paths:
-        if not path:
-            continue
-        parent = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(parent):
-            raise RfmxError(f"{path}: directory {parent} does not exist")
-        if os.path.isdir(path):
-            raise RfmxError(f"{path}: is a directory, not a file")
-
-
 def report_state(state) -> None:
     """One line on stderr: what was read, skipped and kept."""
     parts = [f"{state.rows_read - state.rows_loaded:,} rows read", f"{state.n_customers:,} customers"]

@@ -113,30 +113,32 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
         import time
 
         from rfmx.concentration import segment_summary
+        from rfmx.outputs import CommandFiles
         from rfmx.scores import score_info
-        from rfmx.sinks import output_format, write_table
 
-        if output:
-            output_format(output)  # fail on a bad suffix before reading anything
-        steps = build_steps(options)
-        if clv:  # a BTYD state finalizes to the same table and also keeps purchase periods
-            from .clv import build_btyd_state
+        files = (CommandFiles().read("SOURCES", *sources).read("--segments", segments).read("--weights", weights)
+                 .state("--state-in", state_in, "--state-out", state_out).write("-o", output, table=True))
+        with files:  # checks every output before anything is read; commits them together at the end
+            steps = build_steps(options)
+            if clv:  # a BTYD state finalizes to the same table and also keeps purchase periods
+                from .clv import build_btyd_state
 
-            state = options["btyd_state"] = build_btyd_state(
-                sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale,
-                on_null, delimiter, state_in, progress)
-        else:
-            state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
-                                             batch_size, amount_scale, on_null, delimiter, state_in, progress)
-        if state_out:
-            state.save(state_out)
-        start = time.perf_counter()
-        state.drop_index()  # not needed from here on: free it before the result is built
-        # The CLV step still reads the BTYD state; otherwise the result takes its memory over.
-        table = run_steps(state.finalize(as_of, consume=not clv), steps)
-        elapsed = time.perf_counter() - start
-        if output:
-            write_table(table, output)
+                state = options["btyd_state"] = build_btyd_state(
+                    sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale,
+                    on_null, delimiter, state_in, progress)
+            else:
+                state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since,
+                                                 threads, batch_size, amount_scale, on_null, delimiter, state_in,
+                                                 progress)
+            if state_out:
+                files.save("--state-out", state)  # staged now: finalize below consumes the state
+            start = time.perf_counter()
+            state.drop_index()  # not needed from here on: free it before the result is built
+            # The CLV step still reads the BTYD state; otherwise the result takes its memory over.
+            table = run_steps(state.finalize(as_of, consume=not clv), steps)
+            elapsed = time.perf_counter() - start
+            if output:
+                files.write_table("-o", table)
         report_state(state)
         info = score_info(table)
         click.echo(f"rfmx: scored {table.num_rows:,} customers into {info['bins']} bins in {elapsed:.2f} s"

@@ -145,6 +145,12 @@ def summary(source, output, fmt, which):
         raise click.UsageError("CSV holds one table: use --table segments, concentration or abc")
 
     def run():
+        from rfmx.outputs import CommandFiles
+
+        with CommandFiles().read("SOURCE", source).write("-o", output) as files:
+            report(files)
+
+    def report(files):
         from rfmx.concentration import summary as summarize
         from rfmx.scores import read_table, score_table
 
@@ -160,10 +166,7 @@ def summary(source, output, fmt, which):
         else:
             text = text_report(result, which)
         if output:
-            from rfmx.sinks import atomic_path
-
-            with atomic_path(output) as tmp:
-                tmp.write_text(text if text.endswith("\n") else text + "\n", encoding="utf-8")
+            files.write_text("-o", text if text.endswith("\n") else text + "\n")
         else:
             click.echo(text.rstrip("\n"))
 

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -18,31 +16,13 @@ FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise RfmxError(f"{path}: directory {parent} does not exist")
-    if path.is_dir():
-        raise RfmxError(f"{path}: is a directory, not a file")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except OSError as exc:
-        raise RfmxError(f"{path}: cannot write in {parent}: {exc.strerror or exc}") from None
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
-    try:
-        yield Path(tmp)
-        try:
-            os.replace(tmp, path)
-        except OSError as exc:
-            raise RfmxError(f"{path}: cannot replace it: {exc.strerror or exc}") from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block
+    succeeds (a one-output :class:`rfmx.outputs.CommandFiles`)."""
+    from .outputs import CommandFiles
+
+    files = CommandFiles().write("output", path)
+    with files:
+        yield files.staged("output")
 
 
 def output_format(path) -> str:
