@@ -95,6 +95,7 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                     spend_model = GammaGamma.load(load_spend_model)
                 else:
                     spend_model = GammaGamma(penalizer=penalizer).fit(summary)
+                    report_zero_spend(spend_model)
                 click.echo(spend_model.summary())
                 ind = getattr(spend_model, "independence_", None)
                 if ind:
@@ -151,6 +152,15 @@ def clv_score_step(options: dict):
         model = (BGNBD if options["clv"] == "bgnbd" else ParetoNBD)().fit(summary)
         spend = GammaGamma().fit(summary)
         click.echo(model.summary() + "\n" + spend.summary(), err=True)
+        report_zero_spend(spend)
         return add_clv_columns(table, model, spend, summary=summary, horizon=options["clv_horizon"],
                                discount=options["clv_discount"])
     return step
+
+
+def report_zero_spend(spend_model) -> None:
+    """Say on stderr how many repeat buyers Gamma-Gamma left out for zero repeat spend."""
+    if spend_model.n_zero_spend_:
+        click.echo(f"rfmx clv: {spend_model.n_zero_spend_:,} repeat buyer(s) with zero repeat spend left out of the "
+                   f"Gamma-Gamma fit (fitted on monetary_value > 0); their expected spend is the model's for a mean "
+                   f"spend of 0", err=True)

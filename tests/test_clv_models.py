@@ -309,10 +309,13 @@ def test_single_customer_and_huge_frequencies_give_numbers(bg_fit):
 
 
 def test_gamma_gamma_errors():
-    with pytest.raises(RfmxError, match="positive mean spend"):
-        GammaGamma().fit(frequency=[1, 2, 3, 1], monetary_value=[5, 0, 7, 3])
+    with pytest.raises(RfmxError, match="at least 3 repeat buyers .*with a positive mean spend, got 2 "
+                                        r"\(1 more have zero repeat spend\)"):
+        GammaGamma().fit(frequency=[1, 2, 3, 0], monetary_value=[5, 0, 7, 0])
     with pytest.raises(RfmxError, match="at least 3 repeat buyers"):
         GammaGamma().fit(frequency=[1, 0, 0], monetary_value=[5, 0, 0])
+    with pytest.raises(RfmxError, match="monetary_value has 1 negative value.*first at row 1"):
+        GammaGamma().fit(frequency=[1, 2, 3, 1], monetary_value=[5, -2, 7, 3])
     gg = _with_params(GammaGamma, [2.0, 0.9, 3.0])
     with pytest.raises(RfmxError, match="no finite mean spend"):
         gg.expected_spend(frequency=[1], monetary_value=[3])
@@ -377,3 +380,35 @@ def test_calibration_holdout_table():
     assert (np.abs(tab["predicted"] - tab["actual"]) < 0.4 * tab["actual"] + 0.05).all()
     with pytest.raises(RfmxError, match="holdout_start"):
         calibration_holdout_table(bg, summary(os.path.join(DATA, "cdnow_sample.csv.gz"), time="date"))
+
+
+def test_gamma_gamma_leaves_out_repeat_buyers_with_zero_spend(cdnow):
+    # lifetimes and PyMC-Marketing fit on frequency > 0 & monetary_value > 0: two zero-spend
+    # repeat buyers change nothing in the fit and are counted
+    x = np.concatenate([cdnow["frequency"], [3.0, 1.0]])
+    m = np.concatenate([cdnow["monetary_value"], [0.0, 0.0]])
+    gg = GammaGamma().fit(frequency=x, monetary_value=m)
+    ref = GammaGamma().fit(cdnow)
+    assert gg.n_zero_spend_ == 2 and ref.n_zero_spend_ == 0
+    assert gg.params_ == ref.params_ and gg.n_customers_ == ref.n_customers_ == 946
+    # their expected spend follows the model: the posterior mean for a mean spend of 0
+    p, q, v = (gg.params_[k] for k in ("p", "q", "v"))
+    spend = gg.expected_spend(frequency=[3.0, 1.0, 0.0], monetary_value=[0.0, 0.0, 0.0])
+    np.testing.assert_allclose(spend, [p * v / (p * 3 + q - 1), p * v / (p + q - 1), p * v / (q - 1)], rtol=1e-14)
+    assert spend[0] < spend[1] < spend[2]  # shrunk towards 0 the more zero-spend repeats
+    assert json.loads(json.dumps(gg.to_dict()))["n_zero_spend"] == 2
+
+
+def test_fits_do_not_depend_on_customer_order(cdnow):
+    # float sums over patterns / repeat buyers run in a canonical order, not row order
+    rng = np.random.default_rng(3)
+    ref_bg, ref_gg, ref_pn = BGNBD().fit(cdnow), GammaGamma().fit(cdnow), ParetoNBD().fit(cdnow)
+    for _ in range(3):
+        perm = rng.permutation(len(cdnow["frequency"]))
+        shuffled = {k: v[perm] for k, v in cdnow.items()}
+        bg, gg = BGNBD().fit(shuffled), GammaGamma().fit(shuffled)
+        assert (bg.params_, bg.log_likelihood_, bg.standard_errors_) == \
+            (ref_bg.params_, ref_bg.log_likelihood_, ref_bg.standard_errors_)
+        assert (gg.params_, gg.log_likelihood_, gg.standard_errors_, gg.independence_) == \
+            (ref_gg.params_, ref_gg.log_likelihood_, ref_gg.standard_errors_, ref_gg.independence_)
+        assert ParetoNBD().fit(shuffled).params_ == ref_pn.params_
