@@ -433,8 +433,13 @@ class _Model:
     def summary(self) -> str:
         """Fitted parameters with standard errors, one per line."""
         p = self._params()
-        lines = [f"{self.name}: {self.n_customers_:,} customers ({self.n_patterns_:,} patterns), "
-                 f"log-likelihood {self.log_likelihood_:.2f}"]
+
+        def count(v):  # a loaded model may not say (a hand-written file)
+            return "?" if v is None else f"{v:,}"
+
+        ll = "?" if self.log_likelihood_ is None else f"{self.log_likelihood_:.2f}"
+        lines = [f"{self.name}: {count(self.n_customers_)} customers ({count(self.n_patterns_)} patterns), "
+                 f"log-likelihood {ll}"]
         for nm, v in zip(self.param_names, p):
             se = (self.standard_errors_ or {}).get(nm, float("nan"))
             se_txt = f"{se:.4g}" if np.isfinite(se) else "n/a (Hessian not positive definite)"
@@ -808,30 +813,42 @@ _MODELS = {cls.key: cls for cls in (BGNBD, ParetoNBD, GammaGamma)}
 
 
 def load_model(path):
-    """Read any model written by ``save`` (BG/NBD, Pareto/NBD or Gamma-Gamma)."""
-    path = Path(path)
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RfmxError(f"{path}: model file not found") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RfmxError(f"{path}: not an rfmx model file (JSON): {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
-        raise RfmxError(f"{path}: not an rfmx CLV model file ({MODEL_FORMAT!r} version {MODEL_VERSION})")
-    cls = _MODELS.get(meta.get("model"))
+    """Read any model written by ``save`` (BG/NBD, Pareto/NBD or Gamma-Gamma).
+
+    A damaged file (not JSON, another format, an unknown model, missing, NaN, infinite,
+    zero or negative parameters, fields of the wrong type) is a one-line RfmxError naming
+    the file and the field.
+    """
+    from ..modelfile import Fields, read_model_json
+    from .summary import UNIT_DAYS
+
+    what = "CLV model file"
+    meta = read_model_json(path, what)
+    f = Fields(path)
+    if meta.get("format") != MODEL_FORMAT or meta.get("version") != MODEL_VERSION:
+        f.fail(f"not an rfmx {what} (format {meta.get('format')!r} version {meta.get('version')!r}; this rfmx "
+               f"reads {MODEL_FORMAT!r} version {MODEL_VERSION})")
+    key = f.get(meta, "model", "the model name ('model')")
+    cls = _MODELS.get(key) if isinstance(key, str) else None
     if cls is None:
-        raise RfmxError(f"{path}: unknown model {meta.get('model')!r}")
-    model = cls(penalizer=meta.get("penalizer", 0.0))
-    params = meta.get("params") or {}
-    if set(params) != set(cls.param_names) or not all(np.isfinite(float(v)) and float(v) > 0 for v in params.values()):
-        raise RfmxError(f"{path}: {cls.name} parameters must be {', '.join(cls.param_names)} (positive numbers)")
-    model.params_ = {nm: float(params[nm]) for nm in cls.param_names}
-    se = meta.get("standard_errors") or {}
-    model.standard_errors_ = {nm: float(se.get(nm, float("nan"))) for nm in cls.param_names}
-    model.log_likelihood_ = meta.get("log_likelihood")
-    model.n_customers_ = meta.get("n_customers")
-    model.n_patterns_ = meta.get("n_patterns")
-    model.time_unit_ = meta.get("time_unit")
-    model.time_scale_ = float(meta.get("time_scale") or 1.0)
-    model.optimizer_ = meta.get("optimizer")
+        f.fail(f"unknown model {key!r}; expected one of {', '.join(map(repr, _MODELS))}")
+    params = f.mapping(f.get(meta, "params", f"the {cls.name} parameters ('params')"), "params")
+    unknown = sorted(set(params) - set(cls.param_names))
+    if unknown:
+        f.fail(f"{cls.name} has no parameter {unknown[0]!r}; its parameters are {', '.join(cls.param_names)}")
+    values = {nm: f.number(f.get(params, nm, f"{cls.name} parameter {nm!r}"), f"{cls.name} parameter {nm!r}",
+                           positive=True) for nm in cls.param_names}
+    model = cls(penalizer=f.number(meta.get("penalizer", 0.0), "penalizer", minimum=0.0))
+    model.params_ = values
+    se = f.mapping(meta.get("standard_errors"), "standard_errors", optional=True) or {}
+    model.standard_errors_ = {nm: f.number(se.get(nm, float("nan")), f"standard error of {nm!r}", minimum=0.0,
+                                           nan_ok=True) for nm in cls.param_names}
+    model.log_likelihood_ = f.number(meta.get("log_likelihood"), "log_likelihood", optional=True)
+    model.n_customers_ = f.integer(meta.get("n_customers"), "n_customers", minimum=0, optional=True)
+    model.n_patterns_ = f.integer(meta.get("n_patterns"), "n_patterns", minimum=0, optional=True)
+    model.time_unit_ = f.string(meta.get("time_unit"), "time_unit", choices=tuple(UNIT_DAYS), optional=True)
+    model.time_scale_ = f.number(meta.get("time_scale", 1.0), "time_scale", positive=True, optional=True) or 1.0
+    model.optimizer_ = f.mapping(meta.get("optimizer"), "optimizer", optional=True)
+    if cls is GammaGamma:
+        model.n_zero_spend_ = f.integer(meta.get("n_zero_spend"), "n_zero_spend", minimum=0, optional=True)
     return model
