@@ -64,6 +64,10 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
         for path in (output, calibration_out):
             if path:
                 output_format(path)  # fail on a bad suffix before reading anything
+        cls = BGNBD if model_name == "bgnbd" else ParetoNBD
+        # a damaged model file fails before any input is read or any file is written
+        loaded = cls.load(load_model) if load_model else None
+        loaded_spend = GammaGamma.load(load_spend_model) if spend and load_spend_model else None
         state = build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
                                  amount_scale, on_null, delimiter, state_in, progress, period=period)
         if state_out:
@@ -76,10 +80,9 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                    f"(time unit: {summary.schema.metadata[b'rfmx.btyd.unit'].decode()})", err=True)
 
         with kernel_threads(threads):  # --threads holds for the fits and predictions too
-            cls = BGNBD if model_name == "bgnbd" else ParetoNBD
             summary_unit = summary.schema.metadata[b"rfmx.btyd.unit"].decode()
             if load_model:
-                model = cls.load(load_model)
+                model = loaded
                 if model.time_unit_ not in (None, summary_unit):
                     raise click.UsageError(f"the saved model measures time in {model.time_unit_}s but the summary in "
                                            f"{summary_unit}s; pass --unit {model.time_unit_}")
@@ -92,7 +95,7 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
             spend_model = None
             if spend:
                 if load_spend_model:
-                    spend_model = GammaGamma.load(load_spend_model)
+                    spend_model = loaded_spend
                 else:
                     spend_model = GammaGamma(penalizer=penalizer).fit(summary)
                     report_zero_spend(spend_model)

@@ -39,7 +39,7 @@ def read_model_json(path, what: str) -> dict:
     except (ValueError, RecursionError) as exc:
         raise RfmxError(f"{path}: not an rfmx {what} (not valid JSON: {' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
-        raise RfmxError(f"{path}: not an rfmx {what} (a JSON {type(data).__name__}, not an object)")
+        raise RfmxError(f"{path}: not an rfmx {what} (the file holds {_kind(data)}, not a JSON object)")
     return data
 
 

@@ -141,3 +141,25 @@ def test_clv_is_identical_whatever_the_order_of_the_input_files(runner, tmp_path
     for fitted, t in rest:
         assert fitted == fitted0  # parameters, standard errors, log-likelihoods: bit for bit
         assert t.equals(t0)       # every prediction column, bit for bit, by customer
+
+
+@pytest.mark.parametrize("option, content, message", [
+    ("--load-model", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
+                     '"params": {"r": 0.24, "alpha": NaN, "a": 0.79, "b": 2.4}}', "BG/NBD parameter 'alpha' is nan"),
+    ("--load-model", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
+                     '"params": {"r": 0.24, "alpha": 4.4, "a": -0.79, "b": 2.4}}', "parameter 'a' must be positive"),
+    ("--load-model", "not json", "not an rfmx CLV model file"),
+    ("--load-spend-model", '{"format": "rfmx-clv-model", "version": 1, "model": "gamma_gamma", '
+                           '"params": {"p": 6.2, "q": 3.7}}', "missing Gamma-Gamma parameter 'v'"),
+    ("--load-spend-model", '{"format": "rfmx-clv-model", "version": 1, "model": "gammagamma", '
+                           '"params": {"p": 6.2, "q": 3.7, "v": 15}}', "unknown model 'gammagamma'"),
+])
+def test_clv_with_a_damaged_model_file_writes_nothing(tmp_path, option, content, message):
+    from badinput import fails_cleanly
+
+    model = tmp_path / "model.json"
+    model.write_text(content)
+    out = tmp_path / "out"
+    out.mkdir()
+    fails_cleanly(["clv", *ARGS, option, model, "-o", out / "clv.parquet", "--state-out", out / "s.arrow"],
+                  rf"model\.json: .*{message}", out)

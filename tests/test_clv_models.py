@@ -412,3 +412,51 @@ def test_fits_do_not_depend_on_customer_order(cdnow):
         assert (gg.params_, gg.log_likelihood_, gg.standard_errors_, gg.independence_) == \
             (ref_gg.params_, ref_gg.log_likelihood_, ref_gg.standard_errors_, ref_gg.independence_)
         assert ParetoNBD().fit(shuffled).params_ == ref_pn.params_
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["params"].update(alpha=float("nan")), "BG/NBD parameter 'alpha' is nan"),
+    (lambda d: d["params"].update(r=float("inf")), "BG/NBD parameter 'r' is inf"),
+    (lambda d: d["params"].update(a=-0.5), "BG/NBD parameter 'a' must be positive, got -0.5"),
+    (lambda d: d["params"].update(b=0), "BG/NBD parameter 'b' must be positive, got 0"),
+    (lambda d: d["params"].update(b="2.4"), "BG/NBD parameter 'b' must be a number, got the string '2.4'"),
+    (lambda d: d["params"].pop("alpha"), "missing BG/NBD parameter 'alpha'"),
+    (lambda d: d["params"].update(beta=1.0), "BG/NBD has no parameter 'beta'"),
+    (lambda d: d.pop("params"), r"missing the BG/NBD parameters \('params'\)"),
+    (lambda d: d.update(params=[1, 2, 3, 4]), "params must be a JSON object, got a list of 4"),
+    (lambda d: d.update(model="bg-nbd"), "unknown model 'bg-nbd'; expected one of 'bgnbd', 'pareto', 'gamma_gamma'"),
+    (lambda d: d.pop("model"), r"missing the model name \('model'\)"),
+    (lambda d: d.update(version=2), "not an rfmx CLV model file .*version 2"),
+    (lambda d: d["standard_errors"].update(r=-1.0), "standard error of 'r' must be >= 0"),
+    (lambda d: d.update(penalizer=float("nan")), "penalizer is nan"),
+    (lambda d: d.update(time_unit="fortnight"), "time_unit must be one of 'day', 'week', 'month'"),
+    (lambda d: d.update(time_scale=0), "time_scale must be positive"),
+    (lambda d: d.update(n_customers=-3), "n_customers must be >= 0"),
+])
+def test_damaged_clv_model_file_is_a_one_line_error(tmp_path, bg_fit, edit, message):
+    doc = bg_fit.to_dict()
+    doc["params"], doc["standard_errors"] = dict(doc["params"]), dict(doc["standard_errors"])
+    edit(doc)
+    path = tmp_path / "bg.json"
+    path.write_text(json.dumps(doc))  # NaN and Infinity written as the literals Python's json accepts
+    for load in (load_model, BGNBD.load):
+        with pytest.raises(RfmxError, match=message) as err:
+            load(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_clv_model_file_that_is_not_json(tmp_path, cdnow):
+    path = tmp_path / "gg.json"
+    for text, message in [("", "not valid JSON"), ("params: 1", "not valid JSON"), ("[]", "holds a list of 0"),
+                          ("\xff\xfe", "not UTF-8")]:
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(RfmxError, match=f"{path}: not an rfmx CLV model file .*{message}"):
+            GammaGamma.load(path)
+    # a model saved without standard errors (n/a: NaN) or counts still loads
+    gg = GammaGamma().fit(cdnow)
+    doc = gg.to_dict()
+    doc.update(standard_errors={"p": float("nan")}, n_customers=None, n_patterns=None, log_likelihood=None)
+    path.write_text(json.dumps(doc))
+    back = GammaGamma.load(path)
+    assert back.params_ == gg.params_ and np.isnan(back.standard_errors_["q"])
+    assert back.summary().startswith("Gamma-Gamma: ? customers (? patterns), log-likelihood ?")
