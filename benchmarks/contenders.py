@@ -10,8 +10,9 @@ Shared definitions (docs/benchmarks.md "Definitions"):
   ``n_orders`` = order lines;
 - ``money_cents`` = sum of round(amount * 100) as integers (exact);
 - quintile scores = ``pd.qcut(x.rank(method="first"), 5, labels=[1, 2, 3, 4, 5])``, higher
-  is better: x is ``n_orders`` and ``money_cents`` ranked ascending, ``recency_days``
-  ranked descending (the most recent customers score 5; this is rfmx's ``ties="first"``).
+  is better: x is ``n_orders`` and ``money_cents`` ranked ascending; ``recency_days`` is
+  ranked ascending too with the labels reversed (``labels=[5, 4, 3, 2, 1]``: the most
+  recent customers score 5), as the tutorial recipe and rfmx's ``ties="first"``.
   Rank k of n (ties broken by row order) falls in bin ``max(1, ceil(5 (k - 1) / (n - 1)))``.
   DuckDB's ``ntile`` and Polars' ``qcut`` cut the ranks differently (their bin sizes differ
   by one for some n), so those two contenders spell out the qcut formula over
@@ -336,13 +337,13 @@ _SQL_QBIN = "greatest(1, (5 * ({k} - 1) + n - 2) // (n - 1))"
 DUCKDB_SCORES = DUCKDB_PER_CUSTOMER + """,
 ranked AS (
     SELECT *, count(*) OVER () AS n,
-           row_number() OVER (ORDER BY recency_days DESC) AS r_rank,
+           row_number() OVER (ORDER BY recency_days) AS r_rank,
            row_number() OVER (ORDER BY n_orders) AS f_rank,
            row_number() OVER (ORDER BY money_cents) AS m_rank
     FROM rfm
 )
 SELECT customer_id, recency_days, n_orders, money_cents,
-       {r} AS r_score, {f} AS f_score, {m} AS m_score
+       6 - {r} AS r_score, {f} AS f_score, {m} AS m_score
 FROM ranked
 """.replace("{r}", _SQL_QBIN.format(k="r_rank")).replace("{f}", _SQL_QBIN.format(k="f_rank")).replace(
     "{m}", _SQL_QBIN.format(k="m_rank"))
@@ -385,8 +386,8 @@ class PandasScores(PandasAggregate):
         pd = self.pd
         per = pandas_per_customer(pd, path)
         labels = list(range(1, QUINTILES + 1))
-        per["r_score"] = pd.qcut(per["recency_days"].rank(method="first", ascending=False), QUINTILES,
-                                 labels=labels).astype("int64")
+        per["r_score"] = pd.qcut(per["recency_days"].rank(method="first"), QUINTILES,
+                                 labels=labels[::-1]).astype("int64")
         per["f_score"] = pd.qcut(per["n_orders"].rank(method="first"), QUINTILES, labels=labels).astype("int64")
         per["m_score"] = pd.qcut(per["money_cents"].rank(method="first"), QUINTILES, labels=labels).astype("int64")
         return per
@@ -407,7 +408,7 @@ class PolarsScores(PolarsAggregate):
             return ((QUINTILES * (k - 1) + n - 2) // (n - 1)).clip(lower_bound=1)
 
         return collect_streaming(polars_per_customer(pl, path).with_columns(
-            r_score=qbin("recency_days", descending=True), f_score=qbin("n_orders"), m_score=qbin("money_cents")))
+            r_score=QUINTILES + 1 - qbin("recency_days"), f_score=qbin("n_orders"), m_score=qbin("money_cents")))
 
     def canonical(self, df):
         return table_checksum(df.to_arrow(), scores=True)

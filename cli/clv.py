@@ -71,6 +71,10 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
         from rfmx.clv import BGNBD, GammaGamma, ParetoNBD, add_clv_columns, calibration_holdout_table
         from rfmx.kernels._policy import threads as kernel_threads
 
+        cls = BGNBD if model_name == "bgnbd" else ParetoNBD
+        # a damaged model file fails before any input is read
+        loaded = cls.load(load_model) if load_model else None
+        loaded_spend = GammaGamma.load(load_spend_model) if spend and load_spend_model else None
         state = build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
                                  amount_scale, on_null, delimiter, state_in, progress, period=period)
         if state_out:
@@ -83,10 +87,9 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                    f"(time unit: {summary.schema.metadata[b'rfmx.btyd.unit'].decode()})", err=True)
 
         with kernel_threads(threads):  # --threads holds for the fits and predictions too
-            cls = BGNBD if model_name == "bgnbd" else ParetoNBD
             summary_unit = summary.schema.metadata[b"rfmx.btyd.unit"].decode()
             if load_model:
-                model = cls.load(load_model)
+                model = loaded
                 if model.time_unit_ not in (None, summary_unit):
                     raise click.UsageError(f"the saved model measures time in {model.time_unit_}s but the summary in "
                                            f"{summary_unit}s; pass --unit {model.time_unit_}")
@@ -99,9 +102,10 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
             spend_model = None
             if spend:
                 if load_spend_model:
-                    spend_model = GammaGamma.load(load_spend_model)
+                    spend_model = loaded_spend
                 else:
                     spend_model = GammaGamma(penalizer=penalizer).fit(summary)
+                    report_zero_spend(spend_model)
                 click.echo(spend_model.summary())
                 ind = getattr(spend_model, "independence_", None)
                 if ind:
@@ -158,6 +162,15 @@ def clv_score_step(options: dict):
         model = (BGNBD if options["clv"] == "bgnbd" else ParetoNBD)().fit(summary)
         spend = GammaGamma().fit(summary)
         click.echo(model.summary() + "\n" + spend.summary(), err=True)
+        report_zero_spend(spend)
         return add_clv_columns(table, model, spend, summary=summary, horizon=options["clv_horizon"],
                                discount=options["clv_discount"])
     return step
+
+
+def report_zero_spend(spend_model) -> None:
+    """Say on stderr how many repeat buyers Gamma-Gamma left out for zero repeat spend."""
+    if spend_model.n_zero_spend_:
+        click.echo(f"rfmx clv: {spend_model.n_zero_spend_:,} repeat buyer(s) with zero repeat spend left out of the "
+                   f"Gamma-Gamma fit (fitted on monetary_value > 0); their expected spend is the model's for a mean "
+                   f"spend of 0", err=True)

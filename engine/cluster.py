@@ -336,25 +336,58 @@ class _Estimator:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict):
-        """The estimator :meth:`to_dict` described (``labels_`` is not kept)."""
-        est = {"KMeans": KMeans, "MiniBatchKMeans": MiniBatchKMeans}.get(data.get("estimator"))
+    def from_dict(cls, data: dict, where: str = "saved model"):
+        """The estimator :meth:`to_dict` described (``labels_`` is not kept).
+
+        Every field is checked (types, finite centres, ``n_clusters`` against the centres'
+        shape, ...): a damaged description is a one-line RfmxError starting with ``where``.
+        """
+        from .modelfile import Fields
+
+        f = Fields(where)
+        data = f.mapping(data, "the k-means model")
+        name = f.get(data, "estimator", "the estimator name ('estimator')")
+        est = {"KMeans": KMeans, "MiniBatchKMeans": MiniBatchKMeans}.get(name) if isinstance(name, str) else None
         if est is None or (cls is not _Estimator and est is not cls):
-            raise RfmxError(f"not a saved {cls.__name__}: estimator {data.get('estimator')!r}")
-        params = dict(data["params"])
+            f.fail(f"not a saved {cls.__name__}: estimator {name!r}")
+        params = dict(f.mapping(f.get(data, "params", "the estimator parameters ('params')"), "params"))
+        unknown = sorted(set(params) - set(est._params))
+        if unknown:
+            f.fail(f"{est.__name__} has no parameter {unknown[0]!r}")
+        k = f.integer(f.get(params, "n_clusters"), "n_clusters", minimum=1)
+        for p in ("n_init", "max_iter", "chunk_size", "batch_size", "max_epochs"):
+            if p in params:
+                f.integer(params[p], p, minimum=1)
+        for p in ("init_sample", "threads"):
+            f.integer(params.get(p), p, minimum=1, optional=True)
+        f.integer(params.get("random_state"), "random_state", minimum=0, optional=True)
+        if "tol" in params:
+            f.number(params["tol"], "tol", minimum=0.0)
         if isinstance(params.get("init"), list):
-            params["init"] = np.array(params["init"], dtype=np.float64)
+            params["init"] = f.matrix(params["init"], "init", rows=k)
+        elif "init" in params:
+            f.string(params["init"], "init", choices=("k-means++", "random"))
         obj = est(**params)
-        fitted = data.get("fitted")
+        fitted = f.mapping(data.get("fitted"), "fitted", optional=True)
         if fitted:
-            obj.cluster_centers_ = np.array(fitted["cluster_centers"], dtype=np.float64).reshape(
-                len(fitted["cluster_centers"]), -1)
-            obj.n_features_in_ = obj.cluster_centers_.shape[1]
+            centres = f.matrix(f.get(fitted, "cluster_centers", "the cluster centres ('cluster_centers')"),
+                               "cluster_centers")
+            if centres.shape[0] != k:
+                f.fail(f"n_clusters is {k} but the model has {centres.shape[0]} cluster centres")
+            obj.cluster_centers_ = centres
+            obj.n_features_in_ = centres.shape[1]
             for a in est._fitted_scalars:
-                if a in fitted:
-                    setattr(obj, a + "_", fitted[a])
-            if "counts" in fitted:
-                obj._counts = np.array(fitted["counts"], dtype=np.int64)
+                if a == "inertia":
+                    value = f.number(fitted.get(a), a, minimum=0.0, optional=True)
+                else:
+                    value = f.integer(fitted.get(a), a, minimum=0, optional=True)
+                if value is not None:
+                    setattr(obj, a + "_", value)
+            if fitted.get("counts") is not None:
+                counts = f.array(fitted["counts"], "counts", length=k)
+                if (counts < 0).any() or (counts != np.floor(counts)).any():
+                    f.fail("counts must be whole numbers >= 0 (customers per cluster)")
+                obj._counts = counts.astype(np.int64)
         return obj
 
     def save(self, path) -> None:
@@ -363,8 +396,10 @@ class _Estimator:
 
     @classmethod
     def load(cls, path):
-        """Read an estimator written by :meth:`save`."""
-        return cls.from_dict(_load_json(path))
+        """Read an estimator written by :meth:`save`; a damaged file is a one-line RfmxError."""
+        from .modelfile import read_model_json
+
+        return cls.from_dict(read_model_json(path, "k-means model"), where=str(path))
 
     def __repr__(self) -> str:
         shown = ", ".join(f"{p}={getattr(self, p)!r}" for p in self._params[:1])
@@ -622,16 +657,6 @@ def _save_json(data: dict, path) -> None:
         Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
 
 
-def _load_json(path) -> dict:
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RfmxError(f"{path}: model file not found") from None
-    except (OSError, ValueError) as exc:
-        raise RfmxError(f"{path}: not a JSON model file: {exc}") from None
-
-
 # --- features -------------------------------------------------------------------------------------
 
 _WORDS = {
@@ -766,13 +791,26 @@ class FeatureTransform:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict) -> "FeatureTransform":
-        log = [f for f, flag in zip(data["features"], data["log"]) if flag]
-        obj = cls(data["features"], log=log, scaling=data["scaling"])
+    def from_dict(cls, data: dict, where: str = "saved model") -> "FeatureTransform":
+        """The transform :meth:`to_dict` described; a damaged one is a one-line RfmxError."""
+        from .modelfile import Fields
+
+        f = Fields(where)
+        data = f.mapping(data, "the feature transform ('features')")
+        features = f.strings(f.get(data, "features", "the feature names"), "features")
+        log = f.get(data, "log", "the features' log flags ('log')")
+        if not isinstance(log, list) or len(log) != len(features) or not all(isinstance(v, bool) for v in log):
+            f.fail(f"log must be a list of {len(features)} true/false flags, one per feature")
+        scaling = f.string(f.get(data, "scaling"), "scaling", choices=("zscore", "robust", "none"))
+        try:
+            obj = cls(features, log=[name for name, flag in zip(features, log) if flag], scaling=scaling)
+        except RfmxError as exc:
+            f.fail(str(exc))
         if "center" in data:
-            obj.center_ = np.array(data["center"], dtype=np.float64)
-            obj.scale_ = np.array(data["scale"], dtype=np.float64)
-            obj.n_fitted_ = data.get("n_fitted")
+            obj.center_ = f.array(data["center"], "center", length=len(features))
+            obj.scale_ = f.array(f.get(data, "scale", "the feature scales ('scale')"), "scale",
+                                 length=len(features), positive=True)
+            obj.n_fitted_ = f.integer(data.get("n_fitted"), "n_fitted", minimum=0, optional=True)
         return obj
 
 
@@ -841,18 +879,27 @@ class CustomerClusters:
 
     @classmethod
     def load(cls, path) -> "CustomerClusters":
-        """Read a model written by :meth:`save`; refuses other formats and versions."""
-        data = _load_json(path)
-        if not isinstance(data, dict) or data.get("format") != MODEL_FORMAT or data.get("version") != MODEL_VERSION:
-            got = (data.get("format"), data.get("version")) if isinstance(data, dict) else None
-            raise RfmxError(f"{path}: not an rfmx cluster model (format/version {got}); "
-                            f"this rfmx reads {MODEL_FORMAT!r} version {MODEL_VERSION}")
-        try:
-            model = cls(FeatureTransform.from_dict(data["features"]), _Estimator.from_dict(data["kmeans"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RfmxError(f"{path}: damaged cluster model: {exc!r}") from None
+        """Read a model written by :meth:`save`; refuses other formats and versions, and a
+        damaged file (bad JSON, NaN or infinite numbers, shapes that disagree, missing or
+        mistyped fields) is a one-line RfmxError naming the file and what is wrong."""
+        from .modelfile import Fields, read_model_json
+
+        data = read_model_json(path, "cluster model")
+        f = Fields(path)
+        if data.get("format") != MODEL_FORMAT or data.get("version") != MODEL_VERSION:
+            f.fail(f"not an rfmx cluster model (format/version {(data.get('format'), data.get('version'))}); "
+                   f"this rfmx reads {MODEL_FORMAT!r} version {MODEL_VERSION}")
+        transform = FeatureTransform.from_dict(f.get(data, "features", "the feature transform ('features')"), str(path))
+        kmeans = _Estimator.from_dict(f.get(data, "kmeans", "the k-means estimator ('kmeans')"), str(path))
+        model = cls(transform, kmeans)
         if not hasattr(model.kmeans, "cluster_centers_") or not hasattr(model.transform, "center_"):
-            raise RfmxError(f"{path}: the cluster model is not fitted")
+            f.fail("the cluster model is not fitted")
+        d = len(transform.features)
+        if kmeans.cluster_centers_.shape[1] != d:
+            f.fail(f"the cluster centres have {kmeans.cluster_centers_.shape[1]} coordinates but the model has "
+                   f"{d} features")
+        if "labels" in data:
+            f.strings(data["labels"], "labels", length=model.n_clusters)
         return model
 
     def __repr__(self) -> str:

@@ -14,7 +14,8 @@ scores, segments, value score and tier and ABC class in one finalize-side step
 - ``ties="keep"`` (default): ``p`` is the number of customers strictly worse, so equal
   values always share a score (the score of the first of their run).
 - ``ties="first"``: ties broken by row order, which reproduces
-  ``pd.qcut(x.rank(method="first"), q, labels=False) + 1`` exactly.
+  ``pd.qcut(x.rank(method="first"), q, labels=False) + 1`` exactly for F and M, and for R
+  the tutorial's ``pd.qcut(recency.rank(method="first"), q, labels=[q, ..., 1])``.
 """
 from __future__ import annotations
 
@@ -319,13 +320,31 @@ def quantile_scores(values: np.ndarray, member: np.ndarray, q: int, *, ties: str
     (:func:`rank_thresholds`; oriented: for ``lower_is_better`` the order is reversed).
     With ``ties="keep"`` a member scores ``1 + #{k : value better than edges[k-1]}`` (the
     score of the first member of its run of equal values); with ``ties="first"``
-    ``1 + #{k : position > J_k}``, ties ordered by row.  Non-members score 1.
+    ``1 + #{k : position > J_k}``, ties ordered by row: for ``lower_is_better`` positions
+    count from the lowest value and the score is reversed (``q + 1 - bin``), as the
+    tutorial's ``pd.qcut(x.rank(method="first"), q, labels=[q, ..., 1])``; edges are then
+    listed from the worst value too, so ``edges[k-1]`` still separates scores k and k+1.
+    Non-members score 1.
     """
+    if ties not in TIES:
+        raise RfmxError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
+    if ties == "first" and lower_is_better:
+        # The tutorial recipe ranks recency as it is (ascending, ties by row order) and
+        # reverses the labels: pd.qcut(recency.rank(method="first"), q, labels=[q..1]).
+        # Ranking -recency instead would order ties the other way and put the edges at
+        # positions counted from the other end.
+        out, edges, n = _oriented_scores(values, member, q, "first", False)
+        if n > 1:  # one customer scores 1, as everywhere (pandas refuses a population of one)
+            np.subtract(q + 1, out, out=out, where=np.asarray(member, dtype=np.bool_))
+        return out, edges[::-1], n
+    return _oriented_scores(values, member, q, ties, lower_is_better)
+
+
+def _oriented_scores(values, member, q: int, ties: str, lower_is_better: bool):
+    """:func:`quantile_scores` on the oriented order (``-values`` when lower is better)."""
     from .kernels.scores import (key_range, scores_from_edges, scores_from_lut, scores_rank_first,
                                  scores_rank_first_lut, select_ranks)
 
-    if ties not in TIES:
-        raise RfmxError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     n_all = len(values)
     out = np.empty(n_all, dtype=np.int8)
     is_float = values.dtype.kind == "f"

@@ -3,7 +3,8 @@
 Every kernel in ``rfmx.kernels`` is decorated with :func:`kernel` and nothing else, so
 compile options (nopython, nogil, on-disk cache) change in one place.  Nothing here
 compiles at import: Numba compiles a kernel on its first call and caches the machine
-code on disk, so a fresh process pays only a cache load.
+code on disk in a user cache folder (:func:`cache_dir`, never inside the package), so a
+fresh process pays only a cache load.
 
 Tunables (thread counts, window bounds, table sizes) are always kernel *arguments*:
 a module global read inside a kernel would be frozen into the cached machine code.
@@ -24,7 +25,7 @@ from llvmlite import ir  # noqa: E402
 from numba.core import cgutils, types  # noqa: E402
 from numba.extending import intrinsic  # noqa: E402
 
-__all__ = ["kernel", "threads", "prefetch", "load_u64"]
+__all__ = ["kernel", "threads", "cache_dir", "prefetch", "load_u64"]
 
 
 def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
@@ -49,14 +50,46 @@ def kernel(fn=None, *, parallel: bool = False, inline: bool = False):
 
 # --- the on-disk cache -------------------------------------------------------------
 #
-# Numba keys a cached kernel on the contents of the kernel's own file only.  The kernels
-# inline helpers from other files (a probe from customers.py into rfm.py's update
+# Where: Numba's default puts cache files beside the source, i.e. into the installed
+# package's kernels/__pycache__; `pip uninstall` does not know those files, leaves them
+# behind, and the leftover folder turns `rfmx` into an empty namespace package.  rfmx's
+# kernels are therefore cached in a user cache directory (cache_dir()) and never in the
+# package; if that directory cannot be written, kernels compile in memory in each process.
+#
+# What: Numba keys a cached kernel on the contents of the kernel's own file only.  The
+# kernels inline helpers from other files (a probe from customers.py into rfm.py's update
 # kernels), so after a change to a helper - an upgrade that leaves old cache files behind,
 # or an edit - the old machine code would be loaded and run.  rfmx's kernels are
-# therefore keyed on every file of ``rfmx.kernels`` as well: any change there recompiles
-# them all once.  (Numba internals; if they move, plain ``cache=True`` is used.)
+# therefore keyed on every file of ``rfmx.kernels`` as well (the fingerprint), and each
+# source tree and fingerprint gets its own folder, so two installs or versions of rfmx
+# never overwrite each other's entries.  (Numba internals; if they move, kernels compile
+# in memory - correct, only slower to start.)
+
+CACHE_DIR_ENV = "RFMX_CACHE_DIR"
 
 _fingerprint: str | None = None
+
+
+def cache_dir() -> str | None:
+    """The folder rfmx's compiled kernels are cached in, or None when there is none.
+
+    ``$RFMX_CACHE_DIR`` if set; else a user's ``NUMBA_CACHE_DIR`` (Numba's own setting);
+    else ``$XDG_CACHE_HOME/rfmx/numba`` (``~/.cache/rfmx/numba``; ``%LOCALAPPDATA%`` on
+    Windows).  An empty ``RFMX_CACHE_DIR`` turns the disk cache off.
+    """
+    from pathlib import Path
+
+    if CACHE_DIR_ENV in os.environ:
+        return os.environ[CACHE_DIR_ENV] or None
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR
+    base = os.environ.get("XDG_CACHE_HOME") or (os.environ.get("LOCALAPPDATA") if os.name == "nt" else None)
+    if not base or not os.path.isabs(base):  # the XDG spec ignores relative paths
+        try:
+            base = str(Path.home() / ".cache")
+        except (RuntimeError, KeyError):  # no home directory (some service accounts)
+            return None
+    return os.path.join(base, "rfmx", "numba")
 
 
 def _kernels_fingerprint() -> str:
@@ -76,15 +109,31 @@ def _kernels_fingerprint() -> str:
 def _kernel_cache_class():
     from numba.core import caching
 
-    def keyed(locator):
-        class Locator(locator):
-            def get_source_stamp(self):
-                return (super().get_source_stamp(), _kernels_fingerprint())
-        Locator.__name__ = f"Rfmx{locator.__name__}"
-        return Locator
+    class KernelCacheLocator(caching._SourceFileBackedLocatorMixin, caching._CacheLocator):
+        """Cache files of one kernel file in ``cache_dir()/<source folder hash>_<fingerprint>``."""
+
+        def __init__(self, py_func, py_file):
+            self._py_file = py_file
+            self._lineno = py_func.__code__.co_firstlineno
+            tree = self.get_suitable_cache_subpath(py_file)  # "kernels_<sha1 of the folder>"
+            self._cache_path = os.path.join(cache_dir(), f"{tree}_{_kernels_fingerprint()[:16]}")
+
+        def get_cache_path(self):
+            return self._cache_path
+
+        def get_source_stamp(self):
+            return (super().get_source_stamp(), _kernels_fingerprint())
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if cache_dir() is None:
+                return None
+            # None when the folder cannot be created or written: no other locator is
+            # tried, so nothing is ever written into the package
+            return super().from_function(py_func, py_file)
 
     class KernelCacheImpl(caching.CompileResultCacheImpl):
-        _locator_classes = [keyed(c) for c in caching.CompileResultCacheImpl._locator_classes]
+        _locator_classes = [KernelCacheLocator]
 
     class KernelCache(caching.FunctionCache):
         _impl_class = KernelCacheImpl
@@ -101,9 +150,9 @@ def _enable_cache(dispatcher) -> None:
         if _KernelCache is None:
             _KernelCache = _kernel_cache_class()
         dispatcher._cache = _KernelCache(dispatcher.py_func)
-    except (ImportError, AttributeError, TypeError):
-        dispatcher.enable_caching()
-    except RuntimeError:  # no writable cache location at all: compile in every process
+    except (ImportError, AttributeError, TypeError, RuntimeError):
+        # Numba's caching internals moved (never fall back to its in-package default), or
+        # no writable cache folder: compile in every process
         pass
 
 

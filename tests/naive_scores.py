@@ -54,15 +54,21 @@ def keep_scores_by_count(values, member, q: int, lower_is_better: bool = False) 
 
 
 def pandas_first_scores(values, member, q: int, lower_is_better: bool = False) -> list[int]:
-    """The tutorial recipe on the population: pd.qcut(x.rank(method="first"), q, labels=False) + 1."""
+    """The tutorial recipe on the population, verbatim: for frequency and money
+    ``pd.qcut(x.rank(method="first"), q, labels=False) + 1``; for recency (lower is better)
+    ``pd.qcut(recency.rank(method="first"), q, labels=[q, ..., 1])`` — ranked as it is,
+    ties by row order, labels reversed."""
     import pandas as pd
 
-    vals = oriented(values, lower_is_better)
-    pop = pd.Series([v for v, m in zip(vals, member) if m])  # int64 stays exact
-    out = [1] * len(vals)
+    pop = pd.Series([v for v, m in zip(values, member) if m])  # int64 stays exact
+    out = [1] * len(values)
     if len(pop) < 2:
         return out  # pandas refuses (duplicate edges); rfmx defines it as 1
-    scores = (pd.qcut(pop.rank(method="first"), q, labels=False) + 1).tolist()
+    ranks = pop.rank(method="first")
+    if lower_is_better:
+        scores = pd.qcut(ranks, q, labels=list(range(q, 0, -1))).astype(int).tolist()
+    else:
+        scores = (pd.qcut(ranks, q, labels=False) + 1).tolist()
     it = iter(scores)
     return [int(next(it)) if m else 1 for m in member]
 

@@ -91,3 +91,75 @@ def test_score_with_clv(runner, tmp_path):
     c = pq.read_table(tmp_path / "c.parquet").to_pandas().set_index("customer_id")
     s = t.to_pandas().set_index("customer_id").loc[c.index]
     np.testing.assert_allclose(s["clv"], c["clv"], rtol=1e-12)
+
+
+def _cdnow_with_a_zero_spend_repeat_buyer():
+    """The CDNOW sample plus, as in CDNOW_master, a repeat buyer whose repeat purchases cost 0."""
+    import pyarrow as pa
+
+    t = pcsv.read_csv(CDNOW)
+    extra = pa.table({"customer_id": [99999] * 3, "date": ["1997-02-03", "1997-05-06", "1997-09-09"],
+                      "n_cds": [1, 1, 1], "amount": [12.5, 0.0, 0.0]})
+    return pa.concat_tables([t, extra.cast(t.schema)])
+
+
+def test_clv_default_options_with_a_zero_spend_repeat_buyer(runner, tmp_path):
+    src = tmp_path / "cdnow.csv"
+    pcsv.write_csv(_cdnow_with_a_zero_spend_repeat_buyer(), src)
+    out = tmp_path / "clv.parquet"
+    res = runner.invoke(main, ["clv", str(src), "--time", "date", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "1 repeat buyer(s) with zero repeat spend left out of the Gamma-Gamma fit" in res.stderr
+    assert "zero repeat spend" not in res.stdout
+    t = pq.read_table(out).to_pandas().set_index("customer_id")
+    assert len(t) == 2358 and np.isfinite(t[["expected_spend", "clv"]].to_numpy()).all()
+    row = t.loc[99999]
+    assert row.frequency == 2 and row.monetary_value == 0 and 0 < row.expected_spend < t.expected_spend.max()
+
+
+def test_clv_is_identical_whatever_the_order_of_the_input_files(runner, tmp_path):
+    # the same orders, split by customer into files given in several random orders
+    table = _cdnow_with_a_zero_spend_repeat_buyer()
+    rng = np.random.default_rng(7)
+    ids = np.unique(table.column("customer_id").to_numpy())
+    part = dict(zip(ids, rng.integers(0, 4, len(ids))))
+    which = np.array([part[c] for c in table.column("customer_id").to_numpy()])
+    files = []
+    for k in range(4):
+        files.append(tmp_path / f"part-{k}.csv")
+        pcsv.write_csv(table.filter(which == k), files[-1])
+    results = []
+    for trial in range(3):
+        order = rng.permutation(4)
+        out, model, spend = (tmp_path / f"{trial}-{name}" for name in ("clv.parquet", "bg.json", "gg.json"))
+        res = runner.invoke(main, ["clv", *[str(files[i]) for i in order], "--time", "date", "--as-of", "1998-07-01",
+                                   "-o", str(out), "--save-model", str(model), "--save-spend-model", str(spend)])
+        assert res.exit_code == 0, res.output
+        fitted = [{k: v for k, v in json.loads(p.read_text()).items() if k != "optimizer"} for p in (model, spend)]
+        results.append((fitted, pq.read_table(out).sort_by("customer_id")))
+    (fitted0, t0), rest = results[0], results[1:]
+    for fitted, t in rest:
+        assert fitted == fitted0  # parameters, standard errors, log-likelihoods: bit for bit
+        assert t.equals(t0)       # every prediction column, bit for bit, by customer
+
+
+@pytest.mark.parametrize("option, content, message", [
+    ("--load-model", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
+                     '"params": {"r": 0.24, "alpha": NaN, "a": 0.79, "b": 2.4}}', "BG/NBD parameter 'alpha' is nan"),
+    ("--load-model", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
+                     '"params": {"r": 0.24, "alpha": 4.4, "a": -0.79, "b": 2.4}}', "parameter 'a' must be positive"),
+    ("--load-model", "not json", "not an rfmx CLV model file"),
+    ("--load-spend-model", '{"format": "rfmx-clv-model", "version": 1, "model": "gamma_gamma", '
+                           '"params": {"p": 6.2, "q": 3.7}}', "missing Gamma-Gamma parameter 'v'"),
+    ("--load-spend-model", '{"format": "rfmx-clv-model", "version": 1, "model": "gammagamma", '
+                           '"params": {"p": 6.2, "q": 3.7, "v": 15}}', "unknown model 'gammagamma'"),
+])
+def test_clv_with_a_damaged_model_file_writes_nothing(tmp_path, option, content, message):
+    from badinput import fails_cleanly
+
+    model = tmp_path / "model.json"
+    model.write_text(content)
+    out = tmp_path / "out"
+    out.mkdir()
+    fails_cleanly(["clv", *ARGS, option, model, "-o", out / "clv.parquet", "--state-out", out / "s.arrow"],
+                  rf"model\.json: .*{message}", out)

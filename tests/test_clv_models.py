@@ -309,10 +309,13 @@ def test_single_customer_and_huge_frequencies_give_numbers(bg_fit):
 
 
 def test_gamma_gamma_errors():
-    with pytest.raises(RfmxError, match="positive mean spend"):
-        GammaGamma().fit(frequency=[1, 2, 3, 1], monetary_value=[5, 0, 7, 3])
+    with pytest.raises(RfmxError, match="at least 3 repeat buyers .*with a positive mean spend, got 2 "
+                                        r"\(1 more have zero repeat spend\)"):
+        GammaGamma().fit(frequency=[1, 2, 3, 0], monetary_value=[5, 0, 7, 0])
     with pytest.raises(RfmxError, match="at least 3 repeat buyers"):
         GammaGamma().fit(frequency=[1, 0, 0], monetary_value=[5, 0, 0])
+    with pytest.raises(RfmxError, match="monetary_value has 1 negative value.*first at row 1"):
+        GammaGamma().fit(frequency=[1, 2, 3, 1], monetary_value=[5, -2, 7, 3])
     gg = _with_params(GammaGamma, [2.0, 0.9, 3.0])
     with pytest.raises(RfmxError, match="no finite mean spend"):
         gg.expected_spend(frequency=[1], monetary_value=[3])
@@ -377,3 +380,83 @@ def test_calibration_holdout_table():
     assert (np.abs(tab["predicted"] - tab["actual"]) < 0.4 * tab["actual"] + 0.05).all()
     with pytest.raises(RfmxError, match="holdout_start"):
         calibration_holdout_table(bg, summary(os.path.join(DATA, "cdnow_sample.csv.gz"), time="date"))
+
+
+def test_gamma_gamma_leaves_out_repeat_buyers_with_zero_spend(cdnow):
+    # lifetimes and PyMC-Marketing fit on frequency > 0 & monetary_value > 0: two zero-spend
+    # repeat buyers change nothing in the fit and are counted
+    x = np.concatenate([cdnow["frequency"], [3.0, 1.0]])
+    m = np.concatenate([cdnow["monetary_value"], [0.0, 0.0]])
+    gg = GammaGamma().fit(frequency=x, monetary_value=m)
+    ref = GammaGamma().fit(cdnow)
+    assert gg.n_zero_spend_ == 2 and ref.n_zero_spend_ == 0
+    assert gg.params_ == ref.params_ and gg.n_customers_ == ref.n_customers_ == 946
+    # their expected spend follows the model: the posterior mean for a mean spend of 0
+    p, q, v = (gg.params_[k] for k in ("p", "q", "v"))
+    spend = gg.expected_spend(frequency=[3.0, 1.0, 0.0], monetary_value=[0.0, 0.0, 0.0])
+    np.testing.assert_allclose(spend, [p * v / (p * 3 + q - 1), p * v / (p + q - 1), p * v / (q - 1)], rtol=1e-14)
+    assert spend[0] < spend[1] < spend[2]  # shrunk towards 0 the more zero-spend repeats
+    assert json.loads(json.dumps(gg.to_dict()))["n_zero_spend"] == 2
+
+
+def test_fits_do_not_depend_on_customer_order(cdnow):
+    # float sums over patterns / repeat buyers run in a canonical order, not row order
+    rng = np.random.default_rng(3)
+    ref_bg, ref_gg, ref_pn = BGNBD().fit(cdnow), GammaGamma().fit(cdnow), ParetoNBD().fit(cdnow)
+    for _ in range(3):
+        perm = rng.permutation(len(cdnow["frequency"]))
+        shuffled = {k: v[perm] for k, v in cdnow.items()}
+        bg, gg = BGNBD().fit(shuffled), GammaGamma().fit(shuffled)
+        assert (bg.params_, bg.log_likelihood_, bg.standard_errors_) == \
+            (ref_bg.params_, ref_bg.log_likelihood_, ref_bg.standard_errors_)
+        assert (gg.params_, gg.log_likelihood_, gg.standard_errors_, gg.independence_) == \
+            (ref_gg.params_, ref_gg.log_likelihood_, ref_gg.standard_errors_, ref_gg.independence_)
+        assert ParetoNBD().fit(shuffled).params_ == ref_pn.params_
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["params"].update(alpha=float("nan")), "BG/NBD parameter 'alpha' is nan"),
+    (lambda d: d["params"].update(r=float("inf")), "BG/NBD parameter 'r' is inf"),
+    (lambda d: d["params"].update(a=-0.5), "BG/NBD parameter 'a' must be positive, got -0.5"),
+    (lambda d: d["params"].update(b=0), "BG/NBD parameter 'b' must be positive, got 0"),
+    (lambda d: d["params"].update(b="2.4"), "BG/NBD parameter 'b' must be a number, got the string '2.4'"),
+    (lambda d: d["params"].pop("alpha"), "missing BG/NBD parameter 'alpha'"),
+    (lambda d: d["params"].update(beta=1.0), "BG/NBD has no parameter 'beta'"),
+    (lambda d: d.pop("params"), r"missing the BG/NBD parameters \('params'\)"),
+    (lambda d: d.update(params=[1, 2, 3, 4]), "params must be a JSON object, got a list of 4"),
+    (lambda d: d.update(model="bg-nbd"), "unknown model 'bg-nbd'; expected one of 'bgnbd', 'pareto', 'gamma_gamma'"),
+    (lambda d: d.pop("model"), r"missing the model name \('model'\)"),
+    (lambda d: d.update(version=2), "not an rfmx CLV model file .*version 2"),
+    (lambda d: d["standard_errors"].update(r=-1.0), "standard error of 'r' must be >= 0"),
+    (lambda d: d.update(penalizer=float("nan")), "penalizer is nan"),
+    (lambda d: d.update(time_unit="fortnight"), "time_unit must be one of 'day', 'week', 'month'"),
+    (lambda d: d.update(time_scale=0), "time_scale must be positive"),
+    (lambda d: d.update(n_customers=-3), "n_customers must be >= 0"),
+])
+def test_damaged_clv_model_file_is_a_one_line_error(tmp_path, bg_fit, edit, message):
+    doc = bg_fit.to_dict()
+    doc["params"], doc["standard_errors"] = dict(doc["params"]), dict(doc["standard_errors"])
+    edit(doc)
+    path = tmp_path / "bg.json"
+    path.write_text(json.dumps(doc))  # NaN and Infinity written as the literals Python's json accepts
+    for load in (load_model, BGNBD.load):
+        with pytest.raises(RfmxError, match=message) as err:
+            load(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_clv_model_file_that_is_not_json(tmp_path, cdnow):
+    path = tmp_path / "gg.json"
+    for text, message in [("", "not valid JSON"), ("params: 1", "not valid JSON"), ("[]", "holds a list of 0"),
+                          ("\xff\xfe", "not UTF-8")]:
+        path.write_bytes(text.encode("latin-1"))
+        with pytest.raises(RfmxError, match=f"{path}: not an rfmx CLV model file .*{message}"):
+            GammaGamma.load(path)
+    # a model saved without standard errors (n/a: NaN) or counts still loads
+    gg = GammaGamma().fit(cdnow)
+    doc = gg.to_dict()
+    doc.update(standard_errors={"p": float("nan")}, n_customers=None, n_patterns=None, log_likelihood=None)
+    path.write_text(json.dumps(doc))
+    back = GammaGamma.load(path)
+    assert back.params_ == gg.params_ and np.isnan(back.standard_errors_["q"])
+    assert back.summary().startswith("Gamma-Gamma: ? customers (? patterns), log-likelihood ?")

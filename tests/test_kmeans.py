@@ -413,3 +413,109 @@ def test_score_clusters_option_adds_the_column(orders, tmp_path):
     table = pq.read_table(out)
     assert "segment" in table.column_names and table.column_names[-1] == "cluster"
     assert set(table["cluster"].drop_null().to_pylist()) == {0, 1, 2}
+
+
+# --- damaged model files ------------------------------------------------------------------------------------------
+
+def _edit(doc: dict, path: str, value):
+    """``doc`` with the field at dotted ``path`` (list indices as numbers) set to ``value``,
+    or removed when ``value`` is ``_DROP``."""
+    doc = json.loads(json.dumps(doc))
+    *parents, last = [int(p) if p.isdigit() else p for p in path.split(".")]
+    node = doc
+    for p in parents:
+        node = node[p]
+    if value is _DROP:
+        del node[last]
+    else:
+        node[last] = value
+    return doc
+
+
+_DROP = object()
+
+DAMAGED_CLUSTER_MODELS = [
+    ("kmeans.fitted.cluster_centers.1.0", float("nan"), r"cluster_centers\[1\]\[0\] is nan"),
+    ("kmeans.fitted.cluster_centers.0.2", float("inf"), r"cluster_centers\[0\]\[2\] is inf"),
+    ("kmeans.params.n_clusters", 5, "n_clusters is 5 but the model has 3 cluster centres"),
+    ("kmeans.fitted.cluster_centers.2", [0.5, 1.0], r"cluster_centers\[2\] has 2 value\(s\), expected 3"),
+    ("kmeans.fitted.cluster_centers", [], "cluster_centers must be a non-empty list"),
+    ("labels", ["a", "b"], "labels has 2 entries, expected 3"),
+    ("kmeans.fitted.cluster_centers", _DROP, "missing the cluster centres"),
+    ("kmeans.params.n_clusters", _DROP, "missing 'n_clusters'"),
+    ("features.center", [0.0, 1.0], "center has 2 value"),
+    ("features.scale.1", 0.0, r"scale\[1\] must be positive"),
+    ("features.scale.0", "1.5", r"scale\[0\] must be a number, got the string '1.5'"),
+    ("features.log", [True, False], "log must be a list of 3 true/false flags"),
+    ("features.features", ["recency_days", "n_orders"], "log must be a list of 2"),
+    ("kmeans.params.n_clusters", "3", "n_clusters must be a whole number, got the string '3'"),
+    ("kmeans.params.n_clusters", True, "n_clusters must be a whole number, got a boolean"),
+    ("kmeans.fitted.inertia", -1.0, "inertia must be >= 0"),
+    ("kmeans.estimator", "DBSCAN", "not a saved _Estimator: estimator 'DBSCAN'|estimator 'DBSCAN'"),
+    ("kmeans", [1, 2], "the k-means model must be a JSON object, got a list of 2"),
+    ("features", _DROP, "missing the feature transform"),
+]
+
+
+@pytest.fixture(scope="module")
+def saved_cluster_model(tmp_path_factory):
+    model, _ = fit_clusters(customers(800), 3)
+    path = tmp_path_factory.mktemp("model") / "m.json"
+    model.save(path)
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize("field, value, message", DAMAGED_CLUSTER_MODELS)
+def test_damaged_cluster_model_is_a_one_line_error(saved_cluster_model, tmp_path, field, value, message):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(_edit(saved_cluster_model, field, value)))  # NaN/inf written as literals
+    with pytest.raises(RfmxError, match=message) as err:
+        CustomerClusters.load(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "not valid JSON"), ("{\"format\": ", "not valid JSON"), ("[1, 2]", "holds a list of 2, not a JSON object"),
+    ("\xff\xfe garbage", "not UTF-8"), ("null", "holds null, not a JSON object"),
+])
+def test_cluster_model_that_is_not_json(tmp_path, text, message):
+    path = tmp_path / "m.json"
+    path.write_bytes(text.encode("latin-1"))
+    for load in (CustomerClusters.load, KMeans.load):
+        with pytest.raises(RfmxError, match=message) as err:
+            load(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+def test_damaged_kmeans_estimator_file(tmp_path):
+    km = KMeans(3, random_state=0).fit(blobs(300, 2, 3))
+    doc = km.to_dict()
+    for field, value, message in [
+            ("fitted.cluster_centers.0.1", float("nan"), r"cluster_centers\[0\]\[1\] is nan"),
+            ("params.n_clusters", 4, "n_clusters is 4 but the model has 3"),
+            ("fitted.counts", [1, 2], "counts has 2 value"),
+            ("params.tol", -1, "tol must be >= 0"),
+            ("params.init", "best", "init must be one of"),
+            ("params.colour", "red", "KMeans has no parameter 'colour'"),
+            ("fitted.n_iter", 2.5, "n_iter must be a whole number")]:
+        path = tmp_path / "km.json"
+        path.write_text(json.dumps(_edit(doc, field, value)))
+        with pytest.raises(RfmxError, match=message):
+            KMeans.load(path)
+    path.write_text(json.dumps(doc).replace("3.", "1e999", 1))  # overflows to infinity in Python's json
+    with pytest.raises(RfmxError, match="is inf"):
+        KMeans.load(path)
+
+
+def test_cli_cluster_with_a_damaged_model_writes_nothing(orders, saved_cluster_model, tmp_path):
+    from badinput import fails_cleanly
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_edit(saved_cluster_model, "kmeans.fitted.cluster_centers.1.0", float("nan"))))
+    out = tmp_path / "out"
+    out.mkdir()
+    fails_cleanly(["cluster", orders, "--model-in", bad, "-o", out / "c.parquet", "--segments", "none"],
+                  r"bad\.json: cluster_centers\[1\]\[0\] is nan", out)
+    bad.write_text("not json at all")
+    fails_cleanly(["cluster", orders, "--model-in", bad, "-o", out / "c.parquet", "--segments", "none"],
+                  r"bad\.json: not an rfmx cluster model \(not valid JSON", out)

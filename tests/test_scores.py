@@ -430,3 +430,43 @@ def test_cli_demo_scores(tmp_path):
     assert res.exit_code == 0, res.output
     assert "Champions" in res.stdout
     assert (tmp_path / "demo" / "scores.parquet").exists()
+
+
+def _tutorial_scores(df, q):
+    """The tutorial recipe, written as users write it (pandas on the customers with orders)."""
+    import pandas as pd
+
+    r = pd.qcut(df.recency_days.rank(method="first"), q, labels=list(range(q, 0, -1))).astype(int)
+    f = pd.qcut(df.n_orders.rank(method="first"), q, labels=False) + 1
+    m = pd.qcut(df.monetary_total.rank(method="first"), q, labels=False) + 1
+    return r.tolist(), f.tolist(), m.tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 60), st.sampled_from([2, 3, 4, 5, 7, 10]), st.integers(1, 6), st.integers(0, 2**32 - 1))
+def test_ties_first_is_the_tutorial_recipe_for_r_f_and_m(n, q, distinct, seed):
+    # few distinct values: most customers tie with others, edges fall inside runs
+    rng = np.random.default_rng(seed)
+    t = pa.table({"customer_id": np.arange(n), "recency_days": rng.integers(0, distinct, n),
+                  "n_orders": rng.integers(1, distinct + 1, n),
+                  "monetary_total": rng.integers(1, distinct + 1, n) * 12.5})
+    out = score_table(t, ties="first", bins=q, segments=None)
+    want = _tutorial_scores(t.to_pandas(), q)
+    assert (_col(out, "r_score"), _col(out, "f_score"), _col(out, "m_score")) == want
+
+
+def test_ties_first_matches_the_tutorial_on_a_large_population():
+    # days and order counts tie heavily; the range of money takes the radix-bucket path
+    rng = np.random.default_rng(11)
+    n = 100_000
+    t = pa.table({"customer_id": np.arange(n), "recency_days": rng.integers(0, 365, n),
+                  "n_orders": rng.zipf(1.8, n).clip(max=200),
+                  "monetary_total": np.round(rng.lognormal(4, 1.5, n), 2)})
+    df = t.to_pandas()
+    for q in (4, 5):
+        out = score_table(t, ties="first", bins=q, segments=None)
+        assert (_col(out, "r_score"), _col(out, "f_score"), _col(out, "m_score")) == _tutorial_scores(df, q)
+        # the bins are equal-size (±1), the most recent customers score q
+        r = np.array(_col(out, "r_score"))
+        assert np.ptp(np.bincount(r)[1:]) <= 1
+        assert r[np.argmin(df.recency_days.to_numpy())] == q
