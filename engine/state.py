@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import (
+    MAX_AMOUNT_SCALE,
     US_PER_DAY,
     ColumnMap,
     CustomerIds,
@@ -101,12 +102,13 @@ def _next_pow2(x: int) -> int:
 class _Converted:
     """One batch, validated and converted by :meth:`RFMState._convert`, waiting to be folded."""
 
-    __slots__ = ("rows", "nulls_skipped", "outside", "latest", "tz", "ids", "empty", "lines", "hashed")
+    __slots__ = ("rows", "nulls_skipped", "outside", "rounded", "latest", "tz", "ids", "empty", "lines", "hashed")
 
     def __init__(self, rows: int):
         self.rows = rows            # lines offered
         self.nulls_skipped = 0      # dropped for nulls (on_null="skip")
         self.outside = 0            # outside the window
+        self.rounded = 0            # amounts rounded to the money scale (rounding asked for)
         self.latest = None          # latest kept time (us)
         self.tz = None
         self.ids = None             # CustomerIds of the lines (after null filtering)
@@ -132,6 +134,10 @@ class RFMState:
         those rows and counts them in :attr:`rows_null_skipped`.
     threads:
         Numba threads for the kernels (None: Numba's setting, all cores by default).
+
+    Amounts with non-zero digits beyond ``amount_scale`` are refused unless
+    :attr:`rounding` is ``"half-even"`` or ``"half-up"`` (``build_state(round=...)`` sets
+    it); rounded values are counted in :attr:`amounts_rounded`.
     """
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -139,8 +145,8 @@ class RFMState:
                  on_null: str = "error", threads: int | None = None):
         if on_null not in ("error", "skip"):
             raise RfmxError(f"on_null must be 'error' or 'skip', got {on_null!r}")
-        if not 0 <= int(amount_scale) <= 9:
-            raise RfmxError(f"amount_scale must be between 0 and 9, got {amount_scale}")
+        if not 0 <= int(amount_scale) <= MAX_AMOUNT_SCALE:
+            raise RfmxError(f"amount_scale must be between 0 and {MAX_AMOUNT_SCALE}, got {amount_scale}")
         self.columns = ColumnMap(customer, time, amount, order_id)
         self.amount_scale = int(amount_scale)
         self.since_us = to_us(since)
@@ -154,6 +160,8 @@ class RFMState:
         self.rows_read = 0            # rows offered to update()
         self.rows_null_skipped = 0    # dropped for nulls (on_null="skip")
         self.rows_outside_window = 0  # outside [since, until)
+        self.rounding: str | None = None  # None: refuse amounts finer than amount_scale
+        self.amounts_rounded = 0      # amounts rounded to amount_scale (with a rounding)
         self.max_time_us: int | None = None  # latest line (order or refund) kept
         self._consumed = False
         self._kind: str | None = None
@@ -294,7 +302,8 @@ class RFMState:
             conv.empty = True
             return conv
         t, conv.tz = time_us(batch.column(cols.time), source, cols.time, row0)
-        amt = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0)
+        amt, conv.rounded = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0,
+                                         rounding=self.rounding)
         oid = order_ids(batch.column(cols.order_id), source, cols.order_id) if cols.order_id else _EMPTY_I64
         keep = np.empty(0, dtype=np.bool_)
         if self.since_us is not None or self.until_us is not None:
@@ -326,6 +335,7 @@ class RFMState:
         if conv.tz is not None and self.time_zone is None:
             self.time_zone = conv.tz
         self.rows_outside_window += conv.outside
+        self.amounts_rounded += conv.rounded
         if conv.lines is None:
             return
         self.max_time_us = conv.latest if self.max_time_us is None else max(self.max_time_us, conv.latest)
@@ -378,6 +388,7 @@ class RFMState:
         self.rows_read += other.rows_read
         self.rows_null_skipped += other.rows_null_skipped
         self.rows_outside_window += other.rows_outside_window
+        self.amounts_rounded += other.amounts_rounded
         if other.max_time_us is not None:
             self.max_time_us = other.max_time_us if self.max_time_us is None else max(self.max_time_us, other.max_time_us)
         if self.time_zone is None:
@@ -573,6 +584,7 @@ class RFMState:
             "rows_read": self.rows_read,
             "rows_null_skipped": self.rows_null_skipped,
             "rows_outside_window": self.rows_outside_window,
+            "amounts_rounded": self.amounts_rounded,
             "max_time_us": self.max_time_us,
         }
         return pa.table(data).replace_schema_metadata({"rfmx.state": json.dumps(meta)})
@@ -612,6 +624,7 @@ class RFMState:
         self.rows_read = meta["rows_read"]
         self.rows_null_skipped = meta["rows_null_skipped"]
         self.rows_outside_window = meta["rows_outside_window"]
+        self.amounts_rounded = meta.get("amounts_rounded", 0)  # absent in states saved before it was kept
         self.max_time_us = meta["max_time_us"]
         if meta["id_kind"] is None:
             return None
