@@ -306,9 +306,7 @@ def _csv_file(path: str, columns: ColumnMap, delimiter: str | None, customer_typ
         check.append(columns.order_id)
     undecided = False
     if check:
-        probe = {name: pa.string() for name in check}
-        # Every mapped column is named, so a missing one is reported here, before the scan.
-        probe.update({name: types[name] for name in types if name not in probe})
+        probe = {name: pa.string() for name in check}  # only the id columns: converting others costs
         integers = set(check)
         seen = set()
 
@@ -430,9 +428,10 @@ def _id_kind(t: pa.DataType) -> str | None:
     return None
 
 
-def _check_id_kinds(files: list[_File], columns: ColumnMap, customer_type: str) -> None:
+def _check_id_kinds(files: list[_File], columns: ColumnMap, customer_type: str | None) -> None:
     """Refuse, before any scan, integer customer ids in one file and strings in another;
-    then give CSV files without an id value the kind of the others."""
+    then give CSV files without an id value the kind of the others.  ``customer_type``
+    ``auto`` adds the way out for CSV ids (None: the types are not rfmx's to choose)."""
     first: dict[str, _File] = {}
     for f in files:
         if f.customer_undecided:
@@ -507,7 +506,7 @@ def _dataset_batches(dataset: ds.Dataset, name: str, columns: ColumnMap, since_u
     if isinstance(dataset, ds.FileSystemDataset):
         kind = next((v for k, v in fmt.items() if isinstance(dataset.format, k)), "data")
         files = _typed_files(dataset, kind, columns, name)
-        _check_id_kinds(files, columns, "auto")
+        _check_id_kinds(files, columns, None)  # the dataset's own types: no rfmx option changes them
         if kind == "parquet":
             yield from _parquet_batches(files, columns, since_us, until_us, batch_size, name)
         else:

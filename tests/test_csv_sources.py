@@ -487,3 +487,10 @@ def test_optional_libraries_are_not_imported_by_rfmx():
             "print(sorted(m for m in ('polars', 'duckdb') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("customer_type", ["auto", "int"])
+def test_csv_missing_column_lists_the_header(tmp_path, customer_type):
+    _write_csv(tmp_path / "o.csv", ["customer_id", "order_time", "total"], [("1", "2024-01-01", "3")])
+    fails_cleanly(["aggregate", tmp_path / "o.csv", "-o", tmp_path / "r.parquet", "--customer-type", customer_type],
+                  r"o\.csv: column 'amount' not found; columns are: customer_id, order_time, total$", tmp_path)
