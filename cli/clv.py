@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import column_options, report_state, show_progress, stream_options
+from .options import column_options, read_options, report_state, show_progress, stream_options
 
 
 @click.command()
@@ -148,7 +148,8 @@ def build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since
     if not sources:
         return state
     return build_state(list(sources), customer, time_col, amount, order_id, state=state, on_null=on_null,
-                       threads=threads, batch_size=batch_size, progress=show_progress(progress), delimiter=delimiter)
+                       threads=threads, batch_size=batch_size, progress=show_progress(progress), delimiter=delimiter,
+                       **read_options())
 
 
 def clv_score_step(options: dict):

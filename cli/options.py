@@ -25,7 +25,12 @@ def stream_options(f):
     @click.option("--since", default=None, help="Ignore lines before this date/time.")
     @click.option("--threads", type=click.IntRange(min=1), default=None, help="Kernel threads (default: all cores).")
     @click.option("--batch-size", type=click.IntRange(min=1), default=1 << 20, show_default=True, help="Rows per record batch.")
-    @click.option("--amount-scale", type=click.IntRange(0, 9), default=2, show_default=True, help="Decimals kept for money (2 = cents); totals are exact in these units.")
+    @click.option("--amount-scale", type=click.IntRange(0, 18), default=2, show_default=True, help="Decimals kept for money (2 = cents); totals are exact in these units.")
+    @click.option("--round", "round_mode", type=click.Choice(["half-even", "half-up"]), default=None,
+                  help="Round decimal amounts with more decimals than --amount-scale (half-up: ties away from zero) "
+                       "and report how many; default: refuse them.")
+    @click.option("--customer-type", type=click.Choice(["auto", "int", "string"]), default="auto", show_default=True,
+                  help="CSV customer ids: integers when every id in the file is one (auto), or always int / string.")
     @click.option("--on-null", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Null customer/time/amount: fail, or drop the rows and report how many.")
     @click.option("--delimiter", default=None, help="CSV field delimiter (default ',').")
     @click.option("--state-in", type=click.Path(dir_okay=False), default=None, help="Start from this saved state (Arrow file) instead of an empty one.")
@@ -33,8 +38,19 @@ def stream_options(f):
     @click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: when stderr is a terminal).")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        # Only the reading front (build_state_from_options) uses these: kept on the click
+        # context, so the commands' signatures need not list them.
+        meta = click.get_current_context().meta
+        meta["rfmx.read"] = {"customer_type": kwargs.pop("customer_type"), "round": kwargs.pop("round_mode")}
         return f(*args, **kwargs)
     return wrapper
+
+
+def read_options() -> dict:
+    """``customer_type`` and ``round`` as given to the running command (defaults outside one)."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.meta.get("rfmx.read") if ctx is not None else None
+    return dict(found) if found else {"customer_type": "auto", "round": None}
 
 
 def show_progress(flag):
@@ -66,7 +82,8 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
                             f"not --amount-scale {amount_scale}")
     return build_state(list(sources) or None, customer, time_col, amount, order_id, as_of=as_of if state is None else None,
                        since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
-                       batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter)
+                       batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter,
+                       **read_options())
 
 
 def _describe(columns) -> str:
@@ -84,4 +101,6 @@ def report_state(state) -> None:
         parts.append(f"{state.rows_null_skipped:,} rows with nulls skipped")
     if state.rows_outside_window:
         parts.append(f"{state.rows_outside_window:,} rows outside the window skipped")
+    if state.amounts_rounded:
+        parts.append(f"{state.amounts_rounded:,} amounts rounded to {state.amount_scale} decimals")
     click.echo("rfmx: " + ", ".join(parts), err=True)

@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow as pa
 
 from .calendar import check_timezone
-from .columns import ColumnMap
+from .columns import ColumnMap, check_rounding
 from .errors import RfmxError
 from .progress import Progress
 from .sources import iter_batches
@@ -20,15 +20,24 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
                 order_id: str | None = None, *, as_of=None, since=None, amount_scale: int = 2,
                 on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
                 state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
-                timezone: str | None = None) -> RFMState:
+                timezone: str | None = None, customer_type: str = "auto", round: str | None = None) -> RFMState:
     """Stream ``source`` into an :class:`RFMState` (a new one, or ``state`` to extend it).
 
     With a new state, ``as_of`` becomes the end of the window: lines at or after it are
     skipped.  When extending ``state``, its own window, time zone and column mapping
     apply, and the mapping (and ``timezone``, if given) must match it.
+
+    ``timezone`` (IANA name, default UTC) is the calendar days are counted in (see
+    :mod:`rfmx.calendar`).  ``customer_type`` (``"auto"``, ``"int"``, ``"string"``) says
+    how CSV customer ids are read: ``auto`` makes them integers when every id in the file
+    is a canonical integer (``0`` or ``-?[1-9][0-9]*``, fitting int64), strings otherwise.
+    ``round`` (None, ``"half-even"``, ``"half-up"``) rounds decimal amounts with more
+    decimals than ``amount_scale`` instead of refusing them, counting them in
+    ``state.amounts_rounded``.
     """
     if batch_size < 1:
         raise RfmxError(f"batch_size must be >= 1, got {batch_size}")
+    check_rounding(round)
     if state is None:
         state = RFMState(customer, time, amount, order_id, since=since, until=as_of,
                          amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
@@ -41,10 +50,11 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
         state.on_null = on_null
         if threads is not None:
             state.threads = threads
+    state.rounding = round
     if source is None:
         return state
     batches = iter_batches(source, state.columns, since_us=state.since_us, until_us=state.until_us,
-                           batch_size=batch_size, delimiter=delimiter)
+                           batch_size=batch_size, delimiter=delimiter, customer_type=customer_type)
     # The loop makes no reference cycles, but its Arrow objects keep triggering the cyclic
     # collector, which then walks every object Numba keeps alive (~10 % of the time with
     # string ids); it is paused for the loop and restored after.
@@ -96,18 +106,20 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
               order_id: str | None = None, *, as_of=None, since=None, amount_scale: int = 2,
               on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
               state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
-              timezone: str | None = None) -> pa.Table:
+              timezone: str | None = None, customer_type: str = "auto", round: str | None = None) -> pa.Table:
     """Per-customer RFM aggregates of an order stream, as a ``pyarrow.Table``.
 
-    ``source``: a Parquet/IPC/CSV path, directory or glob, a list of them, or an Arrow
-    table/batch/reader/C-stream object (pandas, polars, DuckDB).  ``as_of`` (default: the
-    day after the latest line) ends the window; ``since`` starts it; ``timezone`` (IANA
-    name, default UTC) is the calendar days are counted in.  See :meth:`RFMState.finalize`
-    for the columns and README "Definitions" for their meaning.
+    ``source``: a Parquet/IPC/CSV path, directory or glob, a list of them, an Arrow
+    table/batch/reader/C-stream object (pandas, polars), a ``pyarrow.dataset.Dataset``, a
+    polars LazyFrame or a DuckDB relation/connection (both streamed).  ``as_of`` (default:
+    the day after the latest line) ends the window; ``since`` starts it.  ``timezone``,
+    ``customer_type`` and ``round`` as in :func:`build_state`.  See
+    :meth:`RFMState.finalize` for the columns and README "Definitions" for their meaning.
     """
     st = build_state(source, customer, time, amount, order_id, as_of=as_of, since=since,
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
-                     state=state, progress=progress, delimiter=delimiter, timezone=timezone)
+                     state=state, progress=progress, delimiter=delimiter, timezone=timezone,
+                     customer_type=customer_type, round=round)
     if state is None:
         # Nobody uses this state again: the result takes its memory over as it is built.
         return st.finalize(as_of, consume=True)

@@ -6,13 +6,17 @@ Conventions (see README "Definitions"):
   instant, naive timestamps and dates are taken as they are; ISO-8601 strings are parsed
   (a trailing zone offset makes them UTC instants);
 - money becomes int64 *minor units* at ``amount_scale`` decimals: integers are whole units,
-  floats are rounded to the nearest minor unit, decimals are rescaled exactly (a decimal
-  with more decimals than ``amount_scale`` is an error rather than a silent rounding);
+  floats are rounded to the nearest minor unit, decimals of any type and scale and decimal
+  strings (CSV) are converted exactly: a value with non-zero digits beyond ``amount_scale``
+  is an error rather than a silent rounding, unless rounding was asked for (``half-even``
+  or ``half-up``, counted);
 - customer ids are integers of any width (kept as int64 bit patterns) or byte strings
   (string, binary, large and view variants), passed to the kernels as Arrow buffers.
 """
 from __future__ import annotations
 
+import decimal
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -142,11 +146,25 @@ def customer_ids(arr: pa.Array, where: str, column: str) -> CustomerIds:
 _ZONED = r"[T ]\d{2}(:?\d{2}(:?\d{2}(\.\d+)?)?)?([Zz]|[+-]\d{2}(:?\d{2})?)$"
 
 
+def _cast_kind(arr: pa.Array, tz: str | None) -> pa.Array:
+    """ISO-8601 strings of one kind (all naive or all zoned) → timestamp[us] (with ``tz``).
+
+    Microseconds first; strings with 7-9 fractional digits (nanosecond exports) only parse
+    as nanoseconds, so those are parsed so and floored to the microsecond.
+    """
+    try:
+        return arr.cast(pa.timestamp("us", tz=tz))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        ns = arr.cast(pa.timestamp("ns", tz=tz)).view(pa.int64())
+        us = np.floor_divide(np.asarray(ns.fill_null(0)), 1000)
+        return pa.array(us, mask=np.asarray(ns.is_null())).view(pa.timestamp("us", tz=tz))
+
+
 def _cast_times(arr: pa.Array) -> pa.Array:
     """ISO-8601 strings → timestamp[us] (naive) or timestamp[us, UTC] (if any has a zone)."""
-    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+    for tz in (None, "UTC"):
         try:
-            return arr.cast(target)
+            return _cast_kind(arr, tz)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     # Naive and zoned strings mixed: parse each kind on its own, keep UTC instants for
@@ -155,8 +173,8 @@ def _cast_times(arr: pa.Array) -> pa.Array:
     naive = pc.invert(zoned)
     if not pc.any(zoned).as_py() or not pc.any(naive).as_py():
         raise pa.ArrowInvalid("unparseable time")
-    t_zoned = arr.filter(zoned).cast(pa.timestamp("us", tz="UTC")).view(pa.int64())
-    t_naive = arr.filter(naive).cast(pa.timestamp("us")).view(pa.int64())
+    t_zoned = _cast_kind(arr.filter(zoned), "UTC").view(pa.int64())
+    t_naive = _cast_kind(arr.filter(naive), None).view(pa.int64())
     out = np.empty(len(arr), dtype=np.int64)
     mask = np.asarray(zoned.fill_null(False))
     out[mask] = np.asarray(t_zoned)
@@ -236,8 +254,147 @@ def time_us(arr: pa.Array, where: str, column: str, row0) -> tuple[np.ndarray, s
     raise RfmxError(f"{where}: column '{column}' (order time) has type {t}; expected a timestamp, date or ISO-8601 string")
 
 
-def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0) -> np.ndarray:
-    """Money as exact int64 minor units (``amount * 10**scale``)."""
+#: How ``round=`` names a rounding, and the Arrow and Python ``decimal`` modes it means.
+ROUNDINGS = {"half-even": ("half_to_even", decimal.ROUND_HALF_EVEN),
+             "half-up": ("half_towards_infinity", decimal.ROUND_HALF_UP)}  # ties away from zero
+#: The largest ``amount_scale``: one minor unit is 10**-18, and int64 minor units still hold ±9.2.
+MAX_AMOUNT_SCALE = 18
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
+# What a decimal amount string may look like (as Arrow's decimal parser takes it):
+# an optional sign, digits with an optional point, an optional exponent.
+_DECIMAL_STRING = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def check_rounding(rounding: str | None) -> str | None:
+    """``rounding`` if it names a rounding rfmx knows (or is None), else a one-line error."""
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise RfmxError(f"round must be None, 'half-even' or 'half-up', got {rounding!r}")
+    return rounding
+
+
+_EXACT = decimal.Context(prec=200, traps=[decimal.InvalidOperation])  # wider than any amount rfmx reads
+
+
+def _decimals_of(value: decimal.Decimal) -> int:
+    """Decimals a value needs: 12.50 needs 1, 1200 needs 0."""
+    return max(0, -value.normalize(context=_EXACT).as_tuple().exponent)
+
+
+def _too_precise(value, decimals: int, scale: int, where: str, column: str, row: int) -> RfmxError:
+    """The error for a value with non-zero digits beyond the money scale, with the ways out."""
+    ways = "pass round='half-even' or 'half-up' (--round half-even|half-up) to round it"
+    if decimals <= MAX_AMOUNT_SCALE:
+        ways += f", or amount_scale={decimals} (--amount-scale {decimals})"
+    return RfmxError(f"{where}: column '{column}' (amount) value {value} at row {row} has {decimals} decimals "
+                     f"but amounts are kept with {scale}; {ways}")
+
+
+def _python_minor(values: list, scale: int, rounding: str | None, where: str, column: str, row0,
+                  parse: bool) -> tuple[np.ndarray, int]:
+    """Minor units of Python values (``Decimal``s, or decimal strings with ``parse``), one by one.
+
+    The exact reference for what the vectorized paths compute; it runs only where Arrow
+    cannot (strings of more than 38 digits) or to find the row an Arrow kernel refused.
+    """
+    ctx = _EXACT
+    mode = ROUNDINGS[rounding][1] if rounding else None
+    out = np.zeros(len(values), dtype=np.int64)
+    n_rounded = 0
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        if parse:
+            if not _DECIMAL_STRING.fullmatch(v):
+                raise RfmxError(f"{where}: column '{column}' (amount) has an unparseable amount {v!r} at row "
+                                f"{_row(row0, i)}")
+            d = ctx.create_decimal(v)
+        else:
+            d = v
+        scaled = d.scaleb(scale, context=ctx)
+        whole = scaled.to_integral_value(rounding=mode or decimal.ROUND_HALF_EVEN, context=ctx)
+        if whole != scaled:
+            if mode is None:
+                raise _too_precise(v, _decimals_of(d), scale, where, column, _row(row0, i))
+            n_rounded += 1
+        if not _INT64_MIN <= int(whole) <= _INT64_MAX:
+            raise RfmxError(f"{where}: column '{column}' (amount) value {v} at row {_row(row0, i)} "
+                            f"overflows int64 minor units")
+        out[i] = int(whole)
+    return out, n_rounded
+
+
+def _widened(arr: pa.Array) -> pa.Array:
+    """A decimal array with room for one more integer digit (a rounding carry: 9.999 → 10.00)."""
+    t = arr.type
+    if t.precision < 38:
+        return arr.cast(pa.decimal128(38, t.scale))
+    return arr.cast(pa.decimal256(76, t.scale))
+
+
+def _decimal_minor(arr: pa.Array, scale: int, rounding: str | None, where: str, column: str, row0,
+                   shown: pa.Array) -> tuple[np.ndarray, int]:
+    """Decimals of any width and scale as int64 minor units; ``shown`` holds the values errors quote."""
+    t = arr.type
+    n_rounded = 0
+    if t.scale > scale:
+        try:
+            wide = _widened(arr)
+            rounded = pc.round(wide, ndigits=scale, round_mode=ROUNDINGS[rounding or "half-even"][0])
+        except pa.ArrowInvalid:  # a 76-digit value: it overflows int64 minor units, found below
+            return _python_minor(arr.to_pylist(), scale, rounding, where, column, row0, parse=False)
+        changed = pc.not_equal(rounded, wide)
+        n_changed = pc.sum(changed).as_py() or 0
+        if n_changed and rounding is None:
+            i = int(np.flatnonzero(np.asarray(changed.fill_null(False)))[0])
+            value = arr[i].as_py()
+            raise _too_precise(shown[i].as_py() if shown is not arr else value, _decimals_of(value), scale,
+                               where, column, _row(row0, i))
+        n_rounded = n_changed
+        arr = rounded
+    try:
+        # Exact: every value now has at most ``scale`` decimals, and any value that does not
+        # fit 38 digits is far beyond int64 minor units.
+        d = arr.cast(pa.decimal128(38, scale))
+    except pa.ArrowInvalid:
+        return _python_minor(arr.to_pylist(), scale, rounding, where, column, row0, parse=False)
+    if d.null_count:
+        d = d.fill_null(pa.scalar(0, pa.decimal128(38, scale)))  # null rows are dropped or refused later
+    words = np.frombuffer(d.buffers()[1], dtype=np.int64)[2 * d.offset: 2 * (d.offset + len(d))]
+    lo, hi = words[0::2], words[1::2]
+    fits = hi == (lo >> 63)
+    if not fits.all():
+        i = int(np.flatnonzero(~fits)[0])
+        raise RfmxError(f"{where}: column '{column}' (amount) value {shown[i].as_py()} at row {_row(row0, i)} "
+                        f"overflows int64 minor units")
+    return np.ascontiguousarray(lo), n_rounded
+
+
+def _string_minor(arr: pa.Array, scale: int, rounding: str | None, where: str, column: str,
+                  row0) -> tuple[np.ndarray, int]:
+    """Decimal strings (CSV amounts) as exact int64 minor units, by the decimal rule."""
+    arr = _large(arr)
+    try:
+        # Most exports: every value has at most ``scale`` decimals; one exact Arrow cast.
+        return _decimal_minor(arr.cast(pa.decimal128(38, scale)), scale, rounding, where, column, row0, arr)
+    except pa.ArrowInvalid:
+        pass
+    try:
+        # More decimals somewhere: parse them all (up to 38 either side of the point), then round or refuse.
+        return _decimal_minor(arr.cast(pa.decimal256(76, 38)), scale, rounding, where, column, row0, arr)
+    except pa.ArrowInvalid:
+        # Unparseable, or more than 38 digits on a side: value by value, naming the first bad one.
+        return _python_minor(arr.to_pylist(), scale, rounding, where, column, row0, parse=True)
+
+
+def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0, *,
+                 rounding: str | None = None) -> tuple[np.ndarray, int]:
+    """Money as exact int64 minor units (``amount * 10**scale``), and how many values were rounded.
+
+    Integers are whole units; floats are rounded once to the nearest minor unit (ties to
+    even; not counted).  Decimals (any width, any scale) and decimal strings are exact: a
+    value with non-zero digits beyond ``scale`` is an error naming its row, unless
+    ``rounding`` (``"half-even"`` or ``"half-up"``, see :data:`ROUNDINGS`) rounds it.
+    """
     arr = _decoded(arr)
     t = arr.type
     unit = 10 ** scale
@@ -256,7 +413,7 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0) -> np
         i = int_to_minor(v, unit, out)
         if i >= 0:
             raise RfmxError(f"{where}: column '{column}' (amount) value {v[i]} at row {_row(row0, i)} overflows int64 minor units")
-        return out
+        return out, 0
     if pa.types.is_floating(t):
         from .kernels.money import float_to_minor
 
@@ -265,25 +422,28 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0) -> np
         i = float_to_minor(v, float(unit), out)
         if i >= 0:
             raise RfmxError(f"{where}: column '{column}' (amount) has a non-finite or too large value {arr[i].as_py()} at row {_row(row0, i)}")
-        return out
+        return out, 0
     if pa.types.is_decimal(t):
-        if t.scale > scale:
-            raise RfmxError(
-                f"{where}: column '{column}' (amount) is {t} with {t.scale} decimals but amounts are kept "
-                f"with {scale}; pass amount_scale={t.scale} (--amount-scale {t.scale})"
-            )
-        try:
-            d = arr.cast(pa.decimal128(38, scale))
-        except pa.ArrowInvalid as exc:
-            raise RfmxError(f"{where}: column '{column}' (amount) does not fit decimal(38, {scale}): {exc}") from None
-        words = np.frombuffer(d.buffers()[1], dtype=np.int64)[2 * d.offset: 2 * (d.offset + len(d))]
-        lo, hi = words[0::2], words[1::2]
-        fits = hi == (lo >> 63)
-        if not fits.all():
-            i = int(np.flatnonzero(~fits)[0])
-            raise RfmxError(f"{where}: column '{column}' (amount) value {arr[i].as_py()} at row {_row(row0, i)} overflows int64 minor units")
-        return np.ascontiguousarray(lo)
-    raise RfmxError(f"{where}: column '{column}' (amount) has type {t}; expected integers, floats or decimals")
+        return _decimal_minor(arr, scale, rounding, where, column, row0, arr)
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return _string_minor(arr, scale, rounding, where, column, row0)
+    raise RfmxError(f"{where}: column '{column}' (amount) has type {t}; expected integers, floats or decimals "
+                    f"(numbers or decimal strings)")
+
+
+def canonical_integers(arr: pa.Array) -> bool:
+    """True if every non-null string in ``arr`` is an integer written the one way (``0`` or
+    ``-?[1-9][0-9]*``) that fits int64, so reading them as integers merges no two ids:
+    ``007`` and ``7`` stay two strings, ``NA`` stays a string.  Vacuously true without values."""
+    if arr.null_count == len(arr):
+        return True
+    try:
+        ints = arr.cast(pa.int64())
+    except pa.ArrowInvalid:  # not an integer, or beyond int64
+        return False
+    # Printing an int64 gives its canonical form: a value equal to it was written that way
+    # (a round trip measured 1.6x faster than matching a regular expression).
+    return pc.all(pc.equal(ints.cast(arr.type), arr)).as_py() is not False
 
 
 def order_ids(arr: pa.Array, where: str, column: str) -> np.ndarray:
@@ -316,6 +476,10 @@ __all__ = [
     "customer_ids",
     "time_us",
     "amount_minor",
+    "check_rounding",
+    "canonical_integers",
+    "ROUNDINGS",
+    "MAX_AMOUNT_SCALE",
     "order_ids",
     "_EMPTY_I64",
 ]

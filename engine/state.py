@@ -20,6 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from .columns import (
+    MAX_AMOUNT_SCALE,
     US_PER_DAY,
     ColumnMap,
     CustomerIds,
@@ -183,6 +184,9 @@ def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = N
     if bad or not 0 <= meta["amount_scale"] <= 18 or meta["id_kind"] not in (None, "int", "bytes"):
         key = bad[0] if bad else ("amount_scale" if not 0 <= meta["amount_scale"] <= 18 else "id_kind")
         raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {meta[key]!r}")
+    rounded = meta.setdefault("amounts_rounded", 0)  # absent in states saved before it was kept
+    if isinstance(rounded, bool) or not isinstance(rounded, int) or rounded < 0:
+        raise RfmxError(f"{path}: damaged state file: metadata 'amounts_rounded' is {rounded!r}")
     meta["timezone"] = check_timezone(meta.get("timezone", UTC)) if meta["version"] >= 2 else UTC
     if meta["id_kind"] is None and table.num_rows:
         raise RfmxError(f"{path}: damaged state file: {table.num_rows} customers but no id type in its metadata")
@@ -212,12 +216,14 @@ def _next_pow2(x: int) -> int:
 class _Converted:
     """One batch, validated and converted by :meth:`RFMState._convert`, waiting to be folded."""
 
-    __slots__ = ("rows", "nulls_skipped", "outside", "latest", "tz", "ids", "empty", "lines", "hashed", "row0")
+    __slots__ = ("rows", "nulls_skipped", "outside", "rounded", "latest", "tz", "ids", "empty", "lines", "hashed",
+                 "row0")
 
     def __init__(self, rows: int):
         self.rows = rows            # lines offered
         self.nulls_skipped = 0      # dropped for nulls (on_null="skip")
         self.outside = 0            # outside the window
+        self.rounded = 0            # amounts rounded to the money scale (rounding asked for)
         self.latest = None          # latest kept time (us)
         self.tz = None
         self.ids = None             # CustomerIds of the lines (after null filtering)
@@ -248,6 +254,10 @@ class RFMState:
         IANA time zone of the business's calendar (default ``UTC``): which day an order
         falls on, and what times without a zone (naive timestamps, dates, a bare ``since``
         or ``as_of`` date) mean.  See :mod:`rfmx.calendar`.
+
+    Amounts with non-zero digits beyond ``amount_scale`` are refused unless
+    :attr:`rounding` is ``"half-even"`` or ``"half-up"`` (``build_state(round=...)`` sets
+    it); rounded values are counted in :attr:`amounts_rounded`.
     """
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -255,8 +265,8 @@ class RFMState:
                  on_null: str = "error", threads: int | None = None, timezone: str | None = None):
         if on_null not in ("error", "skip"):
             raise RfmxError(f"on_null must be 'error' or 'skip', got {on_null!r}")
-        if not 0 <= int(amount_scale) <= 9:
-            raise RfmxError(f"amount_scale must be between 0 and 9, got {amount_scale}")
+        if not 0 <= int(amount_scale) <= MAX_AMOUNT_SCALE:
+            raise RfmxError(f"amount_scale must be between 0 and {MAX_AMOUNT_SCALE}, got {amount_scale}")
         self.columns = ColumnMap(customer, time, amount, order_id)
         self.amount_scale = int(amount_scale)
         self.timezone = check_timezone(timezone)
@@ -277,6 +287,8 @@ class RFMState:
         self.customers_loaded = 0     # customers of the loaded state
         self.rows_null_skipped = 0    # dropped for nulls (on_null="skip")
         self.rows_outside_window = 0  # outside [since, until)
+        self.rounding: str | None = None  # None: refuse amounts finer than amount_scale
+        self.amounts_rounded = 0      # amounts rounded to amount_scale (with a rounding)
         self.max_time_us: int | None = None  # latest line (order or refund) kept
         self._consumed = False
         self._kind: str | None = None
@@ -458,7 +470,8 @@ class RFMState:
         t, conv.tz = time_us(batch.column(cols.time), source, cols.time, row0)
         if conv.tz is None and self.timezone != UTC:
             t = wall_to_instant(t, self.timezone)  # naive times and dates are the business's wall clock
-        amt = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0)
+        amt, conv.rounded = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0,
+                                         rounding=self.rounding)
         oid = order_ids(batch.column(cols.order_id), source, cols.order_id) if cols.order_id else _EMPTY_I64
         keep = np.empty(0, dtype=np.bool_)
         if self.since_us is not None or self.until_us is not None:
@@ -493,6 +506,7 @@ class RFMState:
         if conv.tz is not None and self.time_zone is None:
             self.time_zone = conv.tz
         self.rows_outside_window += conv.outside
+        self.amounts_rounded += conv.rounded
         if conv.lines is None:
             return
         self.max_time_us = conv.latest if self.max_time_us is None else max(self.max_time_us, conv.latest)
@@ -577,6 +591,7 @@ class RFMState:
         self.rows_read += other.rows_read
         self.rows_null_skipped += other.rows_null_skipped
         self.rows_outside_window += other.rows_outside_window
+        self.amounts_rounded += other.amounts_rounded
         if other.max_time_us is not None:
             self.max_time_us = other.max_time_us if self.max_time_us is None else max(self.max_time_us, other.max_time_us)
         if self.time_zone is None:
@@ -778,6 +793,7 @@ class RFMState:
             "rows_read": self.rows_read,
             "rows_null_skipped": self.rows_null_skipped,
             "rows_outside_window": self.rows_outside_window,
+            "amounts_rounded": self.amounts_rounded,
             "max_time_us": self.max_time_us,
         }
         return pa.table(data).replace_schema_metadata({"rfmx.state": json.dumps(meta)})
@@ -811,6 +827,7 @@ class RFMState:
         self.rows_read = self.rows_loaded = meta["rows_read"]
         self.rows_null_skipped = meta["rows_null_skipped"]
         self.rows_outside_window = meta["rows_outside_window"]
+        self.amounts_rounded = meta["amounts_rounded"]
         self.max_time_us = meta["max_time_us"]
         if meta["id_kind"] is None:
             return None

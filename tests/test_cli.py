@@ -261,12 +261,12 @@ def test_missing_column_lists_existing_columns(orders, bad_dir, out):
     assert str(orders) in line
 
 
-def test_wrong_type_amount_is_text(bad_dir):
+def test_wrong_type_amount_is_a_flag(bad_dir):
     table = _orders_table()
-    table = table.set_column(3, "amount", table.column("amount").cast(pa.string()))
+    table = table.set_column(3, "amount", table.column("amount").cast(pa.bool_()))
     pq.write_table(table, bad_dir / "o.parquet")
     _expect_clean_failure(bad_dir, ["o.parquet"], bad_dir / "o.parquet", "-o", bad_dir / "r.parquet",
-                          pattern=r"o\.parquet: column 'amount' \(amount\) has type string; expected integers, "
+                          pattern=r"o\.parquet: column 'amount' \(amount\) has type bool; expected integers, "
                                   r"floats or decimals")
 
 
