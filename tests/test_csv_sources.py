@@ -408,7 +408,7 @@ def test_string_and_integer_ids_across_files_fail_before_the_scan(tmp_path):
     batches = iter_batches(str(tmp_path / "*.parquet"), ColumnMap())
     with pytest.raises(RfmxError, match=pattern):
         next(batches)  # not one batch of a.parquet was read first
-    fails_cleanly(["aggregate", tmp_path / "*.parquet", "-o", tmp_path / "r.parquet"], pattern, tmp_path)
+    fails_cleanly(["aggregate", tmp_path / "*.parquet", "-o", tmp_path / "r.arrow"], pattern, tmp_path)
     # across a list of sources, and between CSV files (with the way out)
     _write_csv(tmp_path / "n.csv", HEADER[:3], [("1", "2024-01-01", "1")])
     _write_csv(tmp_path / "s.csv", HEADER[:3], [("C-1", "2024-01-01", "1")])
