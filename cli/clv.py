@@ -144,8 +144,15 @@ def build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since
             raise click.UsageError(f"the saved state collapses purchases per {state.period}; pass --period {state.period}")
     else:
         state = BTYDState(customer, time_col, amount, order_id, period=period, since=since, until=as_of,
-                          amount_scale=amount_scale, on_null=on_null, threads=threads)
+                          amount_scale=amount_scale, on_null=on_null, threads=threads,
+                          timezone=read_options()["timezone"])
     if not sources:
+        from rfmx.calendar import check_timezone
+        from rfmx.errors import RfmxError
+
+        zone = read_options()["timezone"]
+        if zone is not None and check_timezone(zone) != state.timezone:
+            raise RfmxError(f"{state_in}: the state counts days in {state.timezone}, not in {zone}")
         return state
     return build_state(list(sources), customer, time_col, amount, order_id, state=state, on_null=on_null,
                        threads=threads, batch_size=batch_size, progress=show_progress(progress), delimiter=delimiter,

@@ -31,6 +31,10 @@ def stream_options(f):
                        "and report how many; default: refuse them.")
     @click.option("--customer-type", type=click.Choice(["auto", "int", "string"]), default="auto", show_default=True,
                   help="CSV customer ids: integers when every id in the file is one (auto), or always int / string.")
+    @click.option("--timezone", default=None, metavar="ZONE",
+                  help="IANA time zone of your calendar, e.g. Asia/Tokyo: which day an order falls on (recency "
+                       "counts calendar days) and what times without a zone and bare dates mean [default: UTC, "
+                       "or the --state-in state's zone].")
     @click.option("--on-null", type=click.Choice(["error", "skip"]), default="error", show_default=True, help="Null customer/time/amount: fail, or drop the rows and report how many.")
     @click.option("--delimiter", default=None, help="CSV field delimiter (default ',').")
     @click.option("--state-in", type=click.Path(dir_okay=False), default=None, help="Start from this saved state (Arrow file) instead of an empty one.")
@@ -41,16 +45,17 @@ def stream_options(f):
         # Only the reading front (build_state_from_options) uses these: kept on the click
         # context, so the commands' signatures need not list them.
         meta = click.get_current_context().meta
-        meta["rfmx.read"] = {"customer_type": kwargs.pop("customer_type"), "round": kwargs.pop("round_mode")}
+        meta["rfmx.read"] = {"customer_type": kwargs.pop("customer_type"), "round": kwargs.pop("round_mode"),
+                             "timezone": kwargs.pop("timezone")}
         return f(*args, **kwargs)
     return wrapper
 
 
 def read_options() -> dict:
-    """``customer_type`` and ``round`` as given to the running command (defaults outside one)."""
+    """``customer_type``, ``round`` and ``timezone`` as given to the running command (defaults outside one)."""
     ctx = click.get_current_context(silent=True)
     found = ctx.meta.get("rfmx.read") if ctx is not None else None
-    return dict(found) if found else {"customer_type": "auto", "round": None}
+    return dict(found) if found else {"customer_type": "auto", "round": None, "timezone": None}
 
 
 def show_progress(flag):

@@ -6,7 +6,7 @@ import gc
 import numpy as np
 import pyarrow as pa
 
-from .calendar import check_timezone
+from .calendar import UTC, US_PER_DAY, check_timezone
 from .columns import ColumnMap, check_rounding
 from .errors import RfmxError
 from .progress import Progress
@@ -53,7 +53,14 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
     state.rounding = round
     if source is None:
         return state
-    batches = iter_batches(source, state.columns, since_us=state.since_us, until_us=state.until_us,
+    since_us, until_us = state.since_us, state.until_us
+    if state.timezone != UTC:
+        # The pushed-down filter compares naive times and dates (wall-clock readings in the
+        # state's zone) with instants; zones lie within a day of UTC, so two days of slack
+        # keep it a superset of the window.  The kernels apply the exact window.
+        since_us = since_us - 2 * US_PER_DAY if since_us is not None else None
+        until_us = until_us + 2 * US_PER_DAY if until_us is not None else None
+    batches = iter_batches(source, state.columns, since_us=since_us, until_us=until_us,
                            batch_size=batch_size, delimiter=delimiter, customer_type=customer_type)
     # The loop makes no reference cycles, but its Arrow objects keep triggering the cyclic
     # collector, which then walks every object Numba keeps alive (~10 % of the time with

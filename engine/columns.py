@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .calendar import wall_to_instant
 from .errors import RfmxError
 
 US_PER_DAY = 86_400_000_000
@@ -160,8 +161,9 @@ def _cast_kind(arr: pa.Array, tz: str | None) -> pa.Array:
         return pa.array(us, mask=np.asarray(ns.is_null())).view(pa.timestamp("us", tz=tz))
 
 
-def _cast_times(arr: pa.Array) -> pa.Array:
-    """ISO-8601 strings → timestamp[us] (naive) or timestamp[us, UTC] (if any has a zone)."""
+def _cast_times(arr: pa.Array, timezone: str = "UTC") -> pa.Array:
+    """ISO-8601 strings → timestamp[us] (naive) or timestamp[us, UTC] (if any has a zone;
+    strings without a zone beside them are wall-clock times in ``timezone``)."""
     for tz in (None, "UTC"):
         try:
             return _cast_kind(arr, tz)
@@ -178,7 +180,7 @@ def _cast_times(arr: pa.Array) -> pa.Array:
     out = np.empty(len(arr), dtype=np.int64)
     mask = np.asarray(zoned.fill_null(False))
     out[mask] = np.asarray(t_zoned)
-    out[~mask] = np.asarray(t_naive)
+    out[~mask] = wall_to_instant(np.asarray(t_naive), timezone)
     return pa.array(out).view(pa.timestamp("us", tz="UTC"))
 
 
@@ -188,9 +190,9 @@ def _row(row0, i: int) -> int:
     return int(row0 + i) if np.isscalar(row0) else int(row0[i])
 
 
-def _parse_time_strings(arr: pa.Array, where: str, column: str, row0) -> pa.Array:
+def _parse_time_strings(arr: pa.Array, where: str, column: str, row0, timezone: str = "UTC") -> pa.Array:
     try:
-        return _cast_times(arr)
+        return _cast_times(arr, timezone)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
     # Bisect for the first row that does not parse, so the message can point at it.
@@ -226,15 +228,19 @@ def _check_time_range(raw: pa.Array, us_per_unit: int, where: str, column: str, 
                     f"{_row(row0, i)} is outside the years 0001 to 9999")
 
 
-def time_us(arr: pa.Array, where: str, column: str, row0) -> tuple[np.ndarray, str | None]:
+def time_us(arr: pa.Array, where: str, column: str, row0, timezone: str = "UTC") -> tuple[np.ndarray, str | None]:
     """Order times as int64 microseconds, and the input's time zone (None if naive).
+
+    A string column that mixes zoned and naive times gives instants (zone ``UTC``), its
+    naive strings taken as wall-clock times in ``timezone``; wholly naive columns stay
+    wall-clock readings (the caller places them in its time zone).
 
     Times must lie in [0001-01-01, 9999-12-31) (see :data:`MIN_TIME_US`, :data:`MAX_TIME_US`).
     """
     arr = _large(_decoded(arr))  # Arrow parses times from (large_)string only
     t = arr.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        arr = _parse_time_strings(arr, where, column, row0)
+        arr = _parse_time_strings(arr, where, column, row0, timezone)
         t = arr.type
     if pa.types.is_timestamp(t):
         raw = arr.view(pa.int64())

@@ -467,7 +467,7 @@ class RFMState:
         if batch.num_rows == 0:
             conv.empty = True
             return conv
-        t, conv.tz = time_us(batch.column(cols.time), source, cols.time, row0)
+        t, conv.tz = time_us(batch.column(cols.time), source, cols.time, row0, self.timezone)
         if conv.tz is None and self.timezone != UTC:
             t = wall_to_instant(t, self.timezone)  # naive times and dates are the business's wall clock
         amt, conv.rounded = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0,
