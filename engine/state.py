@@ -187,7 +187,10 @@ def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = N
     rounded = meta.setdefault("amounts_rounded", 0)  # absent in states saved before it was kept
     if isinstance(rounded, bool) or not isinstance(rounded, int) or rounded < 0:
         raise RfmxError(f"{path}: damaged state file: metadata 'amounts_rounded' is {rounded!r}")
-    meta["timezone"] = check_timezone(meta.get("timezone", UTC)) if meta["version"] >= 2 else UTC
+    try:
+        meta["timezone"] = check_timezone(meta.get("timezone", UTC)) if meta["version"] >= 2 else UTC
+    except RfmxError as exc:
+        raise RfmxError(f"{path}: damaged state file: metadata 'timezone': {exc}") from None
     if meta["id_kind"] is None and table.num_rows:
         raise RfmxError(f"{path}: damaged state file: {table.num_rows} customers but no id type in its metadata")
     for name in ("customer_id",) + _FIELD_NAMES + tuple(extra_columns):
