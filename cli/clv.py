@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import column_options, read_options, report_state, show_progress, stream_options
+from .options import check_state_timezone, column_options, read_options, report_state, show_progress, stream_options
 
 
 @click.command()
@@ -16,7 +16,8 @@ from .options import column_options, read_options, report_state, show_progress, 
               help="Fit on the orders before this date and compare predictions with the orders from it on.")
 @click.option("--horizon", type=click.IntRange(min=1), default=12, show_default=True,
               help="CLV and expected purchases over this many months.")
-@click.option("--discount", type=float, default=0.01, show_default=True, help="Monthly discount rate of the CLV.")
+@click.option("--discount", type=click.FloatRange(min=-1, min_open=True), default=0.01, show_default=True,
+              help="Monthly discount rate of the CLV.")
 @click.option("--period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True,
               help="Purchases in one period count once.")
 @click.option("--unit", type=click.Choice(["day", "week", "month"]), default=None,
@@ -142,17 +143,12 @@ def build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since
         state = BTYDState.load(state_in, threads=threads)
         if state.period != period:
             raise click.UsageError(f"the saved state collapses purchases per {state.period}; pass --period {state.period}")
+        check_state_timezone(state, state_in)
     else:
         state = BTYDState(customer, time_col, amount, order_id, period=period, since=since, until=as_of,
                           amount_scale=amount_scale, on_null=on_null, threads=threads,
                           timezone=read_options()["timezone"])
     if not sources:
-        from rfmx.calendar import check_timezone
-        from rfmx.errors import RfmxError
-
-        zone = read_options()["timezone"]
-        if zone is not None and check_timezone(zone) != state.timezone:
-            raise RfmxError(f"{state_in}: the state counts days in {state.timezone}, not in {zone}")
         return state
     return build_state(list(sources), customer, time_col, amount, order_id, state=state, on_null=on_null,
                        threads=threads, batch_size=batch_size, progress=show_progress(progress), delimiter=delimiter,

@@ -2,6 +2,8 @@
 ``rfmx --help`` never imports Numba or compiles anything."""
 from __future__ import annotations
 
+import sys
+
 import click
 
 from .aggregate import aggregate, demo
@@ -12,7 +14,33 @@ from .score import score
 from .summary import summary
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class OneLineErrors(click.Group):
+    """A click group whose usage errors are one line too.
+
+    Click prints a usage error as the usage, a hint and the error on three lines; rfmx
+    promises one line per error (``Error: ...``), so scripts and logs read every failure
+    the same way.  Usage errors keep click's exit code 2; rfmx's own errors exit 1.
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, False, **extra)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="rfmx")
 def main():
     """rfmx: exact, streaming RFM customer-value scoring.

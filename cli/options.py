@@ -85,10 +85,22 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
         if explicit and amount_scale != state.amount_scale:
             raise RfmxError(f"{state_in}: the state keeps amounts with {state.amount_scale} decimals, "
                             f"not --amount-scale {amount_scale}")
+        check_state_timezone(state, state_in)
     return build_state(list(sources) or None, customer, time_col, amount, order_id, as_of=as_of if state is None else None,
                        since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
                        batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter,
                        **read_options())
+
+
+def check_state_timezone(state, state_in) -> None:
+    """Refuse a ``--timezone`` other than the one the ``--state-in`` state counts days in."""
+    from rfmx.calendar import check_timezone
+    from rfmx.errors import RfmxError
+
+    zone = read_options()["timezone"]
+    if zone is not None and check_timezone(zone) != state.timezone:
+        raise RfmxError(f"{state_in}: the state counts days in {state.timezone}, not in {zone}; "
+                        f"leave out --timezone or pass --timezone {state.timezone}")
 
 
 def _describe(columns) -> str:

@@ -85,7 +85,8 @@ def run_steps(table, steps):
               help="Add probability_alive, expected_purchases, expected_spend and clv from this BTYD model "
                    "+ Gamma-Gamma (see rfmx clv); --state-in/--state-out then hold a BTYD state.")
 @click.option("--clv-horizon", type=click.IntRange(min=1), default=12, show_default=True, help="CLV horizon in months.")
-@click.option("--clv-discount", type=float, default=0.01, show_default=True, help="Monthly discount rate of the CLV.")
+@click.option("--clv-discount", type=click.FloatRange(min=-1, min_open=True), default=0.01, show_default=True,
+              help="Monthly discount rate of the CLV.")
 @click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="K",
               help="Add a 'cluster' column: k-means with K clusters on log R, F, M (see rfmx cluster).")
 @column_options

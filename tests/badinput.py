@@ -41,8 +41,10 @@ def run_cli_process(*args, timeout: float = 300, **kwargs) -> subprocess.Complet
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
-def check_one_line_error(exit_code: int, stderr: str, stdout: str, pattern: str) -> str:
-    assert exit_code == 1, (exit_code, stdout, stderr)
+def check_one_line_error(exit_code: int, stderr: str, stdout: str, pattern: str, expected_code: int = 1) -> str:
+    """Exit code 1 (2 for a usage error: an option out of range, options that exclude each
+    other), one ``Error: ...`` line on stderr matching ``pattern``, no traceback."""
+    assert exit_code == expected_code, (exit_code, stdout, stderr)
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
     assert lines[0].startswith("Error: "), lines[0]
@@ -51,17 +53,17 @@ def check_one_line_error(exit_code: int, stderr: str, stdout: str, pattern: str)
     return lines[0]
 
 
-def fails_cleanly(args, pattern: str, *watched, process: bool = False) -> str:
+def fails_cleanly(args, pattern: str, *watched, process: bool = False, exit_code: int = 1) -> str:
     """Run the CLI with ``args``; assert a one-line error matching ``pattern`` and that no
     file under ``watched`` (folders or files) was created, changed or removed."""
     before = snapshot(*watched)
     if process:
         r = run_cli_process(*args)
-        line = check_one_line_error(r.returncode, r.stderr, r.stdout, pattern)
+        line = check_one_line_error(r.returncode, r.stderr, r.stdout, pattern, exit_code)
     else:
         r = run_cli(*args)
         assert r.exception is None or isinstance(r.exception, SystemExit), repr(r.exception)
-        line = check_one_line_error(r.exit_code, r.stderr, r.stdout, pattern)
+        line = check_one_line_error(r.exit_code, r.stderr, r.stdout, pattern, exit_code)
     after = snapshot(*watched)
     assert after == before, {"new or changed": sorted(set(after.items()) ^ set(before.items()))}
     return line
