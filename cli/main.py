@@ -12,6 +12,7 @@ from .clv import clv
 from .generate import generate
 from .score import score
 from .summary import summary
+from .timeline import timeline
 
 
 class OneLineErrors(click.Group):
@@ -56,6 +57,7 @@ main.add_command(score)
 main.add_command(summary)
 main.add_command(cluster)
 main.add_command(clv)
+main.add_command(timeline)
 
 
 def run_guarded(fn, *args, **kwargs):

@@ -19,6 +19,32 @@ def column_options(f):
     return wrapper
 
 
+def score_options(f):
+    """--bins/--ties/--monetary/--cuts/--segments/--weights/--tiers: how customers are scored
+    (``rfmx score`` and ``rfmx timeline``)."""
+    @click.option("--bins", type=int, default=None,
+                  help="Scores run 1..BINS, higher is better [default: the segment map's bins, 5 for rfm-grid].")
+    @click.option("--ties", type=click.Choice(["keep", "first"]), default="keep", show_default=True,
+                  help="keep: equal values share a score (bins may be unequal); first: equal-size bins, "
+                       "ties broken by row order (= pd.qcut(x.rank(method='first'), q)).")
+    @click.option("--monetary", type=click.Choice(["total", "aov"]), default="total", show_default=True,
+                  help="Score M on net money spent (total) or on the average order value (aov).")
+    @click.option("--cuts", multiple=True, metavar="DIM=V1,V2,...",
+                  help="Fixed cut points instead of quantiles for recency, frequency or monetary, BINS-1 "
+                       "ascending values, e.g. recency=30,90,180,365 (repeat for several dimensions).")
+    @click.option("--segments", default="rfm-grid", show_default=True,
+                  help="Segment map: rfm-grid, pymc-quartiles or a FILE.toml of rules.")
+    @click.option("--weights", default=None,
+                  help="Value-score weights, e.g. monetary=40,frequency=25,recency=20,tenure_days=15, or a "
+                       "FILE.toml with a [weights] table [default: equal weights on R, F, M scores].")
+    @click.option("--tiers", default=None,
+                  help="Value tiers, best first, percent of customers [default: high=20,medium=30,low=50].")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
 def stream_options(f):
     """Options of every command that streams order rows into a state."""
     @click.option("--as-of", default=None, help="Compute as of this date/time (default: day after the latest order); later lines are excluded.")
@@ -63,15 +89,24 @@ def show_progress(flag):
 
 
 def build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
-                             amount_scale, on_null, delimiter, state_in, progress):
-    """Load ``--state-in`` (if any) and fold ``sources`` into it; the shared front of every command."""
+                             amount_scale, on_null, delimiter, state_in, progress, *, state_class=None,
+                             new_state=None):
+    """Load ``--state-in`` (if any) and fold ``sources`` into it; the shared front of every command.
+
+    ``state_class`` (default :class:`rfmx.RFMState`) loads ``--state-in``; without it the
+    lines go into ``new_state`` if given (e.g. a :class:`rfmx.TimelineState`), else into a
+    new RFMState made from the options."""
     from rfmx.api import build_state
     from rfmx.state import RFMState
 
     from rfmx.columns import ColumnMap
     from rfmx.errors import RfmxError
 
-    state = RFMState.load(state_in, threads=threads) if state_in else None
+    state = (state_class or RFMState).load(state_in, threads=threads) if state_in else None
+    if state is None and new_state is not None:
+        return build_state(list(sources) or None, customer, time_col, amount, order_id, state=new_state,
+                           on_null=on_null, threads=threads, batch_size=batch_size,
+                           progress=show_progress(progress), delimiter=delimiter, **read_options())
     if state is not None:
         if since is not None:
             raise click.UsageError("--since cannot change the window of a saved state (--state-in)")

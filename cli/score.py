@@ -11,7 +11,7 @@ import functools
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, stream_options
+from .options import build_state_from_options, column_options, report_state, score_options, stream_options
 
 
 def build_steps(options: dict) -> list[tuple[str, object]]:
@@ -64,23 +64,7 @@ def run_steps(table, steps):
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Per-customer aggregates + scores + segments: .parquet, .csv or .arrow/.feather.")
-@click.option("--bins", type=int, default=None,
-              help="Scores run 1..BINS, higher is better [default: the segment map's bins, 5 for rfm-grid].")
-@click.option("--ties", type=click.Choice(["keep", "first"]), default="keep", show_default=True,
-              help="keep: equal values share a score (bins may be unequal); first: equal-size bins, "
-                   "ties broken by row order (= pd.qcut(x.rank(method='first'), q)).")
-@click.option("--monetary", type=click.Choice(["total", "aov"]), default="total", show_default=True,
-              help="Score M on net money spent (total) or on the average order value (aov).")
-@click.option("--cuts", multiple=True, metavar="DIM=V1,V2,...",
-              help="Fixed cut points instead of quantiles for recency, frequency or monetary, BINS-1 "
-                   "ascending values, e.g. recency=30,90,180,365 (repeat for several dimensions).")
-@click.option("--segments", default="rfm-grid", show_default=True,
-              help="Segment map: rfm-grid, pymc-quartiles or a FILE.toml of rules.")
-@click.option("--weights", default=None,
-              help="Value-score weights, e.g. monetary=40,frequency=25,recency=20,tenure_days=15, or a "
-                   "FILE.toml with a [weights] table [default: equal weights on R, F, M scores].")
-@click.option("--tiers", default=None,
-              help="Value tiers, best first, percent of customers [default: high=20,medium=30,low=50].")
+@score_options
 @click.option("--clv", type=click.Choice(["bgnbd", "pareto"]), default=None,
               help="Add probability_alive, expected_purchases, expected_spend and clv from this BTYD model "
                    "+ Gamma-Gamma (see rfmx clv); --state-in/--state-out then hold a BTYD state.")

@@ -8,7 +8,7 @@ import pyarrow as pa
 
 from .errors import RfmxError
 
-__all__ = ["atomic_path", "output_format", "write_format", "write_table", "FORMATS"]
+__all__ = ["atomic_path", "output_format", "write_format", "write_table", "TableStream", "FORMATS"]
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
            ".arrow": "ipc", ".feather": "ipc", ".ipc": "ipc", ".json": "json"}
@@ -72,3 +72,70 @@ def write_table(table: pa.Table, path) -> None:
     fmt = output_format(path)
     with atomic_path(path) as tmp:
         write_format(table, tmp, fmt, where=path)
+
+
+class TableStream:
+    """Tables of one schema written one after another into one file: Parquet row groups,
+    CSV rows or Arrow IPC record batches — so a long result (a timeline of snapshots) is
+    never held whole.  Not atomic by itself: give it a staged path
+    (:class:`rfmx.outputs.CommandFiles`) and :meth:`close` it before the commit.
+
+    Dictionary columns are written as their values: each table may have its own
+    dictionary, which Arrow IPC files cannot change and CSV does not know.
+    """
+
+    def __init__(self, path, fmt: str, *, where=None, metadata: dict | None = None):
+        self.path, self.fmt, self.where = path, fmt, where or path
+        self.metadata = metadata or {}
+        self.rows = 0
+        self._writer = None
+        self._sink = None
+
+    def write(self, table: pa.Table) -> None:
+        table = _plain(table).replace_schema_metadata(self.metadata)
+        try:
+            if self._writer is None:
+                self._open(table.schema)
+            elif table.schema != self._writer_schema:
+                table = table.cast(self._writer_schema)
+            if self.fmt == "parquet":
+                self._writer.write_table(table, row_group_size=1 << 20)
+            else:
+                self._writer.write_table(table)
+        except (pa.ArrowException, OSError) as exc:
+            msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+            raise RfmxError(f"{self.where}: cannot write {self.fmt}: {msg}") from None
+        self.rows += table.num_rows
+
+    def _open(self, schema: pa.Schema) -> None:
+        self._writer_schema = schema
+        if self.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            self._writer = pq.ParquetWriter(str(self.path), schema)
+        elif self.fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            self._writer = pcsv.CSVWriter(str(self.path), _csv_ready(schema.empty_table()).schema)
+        elif self.fmt == "ipc":
+            self._sink = pa.OSFile(str(self.path), "wb")
+            self._writer = pa.ipc.new_file(self._sink, schema)
+        else:
+            raise RfmxError(f"{self.where}: unknown output format {self.fmt!r}")
+
+    def close(self, schema_if_empty: pa.Schema | None = None) -> None:
+        """Finish the file; with no table written, write ``schema_if_empty`` (an empty table)."""
+        if self._writer is None and schema_if_empty is not None:
+            self.write(schema_if_empty.empty_table())
+        if self._writer is not None:
+            self._writer.close()
+        if self._sink is not None:
+            self._sink.close()
+
+
+def _plain(table: pa.Table) -> pa.Table:
+    """Dictionary columns as their value type (and view types as large), for a stream of tables."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_dictionary(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(field.type.value_type))
+    return _csv_ready(table)

@@ -1,0 +1,156 @@
+"""``rfmx timeline``: scored snapshots at every period boundary, segment migration and cohorts."""
+from __future__ import annotations
+
+import click
+
+from .options import build_state_from_options, column_options, read_options, report_state, score_options, \
+    stream_options
+
+PERIODS = ("day", "week", "month", "quarter")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@click.command()
+@click.argument("sources", nargs=-1, type=click.Path())
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Scored snapshots as one long table (as_of, customer, aggregates, scores, segment, tier), "
+                   "written snapshot by snapshot: .parquet (a row group per snapshot), .csv or .arrow.")
+@click.option("--every", type=click.Choice(PERIODS), default="month", show_default=True,
+              help="One snapshot per period boundary; also the state's bucket size.")
+@click.option("--week-start", type=click.Choice(WEEKDAYS), default="monday", show_default=True,
+              help="First day of a week (--every week).")
+@click.option("--start", default=None,
+              help="First as-of date, a period boundary [default: the end of the data's first period].")
+@click.option("--end", default=None,
+              help="Last as-of date, a period boundary [default: the boundary after the latest order].")
+@click.option("--changes-only", is_flag=True,
+              help="Keep a customer's row only in the snapshots where their segment or value tier changed "
+                   "(and where they first appear).")
+@click.option("--max-snapshots", type=click.IntRange(min=1), default=120, show_default=True,
+              help="Refuse to write more snapshots than this without --changes-only.")
+@click.option("--migration-out", type=click.Path(dir_okay=False), default=None,
+              help="Segment migration between consecutive snapshots: from x to segment counts and revenue.")
+@click.option("--cohorts-out", type=click.Path(dir_okay=False), default=None,
+              help="Cohort retention table: customers by first-order period x periods since.")
+@score_options
+@column_options
+@stream_options
+def timeline(sources, output, every, week_start, start, end, changes_only, max_snapshots, migration_out,
+             cohorts_out, bins, ties, monetary, cuts, segments, weights, tiers, customer, time_col, amount, order_id,
+             as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
+    """Customers over time: the scores, segment and value tier of every customer at every
+    --every boundary, from one pass over SOURCES (or a saved --state-in timeline state).
+
+    \b
+    Examples:
+      rfmx timeline orders.parquet --every month -o snapshots.parquet
+      rfmx timeline orders.parquet --every quarter --changes-only -o changes.csv \\
+          --migration-out migration.csv --cohorts-out cohorts.csv
+      rfmx timeline new.parquet --state-in t.arrow --state-out t.arrow --start 2026-01-01 -o jan.parquet
+
+    Each snapshot equals `rfmx score SOURCES --as-of DATE` for that date (with the same
+    scoring options); snapshots are made one at a time, so memory holds one, never all.
+    """
+    from .main import run_guarded
+
+    if not sources and not state_in:
+        raise click.UsageError("give at least one SOURCE or --state-in")
+    if not (output or state_out or migration_out or cohorts_out):
+        raise click.UsageError("give -o/--output, --migration-out, --cohorts-out and/or --state-out")
+    if as_of is not None:
+        raise click.UsageError("--as-of: a timeline has many as-of dates; give --start and --end")
+    options = dict(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+                   tiers=tiers, clv=None, clusters=None, threads=threads)
+
+    def run():
+        from rfmx.outputs import CommandFiles
+        from rfmx.timeline import TimelineState
+
+        from .score import build_steps
+
+        files = (CommandFiles().read("SOURCES", *sources).read("--segments", segments).read("--weights", weights)
+                 .state("--state-in", state_in, "--state-out", state_out).write("-o", output, table=True)
+                 .write("--migration-out", migration_out, table=True).write("--cohorts-out", cohorts_out, table=True))
+        with files:  # checks every output before anything is read; commits them together at the end
+            steps = build_steps(options)  # scoring options are checked before any row is read
+            check_span(start, end)
+            fresh = None
+            if not state_in:
+                fresh = TimelineState(customer, time_col, amount, order_id, period=every, week_start=week_start,
+                                      since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
+                                      timezone=read_options()["timezone"])
+            state = build_state_from_options(sources, customer, time_col, amount, order_id, None, since, threads,
+                                             batch_size, amount_scale, on_null, delimiter, state_in, progress,
+                                             state_class=TimelineState, new_state=fresh)
+            if state.period != every or (every == "week" and state.week_start != week_start):
+                raise click.UsageError(f"the saved state has one bucket per {state.period}"
+                                       + (f" starting {state.week_start}" if state.period == "week" else "")
+                                       + f"; it cannot give snapshots every {every}; pass --every {state.period}")
+            if state_out:
+                files.save("--state-out", state)
+            boundaries = state.boundaries(start, end)
+            if len(boundaries) > max_snapshots and output and not changes_only:
+                raise click.UsageError(
+                    f"{len(boundaries)} snapshots of up to {state.n_customers:,} customers "
+                    f"(up to {len(boundaries) * state.n_customers:,} rows) is more than --max-snapshots "
+                    f"{max_snapshots}; raise it, narrow --start/--end, or pass --changes-only")
+            written = write_snapshots(files, state, boundaries, steps, output=output, changes_only=changes_only,
+                                      migration_out=migration_out, progress=progress)
+            if cohorts_out:
+                from rfmx.cohorts import cohort_table
+
+                files.write_table("--cohorts-out", cohort_table(state.buckets(), period=every,
+                                                                amount_scale=state.amount_scale))
+        report_state(state)
+        click.echo(f"rfmx timeline: {len(boundaries)} snapshot(s) every {every}, {written:,} rows"
+                   + (f" -> {output}" if output else ""), err=True)
+
+    run_guarded(run)
+
+
+def check_span(start, end) -> None:
+    """Refuse ``--start`` after ``--end`` before anything is read."""
+    from rfmx.errors import RfmxError
+    from rfmx.state import to_us
+
+    if start is not None and end is not None and to_us(start) > to_us(end):
+        raise RfmxError(f"--start {start} is after --end {end}")
+
+
+def write_snapshots(files, state, boundaries, steps, *, output, changes_only, migration_out, progress) -> int:
+    """Score each snapshot and stream it to ``-o`` (only changed rows with ``changes_only``),
+    collecting the migration between consecutive snapshots; returns the rows written."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rfmx.migration import migration, segment_changes
+    from rfmx.pipeline import with_as_of
+    from rfmx.sinks import TableStream, output_format
+
+    from .options import show_progress
+    from .score import run_steps
+
+    stream = None
+    if output:
+        stream = TableStream(files.staged("-o"), output_format(output), where=output,
+                             metadata={"rfmx.timeline.every": state.period, "rfmx.timezone": state.timezone})
+    moves, earlier = [], None
+    for n, (as_of, snapshot) in enumerate(state.snapshots(boundaries), start=1):
+        scored = run_steps(snapshot, steps)
+        if stream is not None:
+            rows = scored
+            if changes_only and earlier is not None:
+                changed = segment_changes(earlier, scored).column("customer_id")
+                rows = scored.filter(pc.is_in(scored.column("customer_id"), value_set=changed))
+            stream.write(with_as_of(rows, as_of, state.timezone))
+        if migration_out and earlier is not None:
+            moves.append(migration(earlier, scored))
+        earlier = scored
+        if show_progress(progress):
+            click.echo(f"rfmx timeline: snapshot {n}/{len(boundaries)}", err=True)
+    if stream is not None:
+        stream.close()
+    if migration_out:
+        files.write_table("--migration-out", pa.concat_tables(moves) if moves else migration(earlier, earlier)
+                          .slice(0, 0) if earlier is not None else pa.table({}))
+    return stream.rows if stream is not None else 0
