@@ -35,6 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RfmxError
+from .tables import numeric_column
 
 __all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML"]
 
@@ -447,8 +448,6 @@ class SegmentMap:
         ``scores``: the (r, f, m) int8 arrays; ``value``: the value score.  ``segment``:
         the segments already looked up from :meth:`code_segments`, if any.
         """
-        from .scores import _column
-
         self.check_bins(q)
         self.check_fields(numeric)
         names, seg_of_rule, default_idx, seg_type = self._segment_codes()
@@ -481,7 +480,7 @@ class SegmentMap:
                 elif k == "value_score":
                     cols.append(value)
                 else:
-                    col = _column(table, k)
+                    col = numeric_column(table, k)
                     v = col.values.astype(np.float64)
                     if col.valid is not None:
                         v[~col.valid] = np.nan
