@@ -187,8 +187,9 @@ def _pairs(earlier: pa.Table, later: pa.Table, segments, by: str) -> _Pairs:
 
     col = numeric_column(later, money_name)
     money = summable(np.where(col.valid, col.values, 0) if col.valid is not None else col.values)
-    from_state = np.concatenate([np.where(matched, seg_a[np.where(matched, row_in_a, 0)], position[NEW]),
-                                 seg_a[gone]])
+    from_b = np.full(len(seg_b), position[NEW], dtype=np.int64)
+    from_b[matched] = seg_a[row_in_a[matched]]
+    from_state = np.concatenate([from_b, seg_a[gone]])
     to_state = np.concatenate([seg_b, np.full(len(gone), position[GONE], dtype=np.int64)])
     money = np.concatenate([money, np.zeros(len(gone), dtype=money.dtype)])
     return _Pairs(from_state, to_state, money, unit, states, list(lapsed), as_of)
@@ -312,9 +313,10 @@ def segment_changes(earlier: pa.Table, later: pa.Table, *, by: str = "segment",
 
     sa, sb, seg_names, seg_pos = labels(by, [NEW, GONE])
     ta, tb, tier_names, _ = labels(tier, [])
-    safe = np.where(matched, row_in_a, 0)
-    from_seg = np.where(matched, sa[safe], seg_pos[NEW])
-    from_tier = np.where(matched, ta[safe], -1)
+    from_seg = np.full(len(sb), seg_pos[NEW], dtype=np.int64)
+    from_seg[matched] = sa[row_in_a[matched]]
+    from_tier = np.full(len(tb), -1, dtype=np.int64)
+    from_tier[matched] = ta[row_in_a[matched]]
     changed = ~matched | (from_seg != sb) | (from_tier != tb)
     keep = np.flatnonzero(changed)
     ids = pa.concat_arrays([b_ids.take(pa.array(keep)), a_ids.take(pa.array(gone))])
