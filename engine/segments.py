@@ -17,6 +17,9 @@ A segment map is TOML (format in ``docs/scores.md``)::
 
 A condition is ``field = number`` (equal), ``field = [a, b, ...]`` (one of) or
 ``field = { min = .., max = .., gt = .., lt = .. }`` (any combination; min/max inclusive).
+Optional ``order = [...]`` (every segment once, best first) and ``lapsed = [...]`` (the
+worst segments) are what migration counts up, down and lapsed by; without them the order
+is the rules' order with the default last, and the last segment is the lapsed one.
 ``rfm_code`` takes code strings (``"545"``; ``"10-4-5"`` when bins > 9).  Null values
 (e.g. the recency of a refund-only customer) satisfy no condition.  A rule with several
 conditions needs all of them; several rules may name the same segment.

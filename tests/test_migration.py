@@ -319,10 +319,7 @@ def test_null_segments_and_monetary_total():
 def test_on_scored_snapshots():
     """Two real snapshots: the map comes from the score metadata, totals add up."""
     orders = pa.Table.from_batches(list(rfmx.generate_orders(6000, seed=3, days=400)))
-    cut = pa.scalar(np.datetime64("2024-09-01", "us"), pa.timestamp("us"))
-    import pyarrow.compute as pc
-
-    earlier = rfmx.score(orders.filter(pc.less(orders["order_time"], cut)), segments="pymc-quartiles")
+    earlier = rfmx.score(orders, as_of="2024-09-01", segments="pymc-quartiles")
     later = rfmx.score(orders, segments="pymc-quartiles")
     m = migration(earlier, later)
     assert list(dict.fromkeys(m["from_segment"].to_pylist())) == SegmentMap.builtin("pymc-quartiles").order + [NEW]
