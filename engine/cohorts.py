@@ -25,7 +25,6 @@ BUCKET_COLUMNS = ("customer_id", "period_start", "n_orders", "n_refunds", "gross
                   "first_order", "last_order")
 _USED = ("customer_id", "period_start", "n_orders", "gross_minor", "refunds_minor")
 _MONDAY_SHIFT = 3  # 1970-01-01 was a Thursday: (day + 3) // 7 counts Monday-to-Sunday weeks
-_UNIT_US = {"s": 1_000_000, "ms": 1000, "us": 1, "ns": None}
 
 
 def _ints(table: pa.Table, name: str) -> np.ndarray:
