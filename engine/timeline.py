@@ -81,12 +81,13 @@ class TimelineState(RFMState):
     rows are those of a plain RFM state over the same input.
 
     Memory: the RFM state plus, per (customer, period) with lines, a 64-byte bucket and its
-    8-byte key, and a hash table of 16 bytes a slot at most half full (32-64 bytes a bucket
-    while streaming; :meth:`drop_index` frees it): 104-136 bytes per customer-period while
-    streaming, 72 after.  Measured on ``rfmx generate`` data, monthly, 1e7 lines: 5.9 M
-    customer-months for 725 k customers, the state's arrays 124 bytes per customer-month
-    (RFM part included); snapshots need another ~80 bytes per customer-period once
-    (the buckets in period order) plus the running rows and one result table.
+    8-byte key, and a hash table of 16-byte slots at most half full (32-64 bytes a bucket
+    while streaming; :meth:`drop_index` frees it).  Measured on ``rfmx generate`` data,
+    1e7 lines, monthly: 725 k customers, 2.56 M customer-months (3.5 per customer);
+    124.5 bytes per customer-month while streaming (72 arrays + 52.5 table), 72 after
+    :meth:`drop_index`; 158 bytes per customer-month for the whole state, customer rows
+    and id table included.  :meth:`snapshots` adds one copy of the buckets in period
+    order (80 bytes each), the running rows (64 per customer) and one result table.
     """
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
