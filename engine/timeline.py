@@ -364,11 +364,14 @@ class TimelineState(RFMState):
         the newly covered periods into running per-customer rows with the merge kernel
         and finalizes them with the finalize kernel; one snapshot is in memory at a time.
         """
+        self._check_usable()
+        wanted = self._as_of_periods(as_of_dates)  # checked here, not at the first next()
+        return self._snapshots(wanted)
+
+    def _snapshots(self, wanted):
         from .kernels import rfm as k
         from .kernels.timeline import timeline_advance
 
-        self._check_usable()
-        wanted = self._as_of_periods(as_of_dates)  # checks everything before the first table
         if not wanted:
             return
         ids, _ = self._flat(with_rows=False)

@@ -193,7 +193,7 @@ def test_bad_arguments_are_one_line_errors():
     t = _orders(np.random.default_rng(5), 200, 20)
     s = TimelineState(period="week").update(t)
     with pytest.raises(RfmxError, match="not the start of a week.*weekly state gives snapshots at week boundaries") as e:
-        list(s.snapshots(["2018-01-03"]))  # a Wednesday
+        s.snapshots(["2018-01-03"])  # a Wednesday: refused at the call, before any table
     _one_line(e)
     m = TimelineState(period="month").update(t)
     with pytest.raises(RfmxError, match="monthly state gives snapshots at month boundaries") as e:
