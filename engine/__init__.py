@@ -13,6 +13,7 @@ _LAZY = {
     "aggregate": ("api", "aggregate"),
     "build_state": ("api", "build_state"),
     "RFMState": ("state", "RFMState"),
+    "TimelineState": ("timeline", "TimelineState"),
     "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),
     "generate_orders": ("generate", "generate_orders"),
