@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RfmxError
+from .tables import group_codes, money_column, numeric_column, readonly, summable
 
 __all__ = ["concentration", "abc_classes", "abc_summary", "segment_summary", "summary", "TOP_PERCENTS",
            "ABC_PERCENTS"]
@@ -22,38 +23,18 @@ ABC_PERCENTS = (80, 95)   # A: customers making the first 80 % of revenue, B: th
 _MANTISSA_BITS = 10   # log buckets: 2**-10 of a value wide
 
 
-def _summable(values: np.ndarray) -> np.ndarray:
-    """``values`` as they are if int64 sums over them (and 100 times such a sum, for the
-    ABC percent tests) cannot leave int64, else as float64.
-
-    Each customer's total is exact, but the population's may not fit: 10 M customers of
-    10**12 minor units already do not.  Past that bound shares, Gini and class edges are
-    computed in float64 (relative error ~1e-16) instead of from a wrapped sum.
-    """
-    if values.dtype.kind != "i" or not len(values):
-        return values
-    biggest = max(abs(int(values.max())), abs(int(values.min())))
-    if 100 * biggest * len(values) < 2**63:
-        return values
-    return values.astype(np.float64)
-
-
 def _revenue(table: pa.Table) -> tuple[np.ndarray, float]:
     """Revenue per customer clipped at 0 (int64 minor units or float64) and the unit divisor."""
-    from .scores import _column, money_column
-
     name, unit = money_column(table)
-    col = _column(table, name)
+    col = numeric_column(table, name)
     v = np.maximum(col.values, 0)
     if col.valid is not None:
         v[~col.valid] = 0
-    return _summable(v), unit
+    return summable(v), unit
 
 
 def _sorted(revenue: np.ndarray) -> np.ndarray:
     from .kernels.scores import sort_nonneg
-
-    from .scores import readonly
 
     return sort_nonneg(readonly(revenue), np.int64(_MANTISSA_BITS))
 
@@ -66,10 +47,9 @@ def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS) -> np.ndarray:
     revenues share a class (the better one); zero or negative revenue is always C.
     """
     from .kernels.scores import abc_thresholds, classify_abc
-    from .scores import _column, money_column, readonly
 
-    col = _column(table, money_column(table)[0])
-    revenue = readonly(_summable(col.values if col.valid is None else np.where(col.valid, col.values, 0)))
+    col = numeric_column(table, money_column(table)[0])
+    revenue = readonly(summable(col.values if col.valid is None else np.where(col.valid, col.values, 0)))
     out = np.empty(len(revenue), dtype=np.int8)
     if len(revenue) == 0:
         return out
@@ -108,24 +88,12 @@ def concentration(table: pa.Table) -> dict:
     return {"customers": n, "revenue": total / unit, "top_shares": tops, "gini": gini}
 
 
-def _group_codes(table: pa.Table, name: str) -> tuple[np.ndarray, list[str]]:
-    """A string/dictionary column as (int codes, -1 for null; names in dictionary order)."""
-    col = table.column(name)
-    if not pa.types.is_dictionary(col.type):
-        col = col.cast(pa.string()).dictionary_encode()
-    if isinstance(col, pa.ChunkedArray):
-        col = col.unify_dictionaries().combine_chunks() if col.num_chunks else pa.array([], col.type)
-    names = col.dictionary.to_pylist()
-    idx = col.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return idx, names
-
-
 def _grouped_stats(table: pa.Table, column: str, group: np.ndarray, n_groups: int, scale: float = 1.0):
     """Per-group (mean, median) of a numeric column; nulls skipped; None for empty groups."""
     from .kernels.scores import group_medians
-    from .scores import RADIX_BITS, _column, _float_keys, _key_to_float, readonly
+    from .scores import RADIX_BITS, _float_keys, _key_to_float
 
-    col = _column(table, column)
+    col = numeric_column(table, column)
     valid = col.valid if col.valid is not None else np.ones(len(col.values), dtype=np.bool_)
     g = np.where(valid, group, -1)
     counts = np.bincount(g + 1, minlength=n_groups + 1)[1:]
@@ -159,23 +127,19 @@ def segment_summary(table: pa.Table, by: str = "segment") -> pa.Table:
     """
     if by not in table.column_names:
         raise RfmxError(f"the table has no '{by}' column; score it first (rfmx score)")
-    group, names = _group_codes(table, by)
+    group, names = group_codes(table, by)
     if (group < 0).any():
         group = np.where(group < 0, len(names), group)
         names = names + ["(none)"]
     k = len(names)
     n = table.num_rows
     counts = np.bincount(group, minlength=k)
-    from .scores import _column, money_column
-
     money_col, money_scale = money_column(table)
 
-    money = _column(table, money_col)
+    money = numeric_column(table, money_col)
     from .kernels.scores import group_sums
 
-    mvals = _summable(np.where(money.valid, money.values, 0) if money.valid is not None else money.values)
-    from .scores import readonly
-
+    mvals = summable(np.where(money.valid, money.values, 0) if money.valid is not None else money.values)
     rev = group_sums(readonly(mvals), readonly(group), np.int64(k))
     exact = rev.dtype.kind == "i"
     revenue = [(int(r) if exact else float(r)) / money_scale for r in rev]
@@ -194,7 +158,7 @@ def segment_summary(table: pa.Table, by: str = "segment") -> pa.Table:
         data[f"{label}_median"] = medians
     for s in ("r_score", "f_score", "m_score"):
         if s in table.column_names:
-            col = _column(table, s)
+            col = numeric_column(table, s)
             sums = np.bincount(group, weights=col.values, minlength=k)
             data[f"{s}_mean"] = [sums[i] / counts[i] if counts[i] else None for i in range(k)]
     return _typed(data)
@@ -210,7 +174,7 @@ def abc_summary(table: pa.Table) -> pa.Table:
     """One row per ABC class: customers, customer share, revenue (clipped), revenue share."""
     revenue, unit = _revenue(table)
     if "abc_class" in table.column_names:
-        cls, names = _group_codes(table, "abc_class")
+        cls, names = group_codes(table, "abc_class")
         remap = np.array([("A", "B", "C").index(c) if c in ("A", "B", "C") else 2 for c in names] + [2])
         cls = remap[np.where(cls < 0, len(names), cls)]
     else:
@@ -220,8 +184,6 @@ def abc_summary(table: pa.Table) -> pa.Table:
     from .kernels.scores import group_sums
 
     cast = int if revenue.dtype.kind == "i" else float
-    from .scores import readonly
-
     sums = [cast(v) for v in group_sums(readonly(revenue), readonly(cls.astype(np.int64)), np.int64(3))]
     total = sum(sums)
     return _typed({

@@ -28,6 +28,8 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RfmxError
+# The column helpers live in the neutral module ``tables``; their names stay importable here.
+from .tables import Column as _Column, money_column, numeric_column as _column, readonly  # noqa: F401
 
 __all__ = [
     "score",
@@ -195,69 +197,6 @@ def check_bins(bins) -> int:
 
 
 # --- columns -----------------------------------------------------------------------
-
-def readonly(a: np.ndarray) -> np.ndarray:
-    """``a`` as a read-only view.  Numba compiles a kernel once per argument type, and
-    read-only (zero-copy Arrow buffers) and writable arrays are different types: handing
-    the kernels read-only inputs everywhere keeps it to one compilation."""
-    if a.flags.writeable:
-        a = a.view()
-        a.flags.writeable = False
-    return a
-
-
-@dataclass
-class _Column:
-    """A numeric column as NumPy: ``values`` (int64 or float64), ``valid`` (bool) or None."""
-
-    name: str
-    values: np.ndarray
-    valid: np.ndarray | None
-    is_float: bool
-
-
-def _column(table: pa.Table, name: str) -> _Column:
-    if name not in table.column_names:
-        raise RfmxError(f"column '{name}' not found; scoring needs the per-customer table of rfmx aggregate "
-                        f"(columns recency_days, n_orders, monetary_total, ...)")
-    col = table.column(name)
-    arr = col.chunk(0) if col.num_chunks == 1 else (col.combine_chunks() if col.num_chunks else
-                                                     pa.array([], type=col.type))
-    t = arr.type
-    valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
-    if pa.types.is_integer(t):
-        if t != pa.int64():
-            try:
-                arr = arr.cast(pa.int64())
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise RfmxError(f"column '{name}': {exc}") from None
-        # The data buffer as is: values under nulls are never read (masked by ``valid``).
-        values = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + arr.offset)[arr.offset:] \
-            if len(arr) else np.empty(0, np.int64)
-        return _Column(name, readonly(values), valid, False)
-    if pa.types.is_floating(t) or pa.types.is_decimal(t):
-        values = arr.cast(pa.float64()).to_numpy(zero_copy_only=False)
-        nan = np.isnan(values)
-        if nan.any():
-            valid = ~nan if valid is None else valid & ~nan
-        return _Column(name, readonly(values), valid, True)
-    raise RfmxError(f"column '{name}' has type {t}; scores and rules need numbers")
-
-
-def money_column(table: pa.Table) -> tuple[str, float]:
-    """The column holding each customer's net money and its unit divisor.
-
-    ``monetary_minor`` (exact minor units) when the table says its scale (schema metadata
-    ``rfmx.amount_scale``, lost e.g. in CSV), else ``monetary_total`` (unit 1).
-    """
-    raw = (table.schema.metadata or {}).get(b"rfmx.amount_scale")
-    if "monetary_minor" in table.column_names and raw:
-        return "monetary_minor", float(10 ** int(raw))
-    if "monetary_total" not in table.column_names:
-        raise RfmxError("column 'monetary_total' not found; scoring needs the per-customer table of rfmx "
-                        "aggregate (columns recency_days, n_orders, monetary_total, ...)")
-    return "monetary_total", 1.0
-
 
 def _float_keys(values: np.ndarray, sign: float) -> np.ndarray:
     from .kernels.scores import float_order_keys

@@ -17,6 +17,9 @@ A segment map is TOML (format in ``docs/scores.md``)::
 
 A condition is ``field = number`` (equal), ``field = [a, b, ...]`` (one of) or
 ``field = { min = .., max = .., gt = .., lt = .. }`` (any combination; min/max inclusive).
+Optional ``order = [...]`` (every segment once, best first) and ``lapsed = [...]`` (the
+worst segments) are what migration counts up, down and lapsed by; without them the order
+is the rules' order with the default last, and the last segment is the lapsed one.
 ``rfm_code`` takes code strings (``"545"``; ``"10-4-5"`` when bins > 9).  Null values
 (e.g. the recency of a refund-only customer) satisfy no condition.  A rule with several
 conditions needs all of them; several rules may name the same segment.
@@ -35,14 +38,18 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import RfmxError
+from .tables import numeric_column
 
 __all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML"]
 
 RFM_GRID_TOML = """\
 # The widely used R x F grid over quintile scores (R: recency, F: frequency; 5 = best).
+# The rules are listed best to worst (the order migration counts up and down in):
+# recency first, then frequency; a better R or F never gives a worse segment.
 name = "rfm-grid"
 description = "R x F grid over quintile scores"
 bins = 5
+lapsed = ["Hibernating", "Lost"]
 
 [[segment]]
 name = "Champions"
@@ -107,6 +114,11 @@ name = "pymc-quartiles"
 description = "PyMC-Marketing quartile segments by RFM code"
 bins = 4
 default = "Other"
+# Best to worst for migration.  No order of these segments is monotone in the scores
+# ("Other" holds codes from 121 to 442); this one breaks the fewest single-score steps.
+order = ["Premium Customer", "Repeat Customer", "Top Spender", "At Risk Customer", "Other",
+         "Inactive Customer"]
+lapsed = ["Inactive Customer"]
 
 [[segment]]
 name = "Premium Customer"
@@ -135,7 +147,7 @@ _ALIASES = {"default": "rfm-grid", "grid": "rfm-grid", "pymc": "pymc-quartiles",
 # per RFM code instead of once per customer.
 SCORE_ONLY_FIELDS = ("r_score", "f_score", "m_score", "rfm_score", "rfm_code")
 RULE_FIELDS = SCORE_ONLY_FIELDS + ("value_score",)
-_TOP_KEYS = ("name", "description", "bins", "default", "segment", "weights", "tiers")
+_TOP_KEYS = ("name", "description", "bins", "default", "order", "lapsed", "segment", "weights", "tiers")
 _BOUND_KEYS = ("min", "max", "gt", "lt")
 
 
@@ -230,11 +242,18 @@ class SegmentMap:
     """
 
     def __init__(self, name: str, rules: list, *, bins: int | None = None, default: str | None = None,
-                 description: str = "", source: str = "<map>", text: str = "", weights=None, tiers=None):
+                 description: str = "", source: str = "<map>", text: str = "", weights=None, tiers=None,
+                 order=None, lapsed=None):
         self.name = name
         self.rules = rules
         self.bins = bins
         self.default = default
+        #: Segment names best to worst (migration's up and down): the ``order`` key, else
+        #: the order of the rules with the default last (:meth:`names`).
+        self.order = list(order) if order is not None else self.names()
+        #: The worst segments: moving into them from outside is "lapsed" (``lapsed`` key,
+        #: else the last segment of :attr:`order`).
+        self.lapsed = list(lapsed) if lapsed is not None else self.order[-1:]
         self.description = description
         self.source = source
         self.text = text
@@ -308,8 +327,33 @@ class SegmentMap:
         tiers = doc.get("tiers")
         if tiers is not None and not isinstance(tiers, dict):
             raise RfmxError(f"{where('tiers')}: 'tiers' must be a table ([tiers])")
-        return cls(name, rules, bins=bins, default=default, description=doc.get("description", ""),
+        smap = cls(name, rules, bins=bins, default=default, description=doc.get("description", ""),
                    source=source, text=text, weights=weights, tiers=tiers)
+        names = smap.names()
+        for key in ("order", "lapsed"):
+            if key not in doc:
+                continue
+            value = doc[key]
+            if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+                raise RfmxError(f"{where(key)}: '{key}' must be a list of segment names")
+            unknown = [v for v in value if v not in names]
+            if unknown:
+                raise RfmxError(f"{where(key)}: {key}: unknown segment '{unknown[0]}'; the map's segments: "
+                                f"{', '.join(names)}")
+            twice = [v for i, v in enumerate(value) if v in value[:i]]
+            if twice:
+                raise RfmxError(f"{where(key)}: {key}: segment '{twice[0]}' is listed twice")
+            if key == "order":
+                missing = [v for v in names if v not in value]
+                if missing:
+                    raise RfmxError(f"{where(key)}: order must list every segment of the map, best first; "
+                                    f"missing: {', '.join(missing)}")
+                smap.order = list(value)
+            else:
+                smap.lapsed = list(value)
+        if "lapsed" not in doc:
+            smap.lapsed = smap.order[-1:]
+        return smap
 
     # --- checks -----------------------------------------------------------------------
 
@@ -447,8 +491,6 @@ class SegmentMap:
         ``scores``: the (r, f, m) int8 arrays; ``value``: the value score.  ``segment``:
         the segments already looked up from :meth:`code_segments`, if any.
         """
-        from .scores import _column
-
         self.check_bins(q)
         self.check_fields(numeric)
         names, seg_of_rule, default_idx, seg_type = self._segment_codes()
@@ -481,7 +523,7 @@ class SegmentMap:
                 elif k == "value_score":
                     cols.append(value)
                 else:
-                    col = _column(table, k)
+                    col = numeric_column(table, k)
                     v = col.values.astype(np.float64)
                     if col.valid is not None:
                         v[~col.valid] = np.nan

@@ -726,14 +726,28 @@ class RFMState:
                             release(self._agg, p)
         if consume:
             self._agg = None
+        return self._result_table(self._id_array(ids), ints, floats, has_orders, as_of_us)
+
+    def _timestamp_type(self) -> pa.DataType:
+        """The type of the output's times: zoned in the state's zone (naive for naive UTC input)."""
+        return pa.timestamp("us", tz=self.time_zone if self.timezone == UTC else self.timezone)
+
+    def _result_table(self, id_array: pa.Array, ints: np.ndarray, floats: np.ndarray, has_orders: np.ndarray,
+                      as_of_us: int | None) -> pa.Table:
+        """The finalized table from the outputs of ``rfm_finalize_partitioned`` (the one place
+        that turns them into columns, for :meth:`finalize` and the timeline's snapshots)."""
+        from .kernels import rfm as k
+
+        m = len(has_orders)
+        as_of_day = local_day(as_of_us, self.timezone) if as_of_us is not None else 0
         if self.timezone != UTC and m:
             # The kernel counts UTC days; the business's days start at its own midnight.
             for out, when in ((k.OUT_RECENCY, k.OUT_LAST), (k.OUT_TENURE, k.OUT_FIRST)):
                 ints[out] = np.where(has_orders, as_of_day - local_days(ints[when], self.timezone), 0)
         mask = ~has_orders if not has_orders.all() else None
-        ts = pa.timestamp("us", tz=self.time_zone if self.timezone == UTC else self.timezone)
+        ts = self._timestamp_type()
         table = pa.table({
-            "customer_id": self._id_array(ids),
+            "customer_id": id_array,
             "first_order": pa.array(ints[k.OUT_FIRST], mask=mask).view(ts),
             "last_order": pa.array(ints[k.OUT_LAST], mask=mask).view(ts),
             "recency_days": pa.array(ints[k.OUT_RECENCY], mask=mask),

@@ -18,7 +18,9 @@ customer tables ``table``/``keys``/``n``):
 
 Periods are integers: days since 1970-01-01 (``period_kind`` 0), weeks starting Monday
 counted from the week of 1970-01-01 (1, pandas' ``W`` periods), months since 1970-01
-(2).  Refund lines (negative amounts) are not purchases and never create a period.
+(2); the period arithmetic lives in :mod:`rfmx.kernels.periods` (shared with the
+timeline state, which also has quarters and other week starts).  Refund lines (negative
+amounts) are not purchases and never create a period.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from numba import prange
 
 from ._policy import kernel, prefetch
 from .customers import mix64, partition_of, prefetch_bytes_id, probe_bytes, probe_int64
+from .periods import PERIOD_KINDS, US_PER_DAY, period_of, period_start_us, periods_of
 from .rfm import accumulate, encode_bytes, encode_group_int64, select_group
 
 __all__ = [
@@ -43,59 +46,7 @@ __all__ = [
     "btyd_entries",
 ]
 
-#: period name -> ``period_kind`` argument of the kernels.
-PERIOD_KINDS = {"day": 0, "week": 1, "month": 2}
-US_PER_DAY = 86_400_000_000
 _LOW32 = 0xFFFFFFFF
-
-
-@kernel(inline=True)
-def period_of(time_us, period_kind):
-    """The period index of an instant (int64 microseconds since the epoch)."""
-    d = time_us // US_PER_DAY  # floor division: days before 1970 stay on their own day
-    if period_kind == 0:
-        return d
-    if period_kind == 1:
-        return (d + 3) // 7    # 1970-01-01 is a Thursday; weeks start on Monday
-    # civil-from-days (H. Hinnant): the calendar month of day d
-    z = d + 719468
-    era = z // 146097
-    doe = z - era * 146097
-    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
-    y = yoe + era * 400
-    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
-    mp = (5 * doy + 2) // 153
-    m = mp + 3 if mp < 10 else mp - 9
-    if m <= 2:
-        y += 1
-    return (y - 1970) * 12 + (m - 1)
-
-
-@kernel(parallel=True)
-def periods_of(time_us, period_kind, out):
-    """``out[i] = period_of(time_us[i], period_kind)``."""
-    for i in prange(time_us.shape[0]):
-        out[i] = period_of(time_us[i], period_kind)
-
-
-@kernel
-def period_start_us(period, period_kind):
-    """The first instant (microseconds) of a period index."""
-    if period_kind == 0:
-        return period * US_PER_DAY
-    if period_kind == 1:
-        return (period * 7 - 3) * US_PER_DAY
-    # days-from-civil for the 1st of the month
-    y = 1970 + period // 12
-    m = period - (y - 1970) * 12 + 1
-    if m <= 2:
-        y -= 1
-    era = y // 400
-    yoe = y - era * 400
-    mp = m + 9 if m <= 2 else m - 3
-    doy = (153 * mp + 2) // 5
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    return (era * 146097 + doe - 719468) * US_PER_DAY
 
 
 @kernel(inline=True)

@@ -256,3 +256,46 @@ def result_rows(table) -> dict:
         assert key not in out, f"customer {key!r} appears twice"
         out[key] = {name: cols[name][i] for name in RESULT_COLUMNS[1:]}
     return out
+
+
+# --- the timeline: per-(customer, period) buckets ----------------------------------------
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def local_date(instant_us: int, timezone: str) -> dt.date:
+    """The calendar date an instant falls on in ``timezone`` (Python's zoneinfo)."""
+    import zoneinfo
+
+    utc = _EPOCH_UTC + dt.timedelta(microseconds=instant_us)
+    return utc.astimezone(zoneinfo.ZoneInfo(timezone)).date()
+
+
+def period_start_date(day: dt.date, period: str, week_start: str = "monday") -> dt.date:
+    """The first date of the day/week/month/quarter holding ``day`` (weeks start on ``week_start``)."""
+    if period == "day":
+        return day
+    if period == "week":
+        return day - dt.timedelta(days=(day.weekday() - WEEKDAYS.index(week_start)) % 7)
+    if period == "month":
+        return day.replace(day=1)
+    assert period == "quarter", period
+    return dt.date(day.year, 3 * ((day.month - 1) // 3) + 1, 1)
+
+
+def naive_buckets(customers, times_us, amounts_minor, order_ids=None, *, period: str, week_start: str = "monday",
+                  timezone: str = "UTC", since_us=None, as_of_us=None) -> dict:
+    """``{(customer, first date of the period): Customer}``: each customer's lines of each
+    calendar period (local dates in ``timezone``), folded line by line in input order as
+    :class:`Customer` does (lines outside ``[since, as_of)`` or with a None dropped)."""
+    has_oid = order_ids is not None
+    oids = order_ids if has_oid else [0] * len(customers)
+    out: dict = {}
+    for c, t, a, o in zip(customers, times_us, amounts_minor, oids):
+        if c is None or t is None or a is None or o is None:
+            continue
+        if (since_us is not None and t < since_us) or (as_of_us is not None and t >= as_of_us):
+            continue
+        key = (c, period_start_date(local_date(t, timezone), period, week_start))
+        out.setdefault(key, Customer()).add(t, a, o, has_oid)
+    return out

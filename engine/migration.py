@@ -1,0 +1,334 @@
+"""Segment migration between two scored snapshots of the same customers.
+
+Pure functions over two scored per-customer tables (the output of :func:`rfmx.score`,
+e.g. at two consecutive as-of dates): customers are matched exactly on ``customer_id``
+(an Arrow hash lookup, any id type), and counted by (segment in the earlier snapshot,
+segment in the later one).  Definitions are in ``docs/scores.md`` ("Migration and
+cohorts"); in short:
+
+- ``(new)`` is the from-state of customers absent from the earlier snapshot (no order
+  before it); ``(gone)`` the to-state of customers absent from the later one (possible
+  only with windowed snapshots, ``since=``); ``(none)`` a null segment (a map without a
+  default).
+- Revenue is the later snapshot's net money of the customers in a cell.
+- Up and down follow the segment map's order, best first (:attr:`SegmentMap.order`);
+  *lapsed* means moving from outside the map's lapsed segments into them
+  (:attr:`SegmentMap.lapsed`; rfm-grid: Hibernating, Lost).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .errors import RfmxError
+from .tables import combined, group_codes, money_column, numeric_column, readonly, summable
+
+__all__ = ["migration", "migration_summary", "segment_changes", "NEW", "GONE", "NONE"]
+
+NEW = "(new)"     # from-state: not in the earlier snapshot
+GONE = "(gone)"   # to-state: not in the later snapshot
+NONE = "(none)"   # a null segment (no rule matched, map without a default)
+_ID = "customer_id"
+
+
+# --- inputs ---------------------------------------------------------------------------
+
+def _require(table: pa.Table, columns, which: str) -> None:
+    if not isinstance(table, pa.Table):
+        raise RfmxError(f"the {which} snapshot must be a pyarrow.Table (a scored table of rfmx.score), "
+                        f"got {type(table).__name__}")
+    for c in columns:
+        if c not in table.column_names:
+            raise RfmxError(f"the {which} snapshot has no '{c}' column; migration needs scored tables "
+                            f"(rfmx.score) with {', '.join(columns)}")
+
+
+def _id_kind(t: pa.DataType) -> str:
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    return str(t)
+
+
+def _ids(table: pa.Table, which: str) -> pa.Array:
+    arr = combined(table.column(_ID))
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.null_count:
+        raise RfmxError(f"the {which} snapshot has a null customer_id at row "
+                        f"{int(np.flatnonzero(arr.is_null().to_numpy(zero_copy_only=False))[0])}")
+    return arr
+
+
+def _matched_ids(earlier: pa.Table, later: pa.Table) -> tuple[pa.Array, pa.Array]:
+    """Both id columns in one comparable type; a one-line error if they cannot be compared."""
+    a, b = _ids(earlier, "earlier"), _ids(later, "later")
+    ka, kb = _id_kind(a.type), _id_kind(b.type)
+    if ka != kb:
+        raise RfmxError(f"customer_id has type {a.type} in the earlier snapshot but {b.type} in the later one; "
+                        f"ids are matched exactly, so both must be {ka}s or both {kb}s")
+    if a.type != b.type:  # widths differ (int32/int64, string/large_string): one common type
+        target = pa.int64() if ka == "integer" else (pa.large_string() if ka == "string" else pa.large_binary())
+        try:
+            a, b = a.cast(target), b.cast(target)
+        except pa.ArrowInvalid as exc:
+            raise RfmxError(f"customer_id: cannot compare {a.type} with {b.type}: {exc}") from None
+    for arr, which in ((a, "earlier"), (b, "later")):
+        if len(arr) and pc.count_distinct(arr).as_py() != len(arr):
+            counts = pc.value_counts(arr)
+            dup = counts.field("values")[int(np.argmax(counts.field("counts").to_numpy()))].as_py()
+            raise RfmxError(f"the {which} snapshot lists customer_id {dup!r} more than once; "
+                            f"a scored table has one row per customer")
+    return a, b
+
+
+def _join(a_ids: pa.Array, b_ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The exact join on customer_id (an Arrow hash lookup): for each later customer its row
+    in the earlier snapshot (-1: new), whether it has one, and the earlier rows absent later."""
+    row_in_a = pc.index_in(b_ids, value_set=a_ids).fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    matched = row_in_a >= 0
+    seen = np.zeros(len(a_ids), dtype=np.bool_)
+    seen[row_in_a[matched]] = True
+    return row_in_a, matched, np.flatnonzero(~seen)
+
+
+def _as_of(table: pa.Table) -> str | None:
+    raw = (table.schema.metadata or {}).get(b"rfmx.as_of")
+    return raw.decode() if raw else None
+
+
+def _check_as_of(a: str | None, b: str | None) -> None:
+    try:
+        ta, tb = datetime.fromisoformat(a), datetime.fromisoformat(b)
+        after = ta > tb
+    except (TypeError, ValueError):  # a missing, unparsable or naive-vs-zoned date: no check
+        return
+    if after:
+        raise RfmxError(f"the earlier snapshot (as of {a}) is after the later one (as of {b}); "
+                        f"pass the snapshots in time order")
+
+
+def _segment_map(segments, earlier: pa.Table, later: pa.Table):
+    """(order best first, lapsed names) from ``segments`` or the tables' score metadata."""
+    from .segments import SegmentMap
+
+    if isinstance(segments, (list, tuple)):
+        names = [str(s) for s in segments]
+        if not names:
+            raise RfmxError("segments: the order list is empty")
+        twice = [v for i, v in enumerate(names) if v in names[:i]]
+        if twice:
+            raise RfmxError(f"segments: '{twice[0]}' is listed twice in the order")
+        return names, names[-1:], "the order list"
+    if segments is None:
+        source = None
+        for t in (later, earlier):
+            raw = (t.schema.metadata or {}).get(b"rfmx.scores")
+            info = json.loads(raw).get("segments") if raw else None
+            if info:
+                source = info.get("source")
+                break
+        try:
+            smap = SegmentMap.resolve(source or "rfm-grid")
+        except RfmxError as exc:
+            raise RfmxError(f"the tables were scored with segment map {source!r}, which cannot be read "
+                            f"({exc}); pass segments=") from None
+    else:
+        smap = SegmentMap.resolve(segments)
+    return smap.order, smap.lapsed, f"segment map '{smap.name}'"
+
+
+def _segment_index(table: pa.Table, by: str, position: dict, which: str, what: str) -> np.ndarray:
+    """Each row's segment as its position in the order (``position[NONE]`` for null)."""
+    codes, names = group_codes(table, by)
+    unknown = [n for n in names if n not in position]
+    if unknown:
+        raise RfmxError(f"the {which} snapshot has segment '{unknown[0]}' in column '{by}', which {what} does "
+                        f"not list; pass segments= the map the tables were scored with (or an order list)")
+    remap = np.array([position[n] for n in names] + [position[NONE]], dtype=np.int64)
+    return remap[np.where(codes < 0, len(names), codes)]
+
+
+@dataclass
+class _Pairs:
+    """Every customer of either snapshot as (from state, to state), and the later money."""
+
+    from_state: np.ndarray     # int64 state index per customer
+    to_state: np.ndarray
+    money: np.ndarray          # int64 minor units or float64, the later snapshot's (0 if gone)
+    unit: float
+    states: list               # state names; 0..k-1 the segment order, then NONE, NEW, GONE
+    lapsed: list
+    as_of: tuple
+
+
+def _pairs(earlier: pa.Table, later: pa.Table, segments, by: str) -> _Pairs:
+    _require(earlier, (_ID, by), "earlier")
+    _require(later, (_ID, by), "later")
+    a_ids, b_ids = _matched_ids(earlier, later)
+    money_name, unit = money_column(later)
+    as_of = (_as_of(earlier), _as_of(later))
+    _check_as_of(*as_of)
+    order, lapsed, what = _segment_map(segments, earlier, later)
+    states = list(order) + [NONE, NEW, GONE]
+    position = {s: i for i, s in enumerate(states)}
+    seg_a = _segment_index(earlier, by, position, "earlier", what)
+    seg_b = _segment_index(later, by, position, "later", what)
+
+    row_in_a, matched, gone = _join(a_ids, b_ids)
+
+    col = numeric_column(later, money_name)
+    money = summable(np.where(col.valid, col.values, 0) if col.valid is not None else col.values)
+    from_b = np.full(len(seg_b), position[NEW], dtype=np.int64)
+    from_b[matched] = seg_a[row_in_a[matched]]
+    from_state = np.concatenate([from_b, seg_a[gone]])
+    to_state = np.concatenate([seg_b, np.full(len(gone), position[GONE], dtype=np.int64)])
+    money = np.concatenate([money, np.zeros(len(gone), dtype=money.dtype)])
+    return _Pairs(from_state, to_state, money, unit, states, list(lapsed), as_of)
+
+
+def _with_as_of(data: dict, as_of: tuple, n: int) -> dict:
+    if as_of[0] is not None or as_of[1] is not None:
+        data["as_of_from"] = pa.array([as_of[0]] * n, pa.string())
+        data["as_of_to"] = pa.array([as_of[1]] * n, pa.string())
+    return data
+
+
+# --- the tables -----------------------------------------------------------------------
+
+def migration(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "segment") -> pa.Table:
+    """From-segment x to-segment counts of customers and of revenue between two snapshots.
+
+    ``earlier``, ``later``: scored per-customer tables (:func:`rfmx.score`) with
+    ``customer_id`` and ``by`` (default ``segment``); ``later`` also needs its money
+    (``monetary_minor`` with the ``rfmx.amount_scale`` metadata, else ``monetary_total``).
+    ``segments``: the segment map the tables were scored with (a built-in name, a TOML
+    path or a :class:`~rfmx.segments.SegmentMap`; default: the map recorded in the tables'
+    ``rfmx.scores`` metadata, else ``rfm-grid``), or a list of segment names best first.
+
+    Returns one row per (from, to) pair, every pair of the map's segments included (zero
+    counts too, so a pivot is the full matrix), rows in the map's order with ``(new)``
+    after the segments: ``from_segment`` (a segment, ``(none)`` for a null segment, or
+    ``(new)``: absent from ``earlier``), ``to_segment`` (a segment, ``(none)``, or
+    ``(gone)``: absent from ``later``), ``customers`` (int64), ``revenue`` (float64: the
+    customers' net money in ``later``), and ``as_of_from``/``as_of_to`` (the tables'
+    ``rfmx.as_of`` metadata, ISO 8601 strings) when either table carries it.  The
+    ``(none)`` states and ``(gone)`` appear only when some customer is in them.
+    """
+    from .kernels.scores import group_sums
+
+    p = _pairs(earlier, later, segments, by)
+    k = len(p.states)
+    cell = p.from_state * k + p.to_state
+    customers = np.bincount(cell, minlength=k * k)
+    revenue = group_sums(readonly(p.money), readonly(cell), np.int64(k * k))
+    exact = revenue.dtype.kind == "i"
+    n_seg = k - 3
+    used = np.bincount(p.from_state, minlength=k) + np.bincount(p.to_state, minlength=k)
+    optional = lambda s: [s] if used[s] else []  # noqa: E731
+    froms = list(range(n_seg)) + optional(n_seg) + [n_seg + 1]
+    tos = list(range(n_seg)) + optional(n_seg) + optional(n_seg + 2)
+    cells = np.array([f * k + t for f in froms for t in tos], dtype=np.int64)
+    data = {
+        "from_segment": pa.array([p.states[f] for f in froms for _ in tos], pa.string()),
+        "to_segment": pa.array([p.states[t] for _ in froms for t in tos], pa.string()),
+        "customers": pa.array(customers[cells], pa.int64()),
+        "revenue": pa.array([(int(r) if exact else float(r)) / p.unit for r in revenue[cells]], pa.float64()),
+    }
+    return pa.table(_with_as_of(data, p.as_of, len(cells)))
+
+
+def migration_summary(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "segment") -> pa.Table:
+    """Per from-segment: how many customers, and the shares that stayed, moved up, moved
+    down or lapsed.
+
+    Arguments as :func:`migration`.  A customer of the earlier snapshot *stayed* when its
+    segment is the same in ``later``; *lapsed* when it moved from a segment outside the
+    map's lapsed segments into one of them (rfm-grid: Hibernating, Lost), or is absent
+    from ``later``; otherwise it moved *up* or *down* by the map's order (best first; a
+    null segment ``(none)`` ranks below every named segment).  Moves among the lapsed
+    segments (Hibernating -> Lost) are up or down.  New customers have no from-segment
+    and are not in this table (they are the ``(new)`` rows of :func:`migration`).
+
+    Columns: ``from_segment``, ``customers`` (int64), ``stayed``, ``up``, ``down``,
+    ``lapsed`` (float64 shares of ``customers`` that sum to 1; null when it is 0), plus
+    ``as_of_from``/``as_of_to`` as in :func:`migration`.  One row per segment of the map
+    in its order (``(none)`` last when present).
+    """
+    p = _pairs(earlier, later, segments, by)
+    n_seg = len(p.states) - 3
+    none, new, gone = n_seg, n_seg + 1, n_seg + 2
+    old = p.from_state != new
+    f, t = p.from_state[old], p.to_state[old]
+    is_lapsed = np.zeros(len(p.states), dtype=np.bool_)
+    is_lapsed[[p.states.index(s) for s in p.lapsed if s in p.states[:n_seg]]] = True
+    # state index == rank (0 best) for segments and NONE; GONE is handled as lapsed.
+    outcome = np.where(t == f, 0, np.where((t == gone) | (is_lapsed[t] & ~is_lapsed[f]), 3,
+                                           np.where(t < f, 1, 2)))
+    counts = np.bincount(f * 4 + outcome, minlength=4 * (n_seg + 1)).reshape(n_seg + 1, 4)
+    rows = list(range(n_seg)) + ([none] if counts[none].sum() else [])
+    total = counts[rows].sum(axis=1)
+    data = {"from_segment": pa.array([p.states[r] for r in rows], pa.string()),
+            "customers": pa.array(total, pa.int64())}
+    for j, name in enumerate(("stayed", "up", "down", "lapsed")):
+        data[name] = pa.array([counts[r, j] / n if n else None for r, n in zip(rows, total.tolist())],
+                              pa.float64())
+    return pa.table(_with_as_of(data, p.as_of, len(rows)))
+
+
+def segment_changes(earlier: pa.Table, later: pa.Table, *, by: str = "segment",
+                    tier: str = "value_tier") -> pa.Table:
+    """The customers whose segment or value tier changed between two snapshots.
+
+    Columns: ``customer_id`` (the later snapshot's id type; dictionary ids decoded, and
+    int64 / large_string when the two tables' id widths differ), ``from_segment``,
+    ``to_segment``, ``from_tier``, ``to_tier`` (dictionary strings).  Customers new in
+    ``later`` have ``from_segment`` ``(new)`` and a null ``from_tier``; customers absent
+    from ``later`` have ``to_segment`` ``(gone)`` and a null ``to_tier``; a null segment
+    stays null.  Rows: the later snapshot's order, then the gone customers in the earlier
+    snapshot's order.
+    """
+    _require(earlier, (_ID, by, tier), "earlier")
+    _require(later, (_ID, by, tier), "later")
+    a_ids, b_ids = _matched_ids(earlier, later)
+    row_in_a, matched, gone = _join(a_ids, b_ids)
+
+    def labels(column: str, extra: list[str]):
+        """Both tables' labels as codes into one name list (-1: null)."""
+        ca, na = group_codes(earlier, column)
+        cb, nb = group_codes(later, column)
+        names = list(dict.fromkeys(na + nb + extra))
+        pos = {s: i for i, s in enumerate(names)}
+        ra = np.array([pos[s] for s in na] + [-1], dtype=np.int64)
+        rb = np.array([pos[s] for s in nb] + [-1], dtype=np.int64)
+        return ra[np.where(ca < 0, len(na), ca)], rb[np.where(cb < 0, len(nb), cb)], names, pos
+
+    sa, sb, seg_names, seg_pos = labels(by, [NEW, GONE])
+    ta, tb, tier_names, _ = labels(tier, [])
+    from_seg = np.full(len(sb), seg_pos[NEW], dtype=np.int64)
+    from_seg[matched] = sa[row_in_a[matched]]
+    from_tier = np.full(len(tb), -1, dtype=np.int64)
+    from_tier[matched] = ta[row_in_a[matched]]
+    changed = ~matched | (from_seg != sb) | (from_tier != tb)
+    keep = np.flatnonzero(changed)
+    ids = pa.concat_arrays([b_ids.take(pa.array(keep)), a_ids.take(pa.array(gone))])
+
+    def dictionary(codes: np.ndarray, names: list[str]) -> pa.DictionaryArray:
+        idx = pa.array(codes.astype(np.int32), mask=codes < 0)
+        return pa.DictionaryArray.from_arrays(idx, pa.array(names, pa.string()))
+
+    return pa.table({
+        _ID: ids,
+        "from_segment": dictionary(np.concatenate([from_seg[keep], sa[gone]]), seg_names),
+        "to_segment": dictionary(np.concatenate([sb[keep], np.full(len(gone), seg_pos[GONE])]), seg_names),
+        "from_tier": dictionary(np.concatenate([from_tier[keep], ta[gone]]), tier_names),
+        "to_tier": dictionary(np.concatenate([tb[keep], np.full(len(gone), -1)]), tier_names),
+    })
