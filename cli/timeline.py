@@ -63,8 +63,9 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
                    tiers=tiers, clv=None, clusters=None, threads=threads)
 
     def run():
+        from rfmx.errors import RfmxError
+        from rfmx.history import TimelineState
         from rfmx.outputs import CommandFiles
-        from rfmx.timeline import TimelineState
 
         from .score import build_steps
 
@@ -89,6 +90,14 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
             if state_out:
                 files.save("--state-out", state)
             boundaries = state.boundaries(start, end)
+            if not boundaries:
+                raise RfmxError(f"no {every} boundary from --start to --end"
+                                + ("" if state.n_customers else " (the input has no orders)"))
+            if migration_out and len(boundaries) < 2:
+                raise RfmxError(f"--migration-out needs two snapshots or more; from --start to --end there "
+                                f"{'is' if len(boundaries) == 1 else 'are'} {len(boundaries)}")
+            if cohorts_out and every == "week" and state.week_start != "monday":
+                raise RfmxError("--cohorts-out counts weeks from Monday; give --week-start monday for cohorts")
             if len(boundaries) > max_snapshots and output and not changes_only:
                 raise click.UsageError(
                     f"{len(boundaries)} snapshots of up to {state.n_customers:,} customers "
@@ -123,7 +132,7 @@ def write_snapshots(files, state, boundaries, steps, *, output, changes_only, mi
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from rfmx.migration import migration, segment_changes
+    from rfmx.migrations import migration, segment_changes
     from rfmx.pipeline import with_as_of
     from rfmx.sinks import TableStream, output_format
 
@@ -151,6 +160,5 @@ def write_snapshots(files, state, boundaries, steps, *, output, changes_only, mi
     if stream is not None:
         stream.close()
     if migration_out:
-        files.write_table("--migration-out", pa.concat_tables(moves) if moves else migration(earlier, earlier)
-                          .slice(0, 0) if earlier is not None else pa.table({}))
+        files.write_table("--migration-out", pa.concat_tables(moves))
     return stream.rows if stream is not None else 0

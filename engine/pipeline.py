@@ -1,6 +1,6 @@
 """Steps chained over finalized per-customer tables: the scored timeline.
 
-A timeline is one pass over the order history into a :class:`~rfmx.timeline.TimelineState`
+A timeline is one pass over the order history into a :class:`~rfmx.history.TimelineState`
 (per customer and period, the same exact fields as the one-window state), then, for each
 as-of date on a period boundary, the snapshot that ``rfmx.aggregate(..., as_of=that date)``
 would give, scored with the options of ``rfmx score``.  Snapshots are made one at a time,
@@ -25,10 +25,10 @@ def timeline_state(source=None, customer: str = "customer_id", time: str = "orde
                    since=None, amount_scale: int = 2, on_null: str = "error", threads: int | None = None,
                    batch_size: int = 1 << 20, state=None, progress: bool = False, delimiter: str | None = None,
                    timezone: str | None = None, customer_type: str = "auto", round: str | None = None):
-    """Stream ``source`` into a :class:`~rfmx.timeline.TimelineState` with one bucket per
+    """Stream ``source`` into a :class:`~rfmx.history.TimelineState` with one bucket per
     ``every`` period (a new one, or ``state`` — e.g. loaded from a file — to extend it)."""
     from .api import build_state
-    from .timeline import TimelineState
+    from .history import TimelineState
 
     if state is None:
         state = TimelineState(customer, time, amount, order_id, period=every, week_start=week_start, since=since,

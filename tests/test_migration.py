@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import rfmx
 from rfmx import RfmxError
-from rfmx.migration import GONE, NEW, migration, migration_summary, segment_changes
+from rfmx.migrations import GONE, NEW, migration, migration_summary, segment_changes
 from rfmx.segments import SegmentMap
 
 GRID = SegmentMap.builtin("rfm-grid")

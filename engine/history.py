@@ -401,8 +401,11 @@ class TimelineState(RFMState):
                 has_orders = np.empty(n_in, dtype=np.bool_)
                 k.rfm_finalize_partitioned(run, n_part, 0, P, local_day(as_of_us, self.timezone), US_PER_DAY,
                                            unit, ints, floats, has_orders)
-            yield self._as_datetime(as_of_us), self._result_table(id_array.slice(0, n_in), ints, floats,
-                                                                  has_orders, as_of_us)
+            table = self._result_table(id_array.slice(0, n_in), ints, floats, has_orders, as_of_us)
+            # Back to the state's own customer order (partition, then first appearance), the
+            # order aggregate(as_of) gives for time-ordered input: scores with ties="first"
+            # break ties by row order, so a snapshot must not reorder its customers.
+            yield self._as_datetime(as_of_us), table.take(pa.array(np.argsort(order[:n_in], kind="stable")))
 
     def buckets(self) -> pa.Table:
         """One row per (customer, period) with lines, customers together, periods ascending.
