@@ -30,6 +30,15 @@ def _grid(header: list[str], rows: list[list[str]], left: int = 1) -> list[str]:
     return [line(header)] + [line(r) for r in rows]
 
 
+def migration_lines(summary) -> list[str]:
+    """A migration summary (``rfmx.migration_summary``) as text lines: per segment of the
+    earlier snapshot, its customers and the shares that stayed, moved up, down, lapsed."""
+    header = ["from segment", "customers", "stayed", "up", "down", "lapsed"]
+    rows = [[r["from_segment"], f"{r['customers']:,}", _pct(r["stayed"]), _pct(r["up"]), _pct(r["down"]),
+             _pct(r["lapsed"])] for r in summary.to_pylist()]
+    return _grid(header, rows)
+
+
 def segment_lines(segments) -> list[str]:
     """The segment summary table (a ``pyarrow.Table`` from ``segment_summary``) as text lines."""
     header = ["segment", "customers", "share", "revenue", "rev. share", "recency d (mean/med)",

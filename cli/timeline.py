@@ -143,7 +143,7 @@ def write_snapshots(files, state, boundaries, steps, *, output, changes_only, mi
     if output:
         stream = TableStream(files.staged("-o"), output_format(output), where=output,
                              metadata={"rfmx.timeline.every": state.period, "rfmx.timezone": state.timezone})
-    moves, earlier = [], None
+    moves, previous, earlier = [], None, None
     for n, (as_of, snapshot) in enumerate(state.snapshots(boundaries), start=1):
         scored = run_steps(snapshot, steps)
         if stream is not None:
@@ -154,11 +154,17 @@ def write_snapshots(files, state, boundaries, steps, *, output, changes_only, mi
             stream.write(with_as_of(rows, as_of, state.timezone))
         if migration_out and earlier is not None:
             moves.append(migration(earlier, scored))
-        earlier = scored
+        previous, earlier = earlier, scored
         if show_progress(progress):
             click.echo(f"rfmx timeline: snapshot {n}/{len(boundaries)}", err=True)
     if stream is not None:
         stream.close()
     if migration_out:
         files.write_table("--migration-out", pa.concat_tables(moves))
+        from rfmx.migrations import migration_summary
+
+        from .summary import migration_lines
+
+        click.echo(f"segment migration from {boundaries[-2]:%Y-%m-%d} to {boundaries[-1]:%Y-%m-%d}:")
+        click.echo("\n".join(migration_lines(migration_summary(previous, earlier))))
     return stream.rows if stream is not None else 0

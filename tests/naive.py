@@ -299,3 +299,22 @@ def naive_buckets(customers, times_us, amounts_minor, order_ids=None, *, period:
         key = (c, period_start_date(local_date(t, timezone), period, week_start))
         out.setdefault(key, Customer()).add(t, a, o, has_oid)
     return out
+
+
+def pandas_snapshot(orders, as_of):
+    """The per-customer aggregates as of ``as_of`` the way a pandas user writes them: keep
+    the lines before ``as_of``, group by customer.  ``orders``: a pandas DataFrame with
+    ``customer_id``, ``order_time`` (tz-aware UTC) and ``amount_minor``; ``as_of`` a
+    tz-aware UTC Timestamp.  Recency and tenure in UTC calendar days.  Returns a DataFrame
+    indexed by customer with ``recency_days``, ``tenure_days``, ``n_orders``,
+    ``n_refunds``, ``monetary_minor``."""
+    df = orders[orders.order_time < as_of]
+    is_order = df.amount_minor >= 0
+    order_time = df.order_time.where(is_order)
+    day = as_of.normalize()
+    per = df.assign(is_order=is_order, is_refund=~is_order, order_time=order_time).groupby("customer_id").agg(
+        last=("order_time", "max"), first=("order_time", "min"), n_orders=("is_order", "sum"),
+        n_refunds=("is_refund", "sum"), monetary_minor=("amount_minor", "sum"))
+    per["recency_days"] = (day - per["last"].dt.normalize()).dt.days
+    per["tenure_days"] = (day - per["first"].dt.normalize()).dt.days
+    return per[["recency_days", "tenure_days", "n_orders", "n_refunds", "monetary_minor"]]
