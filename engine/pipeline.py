@@ -35,8 +35,7 @@ def timeline_state(source=None, customer: str = "customer_id", time: str = "orde
                               amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
     elif every != state.period:
         raise RfmxError(f"the timeline state has one bucket per {state.period}; it cannot give snapshots every "
-                        f"{every}" + ("" if state.period != "month" or every != "week" else
-                                      " (a monthly state cannot give weekly snapshots)"))
+                        f"{every}")
     return build_state(source, customer, time, amount, order_id, state=state, on_null=on_null, threads=threads,
                        batch_size=batch_size, progress=progress, delimiter=delimiter, timezone=timezone,
                        customer_type=customer_type, round=round)
