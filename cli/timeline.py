@@ -66,6 +66,7 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
         from rfmx.errors import RfmxError
         from rfmx.history import TimelineState
         from rfmx.outputs import CommandFiles
+        from rfmx.pipeline import check_period
 
         from .score import build_steps
 
@@ -83,10 +84,7 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
             state = build_state_from_options(sources, customer, time_col, amount, order_id, None, since, threads,
                                              batch_size, amount_scale, on_null, delimiter, state_in, progress,
                                              state_class=TimelineState, new_state=fresh)
-            if state.period != every or (every == "week" and state.week_start != week_start):
-                raise click.UsageError(f"the saved state has one bucket per {state.period}"
-                                       + (f" starting {state.week_start}" if state.period == "week" else "")
-                                       + f"; it cannot give snapshots every {every}; pass --every {state.period}")
+            check_period(state, every, week_start)
             if state_out:
                 files.save("--state-out", state)
             boundaries = state.boundaries(start, end)

@@ -14,7 +14,7 @@ import pyarrow as pa
 
 from .errors import RfmxError
 
-__all__ = ["timeline", "timeline_state", "SCORE_OPTIONS"]
+__all__ = ["timeline", "timeline_state", "check_period", "SCORE_OPTIONS"]
 
 #: keyword arguments of :func:`timeline` that go to :func:`rfmx.scores.score_table`
 SCORE_OPTIONS = ("bins", "ties", "monetary", "cuts", "segments", "weights", "tiers")
@@ -33,12 +33,20 @@ def timeline_state(source=None, customer: str = "customer_id", time: str = "orde
     if state is None:
         state = TimelineState(customer, time, amount, order_id, period=every, week_start=week_start, since=since,
                               amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
-    elif every != state.period:
-        raise RfmxError(f"the timeline state has one bucket per {state.period}; it cannot give snapshots every "
-                        f"{every}")
+    else:
+        check_period(state, every, week_start)
     return build_state(source, customer, time, amount, order_id, state=state, on_null=on_null, threads=threads,
                        batch_size=batch_size, progress=progress, delimiter=delimiter, timezone=timezone,
                        customer_type=customer_type, round=round)
+
+
+def check_period(state, every: str, week_start: str = "monday") -> None:
+    """Refuse snapshots every ``every`` from a state with buckets of another period (a
+    monthly state cannot give weekly snapshots) or weeks starting on another day."""
+    if every != state.period or (every == "week" and week_start != state.week_start):
+        kind = state.period + (f"s starting {state.week_start}" if state.period == "week" else "")
+        raise RfmxError(f"the timeline state has one bucket per {kind}; it cannot give snapshots every {every}"
+                        + (f" starting {week_start}" if every == "week" else "") + f"; use every={state.period!r}")
 
 
 def timeline(source=None, *, every: str = "month", start=None, end=None, state=None,
