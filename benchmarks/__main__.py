@@ -7,6 +7,7 @@ docs/benchmarks.md for what is measured and how.
     python -m benchmarks                              # 1e6 and 1e7 rows, int and string ids
     python -m benchmarks --rows 1e6,1e7,1e8 --skip pandas
     python -m benchmarks --rows 1e6 --workloads aggregate --repeats 5 --customers none
+    python -m benchmarks --rows 1e6 --ids int --workloads timeline --customers none
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from .data import Dataset, child_env, ensure_derived, ensure_orders, given_datas
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ALL_WORKLOADS = list(WORKLOADS)
-EXACT_WORKLOADS = ("aggregate", "scores", "incremental")
+EXACT_WORKLOADS = ("aggregate", "scores", "incremental", "timeline")
 METRICS = ("wall_s", "cpu_s", "peak_rss_bytes")
 
 
@@ -225,7 +226,7 @@ class Suite:
             first_calls.append(res.get("first_call_s"))
             imports.append(res.get("import_s"))
             if i >= self.args.warmup:
-                runs.append({k: res.get(k) for k in METRICS + ("first_call_s", "import_s", "rss_before_bytes")}
+                runs.append({k: res.get(k) for k in METRICS + ("first_call_s", "import_s", "rss_before_bytes", "breakdown")}
                             | {"process": res["process"]})
             self.log(f"{context} {cls.label}: run {i + 1}/{total}: {res['wall_s']:.3f} s wall, {res['cpu_s']:.3f} s CPU, "
                      f"{res['peak_rss_bytes'] / report.MB:,.0f} MB{'' if i >= self.args.warmup else ' (warm-up)'}")
@@ -236,6 +237,9 @@ class Suite:
         entry["min_wall_s"], entry["max_wall_s"] = min(walls), max(walls)
         entry["first_call_s"] = _median(first_calls)
         entry["import_s"] = _median(imports)
+        phases = [r["breakdown"] for r in runs if r.get("breakdown")]
+        if phases:  # median seconds of each phase of the run (e.g. rfmx: state, snapshots)
+            entry["breakdown"] = {k: _median([p.get(k) for p in phases]) for k in phases[0]}
         if workload == "kmeans" and entry["extra"].get("n_iter"):
             entry["per_iter_s"] = entry["median"]["wall_s"] / entry["extra"]["n_iter"]
         return entry
@@ -359,7 +363,7 @@ class Suite:
         """Every wanted workload on one order history (k-means and BG/NBD only when ``models``)."""
         self.dataset(ds)
         paths, warm_paths = ds.derived(self.data_dir), warm.derived(self.data_dir)
-        for workload in ("aggregate", "scores"):
+        for workload in ("aggregate", "scores", "timeline"):
             if self.wants(workload):
                 self.run_bench(workload, ds, paths, warm_paths, series="rows" if workload == "aggregate" else None)
         if self.wants("incremental"):

@@ -6,7 +6,10 @@ warm-up input (a small order file, or a slice of the real input for the models;
 or compiles them when the cache is empty), then runs it on the real input and measures
 only that run: wall time, CPU time (user + sys of the whole process, all threads) and the
 process's peak RSS so far.  The checksum of the result is computed afterwards, outside the
-measurement.  ``python -m benchmarks.child prepare ...`` builds derived inputs
+measurement — or, for a contender that streams its result (``set_checksum``), during the
+run, with that time (``checksum_cost``: wall and CPU) taken out of the run's numbers; such
+a contender also reports how the run's time splits (``breakdown``).
+``python -m benchmarks.child prepare ...`` builds derived inputs
 (:mod:`benchmarks.data`).
 """
 from __future__ import annotations
@@ -59,6 +62,8 @@ def run(spec: dict) -> dict:
             del warm, out
         if data is None:
             data = runner.load(spec["inputs"])
+        if hasattr(runner, "set_checksum"):  # a streamed result is fingerprinted as it goes
+            runner.set_checksum(bool(spec.get("checksum")))
         gc.collect()
         result["rss_before_bytes"] = _current_rss()
         ru0 = resource.getrusage(resource.RUSAGE_SELF)
@@ -66,13 +71,20 @@ def run(spec: dict) -> dict:
         out = runner.run(data)
         wall = time.perf_counter() - w0
         ru1 = resource.getrusage(resource.RUSAGE_SELF)
-        result.update(wall_s=wall, cpu_s=_rusage_cpu(ru1) - _rusage_cpu(ru0), peak_rss_bytes=maxrss_bytes(ru1))
+        cpu = _rusage_cpu(ru1) - _rusage_cpu(ru0)
+        streamed_checksum_s = 0.0
+        if hasattr(runner, "checksum_cost"):  # fingerprinting done inside the run: not measured
+            streamed_checksum_s, checksum_cpu = runner.checksum_cost()
+            wall, cpu = wall - streamed_checksum_s, max(0.0, cpu - checksum_cpu)
+        result.update(wall_s=wall, cpu_s=cpu, peak_rss_bytes=maxrss_bytes(ru1))
+        if hasattr(runner, "breakdown"):
+            result["breakdown"] = runner.breakdown()
         if hasattr(runner, "extra"):
             result["extra"] = runner.extra(out)
         if spec.get("checksum"):
             c0 = time.perf_counter()
             result["checksum"] = runner.canonical(out)
-            result["checksum_s"] = time.perf_counter() - c0
+            result["checksum_s"] = time.perf_counter() - c0 + streamed_checksum_s
     except Skip as exc:
         result = {"status": "skipped", "message": str(exc)}
     except MemoryError:

@@ -30,6 +30,7 @@ import inspect
 import os
 import shutil
 import tempfile
+import time
 
 import numpy as np
 
@@ -641,6 +642,302 @@ class RfmxRescan(RfmxAggregate):
     label = "rfmx full rescan"
 
 
+# --- customers over time: the aggregate at every month boundary ------------------------------
+#
+# as_of = the first instant (UTC) of every month from the second month with lines to the
+# month after the latest line (TimelineState(period="month").boundaries()); each snapshot
+# holds the customers with a line before its as_of, with the aggregate's columns.
+#
+# Every contender hands each snapshot, as it is made, to a SnapshotSink and keeps nothing,
+# so one snapshot is in memory at a time wherever the approach allows it.  In measured runs
+# the sink only counts rows; in the checksum run it also fingerprints each snapshot with
+# table_checksum, and the child takes that time (wall and CPU) out of the run's numbers.
+
+def _as_of_us(as_of) -> int:
+    """A boundary (aware or naive datetime, pandas Timestamp, numpy datetime64) in UTC microseconds."""
+    import datetime as dt
+
+    if isinstance(as_of, np.datetime64):
+        return int(as_of.astype("datetime64[us]").astype(np.int64))
+    if hasattr(as_of, "to_pydatetime"):  # pandas Timestamp
+        as_of = as_of.to_pydatetime()
+    if as_of.tzinfo is not None:
+        as_of = as_of.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return (as_of - dt.datetime(1970, 1, 1)) // dt.timedelta(microseconds=1)
+
+
+def _iso(us: int) -> str:
+    import datetime as dt
+
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=us)).isoformat()
+
+
+class SnapshotSink:
+    """Where a timeline contender puts each snapshot as it is made.
+
+    ``add(as_of, snapshot, to_arrow)``: one snapshot in the contender's native form
+    (``to_arrow`` turns it into a pyarrow Table of customer_id, recency_days, n_orders,
+    money_cents); ``as_of=None``: a batch of rows of several snapshots with an ``as_of``
+    column (DuckDB's one result, streamed), split by as_of in the checksum run.
+    """
+
+    def __init__(self, checksum: bool = False):
+        self.checksum = checksum
+        self.snapshots = 0
+        self.rows = 0
+        self.parts: dict[int, dict] = {}
+        self.pending: list = []
+        self.cost_wall = 0.0  # time spent on the checksum, taken out of the measurement
+        self.cost_cpu = 0.0
+
+    def add(self, as_of, snapshot, to_arrow=None) -> None:
+        if as_of is not None:
+            self.snapshots += 1
+        self.rows += len(snapshot)
+        if not self.checksum:
+            return
+        w0, c0 = time.perf_counter(), time.process_time()
+        table = to_arrow(snapshot) if to_arrow else snapshot
+        if as_of is None:
+            self.pending.append(table)
+        else:
+            self._fingerprint(_as_of_us(as_of), table)
+        self.cost_wall += time.perf_counter() - w0
+        self.cost_cpu += time.process_time() - c0
+
+    def _fingerprint(self, as_of_us: int, table) -> None:
+        if as_of_us in self.parts:
+            raise RuntimeError(f"two snapshots as of {_iso(as_of_us)}")
+        self.parts[as_of_us] = table_checksum(table)
+
+    def finish(self) -> None:
+        """Split the rows given without an as_of into snapshots (checksum run only)."""
+        if not self.pending:
+            return
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        w0, c0 = time.perf_counter(), time.process_time()
+        table = pa.concat_tables(self.pending)
+        self.pending = []
+        as_of = table.column("as_of").cast(pa.timestamp("us")).cast(pa.int64())
+        for value in sorted(pc.unique(as_of).to_pylist()):
+            self._fingerprint(value, table.filter(pc.equal(as_of, value)))
+        self.snapshots = len(self.parts)
+        self.cost_wall += time.perf_counter() - w0
+        self.cost_cpu += time.process_time() - c0
+
+    def checksum_dict(self) -> dict:
+        """Order-independent: each snapshot's table_checksum (rows sorted by customer id,
+        sha256 of ids and values), the digests combined in as_of order, sums over all rows."""
+        if not self.checksum:
+            raise RuntimeError("the sink of a run without checksum has none")
+        keys = sorted(self.parts)
+        digest = hashlib.sha256()
+        for k in keys:
+            digest.update(f"{k}:{self.parts[k]['digest']};".encode())
+        out = {"snapshots": len(keys), "rows": sum(p["customers"] for p in self.parts.values())}
+        if keys:
+            out["first_as_of"], out["last_as_of"] = _iso(keys[0]), _iso(keys[-1])
+            out["customers"] = self.parts[keys[-1]]["customers"]  # the last snapshot has every customer
+        for name in ("recency_days", "n_orders", "money_cents"):
+            for what in ("sum", "nulls"):
+                out[f"{name}_{what}"] = sum(p[f"{name}_{what}"] for p in self.parts.values())
+        out["digest"] = digest.hexdigest()[:16]
+        return out
+
+
+class _Timeline:
+    """The shared frame of the timeline contenders: ``snapshots(path, sink)`` is the work."""
+
+    def __init__(self, params):
+        self.want_checksum = False
+        self.sink = None
+        self.phases = {}
+
+    def set_checksum(self, on: bool) -> None:
+        """Called by the child before the measured run: fingerprint the snapshots in this run."""
+        self.want_checksum = bool(on)
+
+    def load(self, inputs):
+        return inputs["orders"]
+
+    def run(self, path):
+        self.sink = SnapshotSink(self.want_checksum)
+        self.phases = {}
+        self._lap = (time.perf_counter(), 0.0)
+        self.snapshots(path, self.sink)
+        self.sink.finish()
+        return self.sink
+
+    def lap(self, name: str) -> None:
+        """Record the seconds since the last lap as phase ``name`` (checksum time taken out)."""
+        now, cost = time.perf_counter(), self.sink.cost_wall
+        self.phases[name] = (now - self._lap[0]) - (cost - self._lap[1])
+        self._lap = (now, cost)
+
+    def checksum_cost(self) -> tuple[float, float]:
+        """(wall, CPU) seconds the last run spent on its checksum."""
+        return (self.sink.cost_wall, self.sink.cost_cpu) if self.sink else (0.0, 0.0)
+
+    def breakdown(self) -> dict:
+        return dict(self.phases)
+
+    def canonical(self, sink):
+        return sink.checksum_dict()
+
+    def extra(self, sink):
+        return {"snapshots": sink.snapshots, "snapshot_rows": sink.rows}
+
+
+class RfmxTimeline(_Timeline):
+    """rfmx: one pass into ``TimelineState(period="month")``, then ``state.snapshots()``."""
+
+    label = "rfmx"
+
+    def __init__(self, params):
+        super().__init__(params)
+        import rfmx
+
+        self.rfmx = rfmx
+        self.TimelineState = getattr(rfmx, "TimelineState", None)
+        if self.TimelineState is None:
+            raise Skip("rfmx.TimelineState does not exist yet (customers over time)")
+        rfmx.warmup()  # load every cached kernel now: compile/load time is reported apart
+
+    def snapshots(self, path, sink):
+        state = self.rfmx.build_state(path, state=self.TimelineState(period="month"))
+        self.lap("state")
+        for as_of, table in state.snapshots():
+            sink.add(as_of, table, rfmx_columns)
+            del table
+        self.lap("snapshots")
+
+
+def _pandas_snapshot_arrow(per):
+    return arrow_of(per.reset_index())
+
+
+class PandasTimeline(_Timeline):
+    """pandas: ``read_parquet`` once, then per month start ``df[df.order_time < as_of].groupby().agg()``."""
+
+    label = "pandas"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.pd = require("pandas")
+
+    def snapshots(self, path, sink):
+        pd = self.pd
+        df = pd.read_parquet(path, columns=COLUMNS)
+        df["is_order"] = df["amount"] >= 0
+        df["last_order"] = df["order_time"].where(df["is_order"])  # refunds do not move last_order
+        df["money_cents"] = (df["amount"] * 100).round().astype("int64")
+        months = pd.period_range(df["order_time"].min().to_period("M") + 1,
+                                 df["order_time"].max().to_period("M") + 1, freq="M")
+        self.lap("read")
+        for as_of in months.to_timestamp():
+            per = df[df["order_time"] < as_of].groupby("customer_id", sort=False).agg(
+                last_order=("last_order", "max"), n_orders=("is_order", "sum"), money_cents=("money_cents", "sum"))
+            per["recency_days"] = (as_of - per["last_order"].dt.floor("D")).dt.days
+            sink.add(as_of, per, _pandas_snapshot_arrow)
+            del per
+        self.lap("snapshots")
+
+
+class PolarsTimeline(_Timeline):
+    """Polars: ``read_parquet`` once, then per month start a lazy ``filter(order_time < as_of)``
+    + ``group_by`` collected on the streaming engine."""
+
+    label = "polars"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.pl = require("polars")
+
+    def snapshots(self, path, sink):
+        pl = self.pl
+        df = pl.read_parquet(parquet_glob(path), columns=COLUMNS)
+        month = pl.col("order_time").dt.truncate("1mo").dt.offset_by("1mo")
+        lo, hi = df.select(month.min().alias("lo"), month.max().alias("hi")).row(0)
+        self.lap("read")
+        lf = df.lazy()
+        for as_of in pl.datetime_range(lo, hi, "1mo", eager=True):
+            per = collect_streaming(
+                lf.filter(pl.col("order_time") < as_of)
+                .group_by("customer_id")
+                .agg(last_order=pl.col("order_time").filter(pl.col("amount") >= 0).max(),
+                     n_orders=(pl.col("amount") >= 0).sum(),
+                     money_cents=(pl.col("amount") * 100).round().cast(pl.Int64).sum())
+                .with_columns(recency_days=(pl.lit(as_of) - pl.col("last_order").dt.truncate("1d")).dt.total_days())
+                .drop("last_order"))
+            sink.add(as_of, per, lambda d: d.to_arrow())
+            del per
+        self.lap("snapshots")
+
+
+DUCKDB_TIMELINE = """
+WITH per_month AS (
+    SELECT customer_id,
+           date_trunc('month', order_time) AS month,
+           max(order_time) FILTER (WHERE amount >= 0) AS last_order,
+           count(*) FILTER (WHERE amount >= 0) AS n_orders,
+           CAST(sum(CAST(round(amount * 100) AS BIGINT)) AS BIGINT) AS money_cents
+    FROM read_parquet({path})
+    GROUP BY customer_id, month
+),
+boundaries AS (
+    SELECT unnest(generate_series(min(month) + INTERVAL 1 MONTH, max(month) + INTERVAL 1 MONTH,
+                                  INTERVAL 1 MONTH)) AS as_of
+    FROM per_month
+)
+SELECT as_of, customer_id,
+       date_diff('day', max(last_order), as_of) AS recency_days,
+       CAST(sum(n_orders) AS BIGINT) AS n_orders,
+       CAST(sum(money_cents) AS BIGINT) AS money_cents
+FROM per_month JOIN boundaries ON per_month.month < boundaries.as_of
+GROUP BY as_of, customer_id
+"""
+
+
+def _batch_table(batch):
+    import pyarrow as pa
+
+    return pa.Table.from_batches([batch])
+
+
+def duckdb_reader(con, sql, batch_rows=BATCH_ROWS):
+    """The result of ``sql`` as a pyarrow RecordBatchReader (streamed, not collected)."""
+    rel = con.sql(sql)
+    for name in ("to_arrow_reader", "fetch_arrow_reader", "fetch_record_batch", "record_batch"):
+        if hasattr(rel, name):
+            return getattr(rel, name)(batch_rows)
+    raise RuntimeError("cannot stream an Arrow result from this duckdb")
+
+
+class DuckDBTimeline(_Timeline):
+    """DuckDB: one query for all snapshots: per-customer-month aggregates joined with the month
+    starts (``generate_series``), ``GROUP BY as_of, customer_id``; the result streamed as Arrow."""
+
+    label = "duckdb"
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.duckdb = require("duckdb")
+        self.con = self.duckdb.connect()
+
+    def snapshots(self, path, sink):
+        reader = duckdb_reader(self.con, DUCKDB_TIMELINE.replace("{path}", _sql_string(parquet_glob(path))))
+        for batch in reader:
+            sink.add(None, batch, _batch_table)
+            del batch
+        self.lap("query")
+
+    def extra(self, sink):
+        # One result for all snapshots: they are told apart only in the checksum run.
+        return {"snapshots": sink.snapshots if sink.checksum else None, "snapshot_rows": sink.rows}
+
+
 # --- the registry ---------------------------------------------------------------------------
 
 WORKLOADS = {
@@ -650,6 +947,7 @@ WORKLOADS = {
     "kmeans": {"rfmx": RfmxKMeans, "sklearn": SklearnKMeans},
     "bgnbd": {"rfmx": RfmxBGNBD, "lifetimes": LifetimesBGNBD},
     "incremental": {"rfmx": RfmxIncrement, "rescan": RfmxRescan},
+    "timeline": {"rfmx": RfmxTimeline, "pandas": PandasTimeline, "polars": PolarsTimeline, "duckdb": DuckDBTimeline},
 }
 
 # Contenders that compute no result: checked only for reading every row.
@@ -668,6 +966,7 @@ REFERENCE = {
     "kmeans": ("sklearn", "rfmx"),
     "bgnbd": ("lifetimes", "rfmx"),
     "incremental": ("rescan", "rfmx"),
+    "timeline": ("pandas", "duckdb", "polars", "rfmx"),
 }
 KMEANS_RTOL = 1e-6
 BGNBD_RTOL = 1e-5

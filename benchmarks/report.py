@@ -17,6 +17,7 @@ WORKLOAD_TITLES = {
     "kmeans": "k-means (same features, same initial centres)",
     "bgnbd": "BG/NBD fit (same summary data)",
     "incremental": "Incremental update: 1 % new lines into a saved state vs full rescan",
+    "timeline": "Customers over time: the aggregate at every month start",
 }
 MB = 1024 * 1024
 
@@ -102,6 +103,16 @@ def _check(entry) -> str:
     return f"{entry['status']}: {entry.get('message', '')}"
 
 
+def _count(x) -> str:
+    return "—" if x is None else f"{x:,}"
+
+
+def _phases(entry) -> str:
+    """``state 1.20 + snapshots 0.31``: the median seconds of each phase of a run."""
+    phases = entry.get("breakdown") or {}
+    return " + ".join(f"{name} {_s(sec)}" for name, sec in phases.items()) or "—"
+
+
 def bench_title(bench) -> str:
     ids = {"int": "int64 ids", "string": "string ids"}[bench["ids"]]
     customers = f", {bench['customers']:,} customers" if bench.get("customers") else ""
@@ -118,6 +129,10 @@ def bench_table(bench) -> list[str]:
     elif bench["workload"] == "bgnbd":
         extra_cols = [("log-likelihood", lambda e: f"{e['extra']['loglik']:.6g}" if "loglik" in e["extra"] else "—"),
                       ("r, α, a, b", lambda e: ", ".join(f"{v:.4g}" for v in e["extra"].get("params", {}).values()))]
+    elif bench["workload"] == "timeline":
+        extra_cols = [("snapshots", lambda e: _count(e["extra"].get("snapshots"))),
+                      ("rows, all snapshots", lambda e: _count(e["extra"].get("snapshot_rows"))),
+                      ("wall s by phase", _phases)]
     head = ["contender", "wall s (median)", "× rfmx", "CPU s", "× rfmx", "peak RSS MB", "× rfmx"]
     head += [name for name, _ in extra_cols] + ["check"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|"]

@@ -15,6 +15,7 @@ import sys
 from importlib.util import find_spec
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +60,8 @@ def test_suite_runs_and_contenders_agree(tmp_path, data_dir):
     results = run_suite(out, data_dir, ["--ids", "string", "--customers", "3000", "--customers-rows", "2e4"])
     benches = _by_workload(results)
     assert set(benches) == {("aggregate", "string", "rows"), ("scores", "string", None), ("incremental", "string", None),
-                            ("kmeans", "string", None), ("bgnbd", "string", None), ("aggregate", "int", "customers")}
+                            ("timeline", "string", None), ("kmeans", "string", None), ("bgnbd", "string", None),
+                            ("aggregate", "int", "customers")}
     installed = {name for name in PEERS if find_spec(name) is not None}
     for bench in results["benchmarks"]:
         for e in bench["contenders"]:
@@ -81,8 +83,16 @@ def test_suite_runs_and_contenders_agree(tmp_path, data_dir):
     if {"pandas", "polars", "duckdb"} <= installed:
         agg = {e["name"]: e for e in benches[("aggregate", "string", "rows")][0]["contenders"]}
         assert all(agg[n]["check"] == "agrees" for n in ("rfmx", "pandas", "polars", "duckdb"))
+    timeline = {e["name"]: e for e in benches[("timeline", "string", None)][0]["contenders"]}
+    assert timeline["rfmx"]["status"] == "ok"
+    assert timeline["rfmx"]["checksum"]["snapshots"] == 24  # two years of data: Feb 2024 ... Jan 2026
+    assert set(timeline["rfmx"]["breakdown"]) == {"state", "snapshots"}
+    for name in ("pandas", "polars", "duckdb"):
+        if name in installed:
+            assert timeline[name]["check"] == "agrees" and timeline["rfmx"]["check"] == "agrees", timeline[name]
     md = (out / "smoke.md").read_text()
     assert "| **rfmx** |" in md and "Scaling with customers" in md
+    assert "Customers over time" in md and "state " in md and " + snapshots " in md
     assert results["machine"]["logical_cpus"] >= 1 and results["machine"]["versions"]["numpy"]
 
 
@@ -151,3 +161,42 @@ def test_bound_folds_every_line_once(tmp_path, monkeypatch):
         table = pq.read_table(path)
         refunds = int(np.sum(table.column("amount").to_numpy() < 0))
         assert int(rows[:, :, 2].sum()) == 30_000 - refunds and int(rows[:, :, 3].sum()) == refunds
+
+
+def test_timeline_contenders_agree_on_edge_cases(tmp_path, monkeypatch):
+    """Refund-only customers (null recency), lines exactly at a month start (in the later
+    snapshot only), a customer who appears late: every timeline contender gives the same
+    snapshots, and the checksum sees a changed value."""
+    monkeypatch.syspath_prepend(str(REPO))
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.contenders import WORKLOADS, Skip, SnapshotSink
+
+    t = lambda s: np.datetime64(s, "us")  # noqa: E731
+    rows = [(1, "2024-01-05T10:00", 10.0), (2, "2024-01-31T23:59:59.999999", -3.25), (1, "2024-02-01T00:00", 5.5),
+            (2, "2024-03-10T08:00", 7.0), (3, "2024-03-01T00:00", -1.0), (1, "2024-03-31T12:00", -5.5),
+            (4, "2024-04-15T00:00", 0.0), (3, "2024-04-30T23:00", 2.01)]
+    path = tmp_path / "orders.parquet"
+    pq.write_table(pa.table({"customer_id": pa.array([r[0] for r in rows], pa.int64()),
+                             "order_time": pa.array([t(r[1]) for r in rows], pa.timestamp("us")),
+                             "amount": pa.array([r[2] for r in rows], pa.float64())}), path)
+    sums = {}
+    for name, cls in WORKLOADS["timeline"].items():
+        try:
+            runner = cls({})
+        except Skip:
+            continue
+        runner.set_checksum(True)
+        sums[name] = runner.canonical(runner.run(str(path)))
+    assert "rfmx" in sums and sums["rfmx"]["snapshots"] == 4 and sums["rfmx"]["recency_days_nulls"] == 3
+    assert sums["rfmx"]["last_as_of"] == "2024-05-01T00:00:00" and sums["rfmx"]["customers"] == 4
+    for name, checksum in sums.items():
+        assert checksum == sums["rfmx"], name
+    # The fingerprint moves with one value of one snapshot.
+    table = pa.table({"customer_id": [1, 2], "recency_days": [3, None], "n_orders": [1, 0], "money_cents": [5, -3]})
+    changed = table.set_column(3, "money_cents", pa.array([5, -4]))
+    a, b = SnapshotSink(True), SnapshotSink(True)
+    for sink, tab in ((a, table), (b, changed)):
+        sink.add(t("2024-02-01"), tab)
+    assert a.checksum_dict()["digest"] != b.checksum_dict()["digest"]
