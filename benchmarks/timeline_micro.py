@@ -12,9 +12,11 @@ side.  The report gives the medians and ranges and, per interpreter, the timelin
 median over the aggregate's median.  An interpreter is any Python with rfmx importable
 (a virtualenv, or ``PYTHONPATH=/copy/of/old/rfmx python`` through ``--a-env``).
 
-``--stages`` times, in one process, the update kernels alone over pre-converted batches:
-a first pass (inserts, growth) and a steady-state pass (every customer and bucket known),
-RFM kernel against timeline kernel.
+``--stages`` times, in one process, the update kernels alone over pre-converted batches,
+RFM kernel against timeline kernel: a first pass (inserts, growth) and a second pass of
+the same lines.  The second pass is the timeline's worst order: every line is older than
+its customer's newest bucket, so each walks its customer's chain of buckets (see
+:mod:`rfmx.kernels.timeline`); it is no steady state of a real stream.
 """
 from __future__ import annotations
 
@@ -109,7 +111,7 @@ def stages(args) -> None:
             convs = [st._convert(b, "<batch>", 0) for b in batches]
             st._adopt_ids(convs[0].ids, "<batch>")
             timed(f"{rep + 1} {name} first pass", st, convs)
-            timed(f"{rep + 1} {name} steady state", st, convs)
+            timed(f"{rep + 1} {name} second pass (same lines)", st, convs)
             del st, convs
 
 

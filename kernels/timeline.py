@@ -35,7 +35,7 @@ from numba import prange
 
 from ._policy import kernel, prefetch
 from .customers import partition_of, prefetch_bytes_id, probe_bytes, probe_int64
-from .periods import US_PER_DAY, period_of
+from .periods import period_of
 from .rfm import N_FIELDS, accumulate, combine, encode_bytes, encode_group_int64, init_row, select_group
 
 __all__ = [
@@ -110,17 +110,9 @@ def _fold_group(rows, codes, bper, ents, k, hashes, time_us, period_us, amount_m
     their buckets; the first line whose money left int64, or -1."""
     has_oid = order_id.shape[0] > 0
     first_wrapped = -1
-    last_day = np.int64(-(1 << 62))
-    last_period = np.int64(0)
     for j in range(k):
         r = rows[j]
-        # periods change with the day only: lines come roughly in time order, so most
-        # lines skip the calendar arithmetic
-        d = period_us[r] // US_PER_DAY
-        if d != last_day:
-            last_day = d
-            last_period = period_of(d * US_PER_DAY, period_kind)
-        bper[j] = last_period
+        bper[j] = period_of(period_us[r], period_kind)
         prefetch(bhead, partition_of(hashes[r], partition_bits), codes[j])
     for j in range(k):
         r = rows[j]
