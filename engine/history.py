@@ -49,8 +49,6 @@ TIMELINE_STATE_VERSION = STATE_VERSION
 PERIODS = ("day", "week", "month", "quarter")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly"}
-#: slots per partition a bucket table's reservation is sized for (half of it: 537 M buckets)
-_BUCKET_RESERVED_SLOTS = 1 << 26
 #: saved list columns: the buckets' periods, then one per field (``bucket_`` + field name)
 _BUCKET_COLUMNS = ("periods",) + tuple(f"bucket_{name}" for name in _FIELD_NAMES)
 _BUCKET_RANGES = {"bucket_n_orders": (0, None), "bucket_n_refunds": (0, None), "bucket_gross_minor": (0, None),
@@ -80,14 +78,21 @@ class TimelineState(RFMState):
     associative and commutative) and :meth:`finalize` gives the same table; the customer
     rows are those of a plain RFM state over the same input.
 
-    Memory: the RFM state plus, per (customer, period) with lines, a 64-byte bucket and its
-    8-byte key, and a hash table of 16-byte slots at most half full (32-64 bytes a bucket
-    while streaming; :meth:`drop_index` frees it).  Measured on ``rfmx generate`` data,
-    1e7 lines, monthly: 725 k customers, 2.56 M customer-months (3.5 per customer);
-    124.5 bytes per customer-month while streaming (72 arrays + 52.5 table), 72 after
-    :meth:`drop_index`; 158 bytes per customer-month for the whole state, customer rows
-    and id table included.  :meth:`snapshots` adds one copy of the buckets in period
-    order (80 bytes each), the running rows (64 per customer) and one result table.
+    Memory: the RFM state plus, per (customer, period) with lines, a 64-byte bucket and an
+    8-byte link (its period and the customer's next older bucket), and 8 bytes per customer
+    (its newest bucket): no bucket hash table, so nothing more while streaming and nothing
+    for :meth:`drop_index` to free.  Measured on ``rfmx generate`` data, monthly, peak RSS
+    of a whole build (``python benchmarks/timeline_micro.py FILE --repeats N``, fresh
+    processes, medians): 1e7 lines (725 k customers, 2.56 M customer-months, 3.5 per
+    customer) 0.81 GB against 0.61 GB for ``rfmx.aggregate``, in 0.66 s against 0.45 s;
+    1e8 lines (7.25 M customers, 25.6 M customer-months) 3.03 GB against 1.18 GB, in 9.8 s
+    against 5.0 s.  :meth:`snapshots` adds one copy of the buckets in period order (80
+    bytes each), the running rows (64 per customer) and one result table.
+
+    Speed: a line of its customer's newest period, or a newer one, costs one random access
+    more than in the RFM state (the customer's newest-bucket word) plus its bucket's row;
+    a line older than its customer's newest period steps down that customer's buckets to
+    its own, so input in time order per customer (the usual export) is the fast order.
     """
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -112,19 +117,29 @@ class TimelineState(RFMState):
 
         super()._init_arrays(kind)
         P = len(self._n)
+        self._bhead = np.zeros((P, self._ncap), dtype=np.int64)
         self._bn = np.zeros(P, dtype=np.int64)
         self._bcap = 1024
-        self._btable = np.zeros((P, 2048, 2), dtype=np.int64)
-        self._bkeys = np.empty((P, self._bcap), dtype=np.int64)
+        self._blink = np.empty((P, self._bcap), dtype=np.int64)
         self._bagg = new_aggregates((P, self._bcap))
 
     def _reserve(self, incoming, incoming_bytes):
+        from . import memory
+
         super()._reserve(incoming, incoming_bytes)
+        if self._bhead.shape[1] < self._ncap:
+            # zero past the customers (the kernels take 0 for "no bucket yet"): a reservation's
+            # untouched pages are zero already, other memory is zeroed here
+            head = memory.allocate((len(self._n), self._ncap), np.int64)
+            if not memory.is_reserved(head):
+                head[...] = 0
+            for p in range(len(self._n)):
+                head[p, : self._n[p]] = self._bhead[p, : self._n[p]]
+            self._bhead = head
         self._reserve_buckets(incoming)
 
     def _reserve_buckets(self, incoming: np.ndarray) -> None:
         """Make room for ``incoming`` new buckets per partition."""
-        from .kernels.customers import rehash_int64
         from .memory import grow
 
         need = int((self._bn + incoming).max())
@@ -133,19 +148,8 @@ class TimelineState(RFMState):
             # initialized by the kernels), only buckets in use copied.
             cap = max(need, 4 * self._bcap)
             self._bagg = grow(self._bagg, self._bn, cap)
-            self._bkeys = grow(self._bkeys, self._bn, self._bagg.shape[1])
+            self._blink = grow(self._blink, self._bn, self._bagg.shape[1])
             self._bcap = self._bagg.shape[1]
-        slots = _next_pow2(2 * need)
-        if self._btable is None or slots > self._btable.shape[1]:
-            slots = max(slots, 2048, 4 * self._btable.shape[1] if self._btable is not None else 0)
-            self._btable = self._empty_table("_btable", (len(self._bn), slots, 2), _BUCKET_RESERVED_SLOTS)
-            rehash_int64(self._bkeys, self._bn, self._btable)
-
-    def drop_index(self) -> None:
-        """Free the hash tables (customers and buckets): snapshots, buckets and the RFM table
-        do not need them; a later update or merge rebuilds them."""
-        super().drop_index()
-        self._btable = None
 
     @property
     def n_buckets(self) -> int:
@@ -167,13 +171,13 @@ class TimelineState(RFMState):
             if ids.kind == "int":
                 timeline_update_partitioned_int64(
                     ids.ints, hashes, t, local, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
-                    self._table, self._keys, self._n, self._agg, self._btable, self._bkeys, self._bn, self._bagg,
+                    self._table, self._keys, self._n, self._agg, self._bhead, self._blink, self._bn, self._bagg,
                     wrapped)
             else:
                 timeline_update_partitioned_bytes(
                     ids.offsets, ids.data, hashes, t, local, amt, oid, keep, kind, n_workers, PARTITION_BITS, _GROUP,
                     self._table, self._key_offsets, self._key_data, self._n, self._nbytes, self._agg,
-                    self._btable, self._bkeys, self._bn, self._bagg, wrapped)
+                    self._bhead, self._blink, self._bn, self._bagg, wrapped)
         return wrapped
 
     def _check_compatible(self, other, what):
@@ -219,11 +223,11 @@ class TimelineState(RFMState):
             if ids.kind == "int":
                 timeline_merge_buckets_int64(ids.ints, hashes, bucket_offsets, periods, rows, has_oid, n_workers,
                                              PARTITION_BITS, _GROUP, self._table, self._keys, self._n,
-                                             self._btable, self._bkeys, self._bn, self._bagg, wrapped)
+                                             self._bhead, self._blink, self._bn, self._bagg, wrapped)
             else:
                 timeline_merge_buckets_bytes(ids.offsets, ids.data, hashes, bucket_offsets, periods, rows, has_oid,
                                              n_workers, PARTITION_BITS, _GROUP, self._table, self._key_offsets,
-                                             self._key_data, self._n, self._nbytes, self._btable, self._bkeys,
+                                             self._key_data, self._n, self._nbytes, self._bhead, self._blink,
                                              self._bn, self._bagg, wrapped)
         self._refuse_wrapped(wrapped, ids, lambda r, customer: (
             f"{what}: merged, a period's money total of customer {customer} leaves the exact range"))
@@ -244,10 +248,9 @@ class TimelineState(RFMState):
         rows = np.empty((E, N_FIELDS), dtype=np.int64)
         if self._kind is not None and E:
             with self._threads():
-                timeline_bucket_counts(self._bkeys, self._bn, offsets, count)
+                timeline_bucket_counts(self._bhead, self._blink, self._n, offsets, count)
                 np.cumsum(count, out=bucket_offsets[1:])
-                timeline_export(self._bkeys, self._bagg, self._bn, offsets, bucket_offsets, periods, rows,
-                                np.empty(E, dtype=np.int64))
+                timeline_export(self._bhead, self._blink, self._bagg, self._n, offsets, bucket_offsets, periods, rows)
         return bucket_offsets, periods, rows
 
     # --- periods and boundaries -----------------------------------------------------
@@ -273,9 +276,12 @@ class TimelineState(RFMState):
         """(first, last) period with lines, or None for an empty state."""
         if not self.n_buckets or self.max_time_us is None:
             return None
-        first = min(int(((self._bkeys[p, : self._bn[p]] << 32) >> 32).min()) for p in range(len(self._bn))
-                    if self._bn[p])
-        return first, self._period_of(self.max_time_us)
+        from .kernels.timeline import timeline_min_period
+
+        lows = np.empty(len(self._bn), dtype=np.int64)
+        with self._threads():
+            timeline_min_period(self._blink, self._bn, lows)
+        return int(lows[self._bn > 0].min()), self._period_of(self.max_time_us)
 
     def _as_datetime(self, instant_us: int) -> _dt.datetime:
         utc = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc) + _dt.timedelta(microseconds=int(instant_us))

@@ -11,10 +11,19 @@ Layouts (all int64), per partition ``p`` (customer tables ``table``/``keys``/``n
 :mod:`rfmx.kernels.customers`; buckets live in their customer's partition, so the worker
 that owns a partition owns its buckets too):
 
-``btable`` (P, cap, 2)          slot = (bucket key, bucket + 1); 0 marks an empty slot
-``bkeys``  (P, bcap)            bucket key by bucket: ``local_code << 32 | (period & 0xFFFFFFFF)``
+``bhead``  (P, ncap)            per customer: ``(latest bucket + 1) << 32 | (its period & 0xFFFFFFFF)``;
+                                0: no bucket (so a grown array is zero past the customers)
+``blink``  (P, bcap)            per bucket: ``(next older bucket + 1) << 32 | (period & 0xFFFFFFFF)``;
+                                0 above bit 32: the customer's oldest bucket
 ``bagg``   (P, bcap, N_FIELDS)  the bucket's fields (identities for a new bucket)
 ``bn``     (P,)                 buckets per partition
+
+A customer's buckets form a chain from its newest period to its oldest, so there is no
+bucket hash table: a line of the customer's latest period (or of a newer one, which
+starts a bucket at the head) finds its bucket from the head word alone, one random
+access per line beside the customer row and the bucket row.  A line older than the
+customer's latest period walks the chain to its place: one step per newer bucket of that
+customer, none for time-ordered input (the usual order-line export).
 
 Periods are those of :mod:`rfmx.kernels.periods` (``period_kind``), computed from the
 lines' wall-clock times in the calendar's zone (``period_us``); they must fit in 32 bits.
@@ -25,61 +34,93 @@ import numpy as np
 from numba import prange
 
 from ._policy import kernel, prefetch
-from .customers import mix64, partition_of, prefetch_bytes_id, probe_bytes, probe_int64
+from .customers import partition_of, prefetch_bytes_id, probe_bytes, probe_int64
 from .periods import period_of
 from .rfm import N_FIELDS, accumulate, combine, encode_bytes, encode_group_int64, init_row, select_group
 
 __all__ = [
-    "bucket_key",
+    "find_bucket",
     "timeline_update_partitioned_int64",
     "timeline_update_partitioned_bytes",
     "timeline_merge_buckets_int64",
     "timeline_merge_buckets_bytes",
     "timeline_bucket_counts",
     "timeline_export",
+    "timeline_min_period",
     "timeline_advance",
 ]
 
 _LOW32 = 0xFFFFFFFF
-#: a customer's buckets up to this many are put in period order by insertion sort (they
-#: come in time order from the usual export, so that is one pass); longer runs by argsort
-_INSERTION_SORT_MAX = 32
+_HIGH32 = -(1 << 32)  # the bits above the low 32 (as int64)
 
 
 @kernel(inline=True)
-def bucket_key(code, period):
-    """The key of customer ``code``'s bucket for ``period`` (low 32 bits of the period)."""
-    return (code << 32) | (period & _LOW32)
+def _period32(word):
+    """The period held in the low 32 bits of a head or link word (sign-extended)."""
+    return (word << 32) >> 32
+
+
+@kernel(inline=True)
+def _new_bucket(blink, bn, bagg, p, next_word, period):
+    """A new bucket of ``period`` whose next older bucket is ``next_word``'s (its high half)."""
+    e = bn[p]
+    bn[p] = e + 1
+    blink[p, e] = (next_word & _HIGH32) | (period & _LOW32)
+    init_row(bagg, p, e)
+    return e
+
+
+@kernel(inline=True)
+def find_bucket(bhead, blink, bn, bagg, p, c, period):
+    """Customer ``c``'s bucket for ``period`` in partition ``p``, added (initialized) if new."""
+    h = bhead[p, c]
+    hp = _period32(h)
+    if h != 0 and hp == period:
+        return (h >> 32) - 1
+    if h == 0 or hp < period:  # a newer period than any: the new head
+        e = _new_bucket(blink, bn, bagg, p, h, period)
+        bhead[p, c] = ((e + 1) << 32) | (period & _LOW32)
+        return e
+    prev = (h >> 32) - 1  # an older period: walk the chain to its place
+    while True:
+        nxt = (blink[p, prev] >> 32) - 1
+        if nxt < 0:
+            break
+        q = _period32(blink[p, nxt])
+        if q == period:
+            return nxt
+        if q < period:
+            break
+        prev = nxt
+    e = _new_bucket(blink, bn, bagg, p, blink[p, prev], period)
+    blink[p, prev] = ((e + 1) << 32) | (blink[p, prev] & _LOW32)
+    return e
 
 
 # The update kernels take lines in groups like the RFM kernels: the group's customer
-# slots are prefetched and probed (rfm.select_group / encode_group_int64), then the
-# bucket slots are prefetched, probed (folding the customer rows meanwhile) and the
-# bucket rows prefetched, then the lines are folded into their buckets.
+# slots are prefetched and probed (rfm.select_group / encode_group_int64, which prefetches
+# the customer rows), then the group's periods are computed and the customers' head words
+# prefetched, then the customer rows are folded and the buckets found (their rows
+# prefetched), then the lines are folded into their buckets.
 
 @kernel(inline=True)
-def _fold_group(rows, codes, bkey, ents, k, hashes, time_us, period_us, amount_minor, order_id, period_kind,
-                partition_bits, agg, btable, bkeys, bn, bagg):
+def _fold_group(rows, codes, bper, ents, k, hashes, time_us, period_us, amount_minor, order_id, period_kind,
+                partition_bits, agg, bhead, blink, bn, bagg):
     """Fold probed lines ``rows[:k]`` (customers ``codes[:k]``) into their customer rows and
     their buckets; the first line whose money left int64, or -1."""
     has_oid = order_id.shape[0] > 0
-    bmask = btable.shape[1] - 1
     first_wrapped = -1
     for j in range(k):
         r = rows[j]
-        key = bucket_key(codes[j], period_of(period_us[r], period_kind))
-        bkey[j] = key
-        prefetch(btable, partition_of(hashes[r], partition_bits), mix64(key) & bmask)
+        bper[j] = period_of(period_us[r], period_kind)
+        prefetch(bhead, partition_of(hashes[r], partition_bits), codes[j])
     for j in range(k):
         r = rows[j]
         p = partition_of(hashes[r], partition_bits)
         if accumulate(agg, p, codes[j], time_us[r], amount_minor[r], order_id[r] if has_oid else 0, has_oid):
             if first_wrapped < 0:
                 first_wrapped = r
-        before = bn[p]
-        e = probe_int64(btable, bkeys, bn, p, bkey[j], mix64(bkey[j]))
-        if e == before:
-            init_row(bagg, p, e)
+        e = find_bucket(bhead, blink, bn, bagg, p, codes[j], bper[j])
         ents[j] = e
         prefetch(bagg, p, e)
     for j in range(k):
@@ -95,25 +136,26 @@ def _fold_group(rows, codes, bkey, ents, k, hashes, time_us, period_us, amount_m
 @kernel(parallel=True)
 def timeline_update_partitioned_int64(ids, hashes, time_us, period_us, amount_minor, order_id, keep, period_kind,
                                       n_workers, partition_bits, group, table, keys, n, agg,
-                                      btable, bkeys, bn, bagg, wrapped):
+                                      bhead, blink, bn, bagg, wrapped):
     """Encode integer ids, fold every line into its customer row ``agg[p, code]`` and into
     its ``(customer, period)`` bucket.  Arguments as
     :func:`rfmx.kernels.rfm.rfm_update_partitioned_int64` plus ``period_us`` (the lines'
     wall-clock times, which decide their periods), ``period_kind`` and the bucket arrays;
-    the caller reserves room for every line being a new customer and a new bucket."""
+    the caller reserves room for every line being a new customer and a new bucket, and
+    keeps ``bhead`` zero past the customers."""
     m = ids.shape[0]
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
-        bkey = np.empty(group, dtype=np.int64)
+        bper = np.empty(group, dtype=np.int64)
         ents = np.empty(group, dtype=np.int64)
         first_wrapped = -1
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
             encode_group_int64(rows, k, ids, hashes, partition_bits, table, keys, n, agg, codes)
-            r = _fold_group(rows, codes, bkey, ents, k, hashes, time_us, period_us, amount_minor, order_id,
-                            period_kind, partition_bits, agg, btable, bkeys, bn, bagg)
+            r = _fold_group(rows, codes, bper, ents, k, hashes, time_us, period_us, amount_minor, order_id,
+                            period_kind, partition_bits, agg, bhead, blink, bn, bagg)
             if r >= 0 and first_wrapped < 0:
                 first_wrapped = r
         wrapped[w] = first_wrapped
@@ -122,13 +164,13 @@ def timeline_update_partitioned_int64(ids, hashes, time_us, period_us, amount_mi
 @kernel(parallel=True)
 def timeline_update_partitioned_bytes(offsets, data, hashes, time_us, period_us, amount_minor, order_id, keep,
                                       period_kind, n_workers, partition_bits, group, table, key_offsets, key_data,
-                                      n, nbytes, agg, btable, bkeys, bn, bagg, wrapped):
+                                      n, nbytes, agg, bhead, blink, bn, bagg, wrapped):
     """As :func:`timeline_update_partitioned_int64` for byte-string ids (Arrow offsets/data)."""
     m = hashes.shape[0]
     for w in prange(n_workers):
         rows = np.empty(group, dtype=np.int64)
         codes = np.empty(group, dtype=np.int64)
-        bkey = np.empty(group, dtype=np.int64)
+        bper = np.empty(group, dtype=np.int64)
         ents = np.empty(group, dtype=np.int64)
         first_wrapped = -1
         i = 0
@@ -143,8 +185,8 @@ def timeline_update_partitioned_bytes(offsets, data, hashes, time_us, period_us,
                                     n, nbytes, agg)
                 codes[j] = c
                 prefetch(agg, p, c)
-            r = _fold_group(rows, codes, bkey, ents, k, hashes, time_us, period_us, amount_minor, order_id,
-                            period_kind, partition_bits, agg, btable, bkeys, bn, bagg)
+            r = _fold_group(rows, codes, bper, ents, k, hashes, time_us, period_us, amount_minor, order_id,
+                            period_kind, partition_bits, agg, bhead, blink, bn, bagg)
             if r >= 0 and first_wrapped < 0:
                 first_wrapped = r
         wrapped[w] = first_wrapped
@@ -154,19 +196,42 @@ def timeline_update_partitioned_bytes(offsets, data, hashes, time_us, period_us,
 
 @kernel(inline=True)
 def _merge_group_buckets(sel, codes, k, hashes, bucket_offsets, periods, rows, has_order_id, partition_bits,
-                         btable, bkeys, bn, bagg):
+                         bhead, blink, bn, bagg):
     """Combine the buckets of customers ``sel[:k]`` (local codes ``codes[:k]``) into the
-    state's buckets; the first customer whose money left int64, or -1."""
+    state's buckets; the first customer whose money left int64, or -1.
+
+    A customer's incoming buckets are taken newest first with a cursor moving down its
+    chain (one pass over both when they are in period order, as an export gives them)."""
     first_wrapped = -1
     for j in range(k):
         r = sel[j]
+        c = codes[j]
         p = partition_of(hashes[r], partition_bits)
-        for e in range(bucket_offsets[r], bucket_offsets[r + 1]):
-            key = bucket_key(codes[j], periods[e])
-            before = bn[p]
-            b = probe_int64(btable, bkeys, bn, p, key, mix64(key))
-            if b == before:
-                init_row(bagg, p, b)
+        prev = -1  # the cursor: the bucket before ``cur`` in the chain (-1: the head word)
+        cur = (bhead[p, c] >> 32) - 1
+        for e in range(bucket_offsets[r + 1] - 1, bucket_offsets[r] - 1, -1):
+            q = periods[e]
+            if prev >= 0 and _period32(blink[p, prev]) <= q:
+                if _period32(blink[p, prev]) == q:  # two incoming buckets of one period
+                    b = prev
+                    if combine(bagg, p, b, rows, e, has_order_id) and first_wrapped < 0:
+                        first_wrapped = r
+                    continue
+                prev = -1  # out of order: start again from the head
+                cur = (bhead[p, c] >> 32) - 1
+            while cur >= 0 and _period32(blink[p, cur]) > q:
+                prev = cur
+                cur = (blink[p, cur] >> 32) - 1
+            if cur >= 0 and _period32(blink[p, cur]) == q:
+                b = cur
+            else:
+                b = _new_bucket(blink, bn, bagg, p, (cur + 1) << 32, q)
+                if prev < 0:
+                    bhead[p, c] = ((b + 1) << 32) | (q & _LOW32)
+                else:
+                    blink[p, prev] = ((b + 1) << 32) | (blink[p, prev] & _LOW32)
+            prev = b
+            cur = (blink[p, b] >> 32) - 1
             if combine(bagg, p, b, rows, e, has_order_id) and first_wrapped < 0:
                 first_wrapped = r
     return first_wrapped
@@ -174,7 +239,7 @@ def _merge_group_buckets(sel, codes, k, hashes, bucket_offsets, periods, rows, h
 
 @kernel(parallel=True)
 def timeline_merge_buckets_int64(ids, hashes, bucket_offsets, periods, rows, has_order_id, n_workers,
-                                 partition_bits, group, table, keys, n, btable, bkeys, bn, bagg, wrapped):
+                                 partition_bits, group, table, keys, n, bhead, blink, bn, bagg, wrapped):
     """Combine customer ``j``'s buckets ``rows[e]`` (period ``periods[e]``), ``e`` in
     ``bucket_offsets[j]:bucket_offsets[j + 1]``, into the state's buckets (``rows`` taken
     to follow them, as :func:`rfmx.kernels.rfm.combine`).
@@ -195,7 +260,7 @@ def timeline_merge_buckets_int64(ids, hashes, bucket_offsets, periods, rows, has
                 r = sel[j]
                 codes[j] = probe_int64(table, keys, n, partition_of(hashes[r], partition_bits), ids[r], hashes[r])
             r = _merge_group_buckets(sel, codes, k, hashes, bucket_offsets, periods, rows, has_order_id,
-                                     partition_bits, btable, bkeys, bn, bagg)
+                                     partition_bits, bhead, blink, bn, bagg)
             if r >= 0 and first_wrapped < 0:
                 first_wrapped = r
         wrapped[w] = first_wrapped
@@ -204,7 +269,7 @@ def timeline_merge_buckets_int64(ids, hashes, bucket_offsets, periods, rows, has
 @kernel(parallel=True)
 def timeline_merge_buckets_bytes(offsets, data, hashes, bucket_offsets, periods, rows, has_order_id, n_workers,
                                  partition_bits, group, table, key_offsets, key_data, n, nbytes,
-                                 btable, bkeys, bn, bagg, wrapped):
+                                 bhead, blink, bn, bagg, wrapped):
     """As :func:`timeline_merge_buckets_int64` for byte-string customer ids."""
     u = hashes.shape[0]
     every_customer = np.empty(0, dtype=np.bool_)
@@ -224,7 +289,7 @@ def timeline_merge_buckets_bytes(offsets, data, hashes, bucket_offsets, periods,
                 codes[j] = probe_bytes(table, key_offsets, key_data, n, nbytes, partition_of(hashes[r], partition_bits),
                                        data, offsets[r], offsets[r + 1], hashes[r])
             r = _merge_group_buckets(sel, codes, k, hashes, bucket_offsets, periods, rows, has_order_id,
-                                     partition_bits, btable, bkeys, bn, bagg)
+                                     partition_bits, bhead, blink, bn, bagg)
             if r >= 0 and first_wrapped < 0:
                 first_wrapped = r
         wrapped[w] = first_wrapped
@@ -233,57 +298,51 @@ def timeline_merge_buckets_bytes(offsets, data, hashes, bucket_offsets, periods,
 # --- reading the buckets out: per customer, in period order ------------------------------
 
 @kernel(parallel=True)
-def timeline_bucket_counts(bkeys, bn, offsets, count):
+def timeline_bucket_counts(bhead, blink, n, offsets, count):
     """``count[k]`` += buckets of customer ``k`` (customers flattened in partition order:
     customer ``code`` of partition ``p`` is ``offsets[p] + code``)."""
-    for p in prange(bn.shape[0]):
+    for p in prange(n.shape[0]):
         base = offsets[p]
-        for e in range(bn[p]):
-            count[base + (bkeys[p, e] >> 32)] += 1
+        for c in range(n[p]):
+            e = (bhead[p, c] >> 32) - 1
+            while e >= 0:
+                count[base + c] += 1
+                e = (blink[p, e] >> 32) - 1
 
 
 @kernel(parallel=True)
-def timeline_export(bkeys, bagg, bn, offsets, bucket_offsets, periods, rows, src):
+def timeline_export(bhead, blink, bagg, n, offsets, bucket_offsets, periods, rows):
     """Every customer's buckets, in period order: customer ``k``'s are
     ``periods[j]``/``rows[j]`` for ``j`` in ``bucket_offsets[k]:bucket_offsets[k + 1]``.
 
-    ``offsets`` (P + 1,): partition ``p``'s customers are ``offsets[p]:offsets[p + 1]``; ``periods`` (E,), ``rows`` (E,
-    N_FIELDS), ``src`` (E,) scratch.  Partitions in parallel: a partition's customers own
-    a range of the outputs, so no two threads write the same place; the result is the
-    same for any number of threads."""
-    fill = bucket_offsets[:-1].copy()
-    for p in prange(bn.shape[0]):
+    ``offsets`` (P + 1,): partition ``p``'s customers are ``offsets[p]:offsets[p + 1]``;
+    ``periods`` (E,), ``rows`` (E, N_FIELDS).  Partitions in parallel: a partition's
+    customers own a range of the outputs, so no two threads write the same place; the
+    result is the same for any number of threads."""
+    for p in prange(n.shape[0]):
         base = offsets[p]
-        for e in range(bn[p]):
-            key = bkeys[p, e]
-            k = base + (key >> 32)
-            j = fill[k]
-            fill[k] = j + 1
-            periods[j] = (key << 32) >> 32  # sign-extend the low 32 bits
-            src[j] = e
-        for k in range(base, offsets[p + 1]):
-            lo = bucket_offsets[k]
-            hi = bucket_offsets[k + 1]
-            if hi - lo <= _INSERTION_SORT_MAX:
-                for a in range(lo + 1, hi):
-                    per = periods[a]
-                    s = src[a]
-                    b = a - 1
-                    while b >= lo and periods[b] > per:
-                        periods[b + 1] = periods[b]
-                        src[b + 1] = src[b]
-                        b -= 1
-                    periods[b + 1] = per
-                    src[b + 1] = s
-            else:
-                order = np.argsort(periods[lo:hi])
-                sp = periods[lo:hi][order]
-                ss = src[lo:hi][order]
-                periods[lo:hi] = sp
-                src[lo:hi] = ss
-            for j in range(lo, hi):
+        for c in range(n[p]):
+            j = bucket_offsets[base + c + 1] - 1  # the chain runs newest first
+            e = (bhead[p, c] >> 32) - 1
+            while e >= 0:
+                word = blink[p, e]
+                periods[j] = _period32(word)
                 for f in range(N_FIELDS):
-                    rows[j, f] = bagg[p, src[j], f]
+                    rows[j, f] = bagg[p, e, f]
+                j -= 1
+                e = (word >> 32) - 1
+
+
+@kernel(parallel=True)
+def timeline_min_period(blink, bn, out):
+    """``out[p]`` = the earliest period of partition ``p``'s buckets (``bn[p] > 0``)."""
+    for p in prange(bn.shape[0]):
+        lo = np.int64(1 << 40)
+        for e in range(bn[p]):
+            q = _period32(blink[p, e])
+            if q < lo:
+                lo = q
+        out[p] = lo
 
 
 @kernel(parallel=True)
