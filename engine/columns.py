@@ -184,7 +184,7 @@ def _cast_times(arr: pa.Array, timezone: str = "UTC") -> pa.Array:
     return pa.array(out).view(pa.timestamp("us", tz="UTC"))
 
 
-def _row(row0, i: int) -> int:
+def source_row(row0, i: int) -> int:
     """Row number in the source of line ``i`` of a batch: ``row0`` is the batch's first row,
     or the source row of every line when some lines were dropped."""
     return int(row0 + i) if np.isscalar(row0) else int(row0[i])
@@ -205,7 +205,7 @@ def _parse_time_strings(arr: pa.Array, where: str, column: str, row0, timezone: 
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             hi = mid
     bad = arr[lo].as_py()
-    raise RfmxError(f"{where}: column '{column}' (order time) has an unparseable time {bad!r} at row {_row(row0, lo)}")
+    raise RfmxError(f"{where}: column '{column}' (order time) has an unparseable time {bad!r} at row {source_row(row0, lo)}")
 
 
 def _check_time_range(raw: pa.Array, us_per_unit: int, where: str, column: str, row0) -> None:
@@ -225,7 +225,7 @@ def _check_time_range(raw: pa.Array, us_per_unit: int, where: str, column: str, 
     i = int(np.flatnonzero((values < lo) | (values >= hi))[0])
     unit = {1: "us", 1000: "ms", 1_000_000: "s", US_PER_DAY: "days"}[us_per_unit]
     raise RfmxError(f"{where}: column '{column}' (order time) value {values[i]} {unit} since 1970 at row "
-                    f"{_row(row0, i)} is outside the years 0001 to 9999")
+                    f"{source_row(row0, i)} is outside the years 0001 to 9999")
 
 
 def time_us(arr: pa.Array, where: str, column: str, row0, timezone: str = "UTC") -> tuple[np.ndarray, str | None]:
@@ -312,7 +312,7 @@ def _python_minor(values: list, scale: int, rounding: str | None, where: str, co
         if parse:
             if not _DECIMAL_STRING.fullmatch(v):
                 raise RfmxError(f"{where}: column '{column}' (amount) has an unparseable amount {v!r} at row "
-                                f"{_row(row0, i)}")
+                                f"{source_row(row0, i)}")
             d = ctx.create_decimal(v)
         else:
             d = v
@@ -320,10 +320,10 @@ def _python_minor(values: list, scale: int, rounding: str | None, where: str, co
         whole = scaled.to_integral_value(rounding=mode or decimal.ROUND_HALF_EVEN, context=ctx)
         if whole != scaled:
             if mode is None:
-                raise _too_precise(v, _decimals_of(d), scale, where, column, _row(row0, i))
+                raise _too_precise(v, _decimals_of(d), scale, where, column, source_row(row0, i))
             n_rounded += 1
         if not _INT64_MIN <= int(whole) <= _INT64_MAX:
-            raise RfmxError(f"{where}: column '{column}' (amount) value {v} at row {_row(row0, i)} "
+            raise RfmxError(f"{where}: column '{column}' (amount) value {v} at row {source_row(row0, i)} "
                             f"overflows int64 minor units")
         out[i] = int(whole)
     return out, n_rounded
@@ -354,7 +354,7 @@ def _decimal_minor(arr: pa.Array, scale: int, rounding: str | None, where: str, 
             i = int(np.flatnonzero(np.asarray(changed.fill_null(False)))[0])
             value = arr[i].as_py()
             raise _too_precise(shown[i].as_py() if shown is not arr else value, _decimals_of(value), scale,
-                               where, column, _row(row0, i))
+                               where, column, source_row(row0, i))
         n_rounded = n_changed
         arr = rounded
     try:
@@ -370,7 +370,7 @@ def _decimal_minor(arr: pa.Array, scale: int, rounding: str | None, where: str, 
     fits = hi == (lo >> 63)
     if not fits.all():
         i = int(np.flatnonzero(~fits)[0])
-        raise RfmxError(f"{where}: column '{column}' (amount) value {shown[i].as_py()} at row {_row(row0, i)} "
+        raise RfmxError(f"{where}: column '{column}' (amount) value {shown[i].as_py()} at row {source_row(row0, i)} "
                         f"overflows int64 minor units")
     return np.ascontiguousarray(lo), n_rounded
 
@@ -410,7 +410,7 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0, *,
             big = np.asarray(arr) > limit
             if big.any():
                 i = int(np.flatnonzero(big)[0])
-                raise RfmxError(f"{where}: column '{column}' (amount) value {arr[i].as_py()} at row {_row(row0, i)} "
+                raise RfmxError(f"{where}: column '{column}' (amount) value {arr[i].as_py()} at row {source_row(row0, i)} "
                                 f"overflows int64 minor units")
         from .kernels.money import int_to_minor  # deferred: importing numba is not cheap
 
@@ -418,7 +418,7 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0, *,
         out = np.empty(len(v), dtype=np.int64)
         i = int_to_minor(v, unit, out)
         if i >= 0:
-            raise RfmxError(f"{where}: column '{column}' (amount) value {v[i]} at row {_row(row0, i)} overflows int64 minor units")
+            raise RfmxError(f"{where}: column '{column}' (amount) value {v[i]} at row {source_row(row0, i)} overflows int64 minor units")
         return out, 0
     if pa.types.is_floating(t):
         from .kernels.money import float_to_minor
@@ -427,7 +427,7 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0, *,
         out = np.empty(len(v), dtype=np.int64)
         i = float_to_minor(v, float(unit), out)
         if i >= 0:
-            raise RfmxError(f"{where}: column '{column}' (amount) has a non-finite or too large value {arr[i].as_py()} at row {_row(row0, i)}")
+            raise RfmxError(f"{where}: column '{column}' (amount) has a non-finite or too large value {arr[i].as_py()} at row {source_row(row0, i)}")
         return out, 0
     if pa.types.is_decimal(t):
         return _decimal_minor(arr, scale, rounding, where, column, row0, arr)
@@ -487,5 +487,6 @@ __all__ = [
     "ROUNDINGS",
     "MAX_AMOUNT_SCALE",
     "order_ids",
+    "source_row",
     "_EMPTY_I64",
 ]

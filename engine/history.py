@@ -34,7 +34,6 @@ from .state import (
     _GROUP,
     STATE_VERSION,
     RFMState,
-    _next_pow2,
     _us_to_iso,
     read_state_file,
     read_state_meta,

@@ -31,9 +31,10 @@ from .columns import (
     null_mask,
     order_ids,
     raise_on_nulls,
+    source_row,
     time_us,
 )
-from .calendar import UTC, check_timezone, day_start, instant_to_wall, local_day, local_days, wall_to_instant
+from .calendar import UTC, check_timezone, day_start, local_day, local_days, wall_to_instant
 from .errors import RfmxError
 from . import memory
 from .memory import grow, release
@@ -115,11 +116,6 @@ def money_limit(amount_scale: int) -> str:
     from decimal import Decimal
 
     return f"{Decimal(2**63 - 1).scaleb(-int(amount_scale)):,}"
-
-
-def _row_of(row0, i: int) -> int:
-    """Source row of line ``i``: ``row0`` is the first line's row, or every line's row."""
-    return int(row0 + i) if np.isscalar(row0) else int(row0[i])
 
 
 def _describe_id(ids: CustomerIds, i: int) -> str:
@@ -505,7 +501,7 @@ class RFMState:
             if self._kind is None and not pa.types.is_null(conv.ids.arrow_type):
                 self._adopt_ids(conv.ids, source)
             return
-        self._adopt_ids(conv.ids, source, lambda i: _row_of(conv.row0, i))
+        self._adopt_ids(conv.ids, source, lambda i: source_row(conv.row0, i))
         if conv.tz is not None and self.time_zone is None:
             self.time_zone = conv.tz
         self.rows_outside_window += conv.outside
@@ -516,7 +512,7 @@ class RFMState:
         wrapped = self._fold(*conv.lines, hashed=conv.hashed)
         self._refuse_wrapped(wrapped, conv.ids, lambda r, customer: (
             f"{source}: column '{self.columns.amount}' (amount): the money total of customer "
-            f"{customer} leaves the exact range at row {_row_of(conv.row0, r)}"))
+            f"{customer} leaves the exact range at row {source_row(conv.row0, r)}"))
 
     def _fold(self, ids: CustomerIds, t: np.ndarray, amt: np.ndarray, oid: np.ndarray, keep: np.ndarray,
               hashed: tuple | None = None) -> np.ndarray:

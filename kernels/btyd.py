@@ -28,9 +28,9 @@ import numpy as np
 from numba import prange
 
 from ._policy import kernel, prefetch
-from .customers import mix64, partition_of, prefetch_bytes_id, probe_bytes, probe_int64
+from .customers import mix64, partition_of, probe_int64
 from .periods import PERIOD_KINDS, US_PER_DAY, period_of, period_start_us, periods_of
-from .rfm import accumulate, encode_bytes, encode_group_int64, select_group
+from .rfm import accumulate, encode_group_bytes, encode_group_int64, find_group_bytes, select_group
 
 __all__ = [
     "PERIOD_KINDS",
@@ -160,15 +160,8 @@ def btyd_update_partitioned_bytes(offsets, data, hashes, time_us, period_us, amo
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
-            for j in range(k):  # the candidates' id bytes, as in rfm_update_partitioned_bytes
-                r = rows[j]
-                h = hashes[r]
-                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
-            for j in range(k):
-                p, c = encode_bytes(rows[j], offsets, data, hashes, partition_bits, table, key_offsets, key_data,
-                                    n, nbytes, agg)
-                codes[j] = c
-                prefetch(agg, p, c)
+            encode_group_bytes(rows, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n,
+                               nbytes, agg, codes)
             r = _fold_group(rows, codes, pkey, ents, k, hashes, time_us, period_us, amount_minor, order_id,
                             period_kind, partition_bits, agg, ptable, pkeys, pn, pmoney, pmoney3)
             if r >= 0 and first_wrapped < 0:
@@ -254,14 +247,8 @@ def btyd_merge_periods_bytes(offsets, data, hashes, entry_offsets, periods, mone
         i = 0
         while i < u:
             i, k = select_group(hashes, every_customer, i, group, rows, w, n_workers, partition_bits, table)
-            for j in range(k):
-                r = rows[j]
-                h = hashes[r]
-                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
-            for j in range(k):
-                r = rows[j]
-                codes[j] = probe_bytes(table, key_offsets, key_data, n, nbytes, partition_of(hashes[r], partition_bits),
-                                       data, offsets[r], offsets[r + 1], hashes[r])
+            find_group_bytes(rows, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n, nbytes,
+                             codes)
             _merge_group_entries(rows, codes, k, hashes, entry_offsets, periods, money, partition_bits,
                                  buf, ptable, pkeys, pn, pmoney)
 

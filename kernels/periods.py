@@ -18,7 +18,6 @@ Periods are integers counted from the one that holds 1970-01-01 (negative before
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
 
 from ._policy import kernel

@@ -306,6 +306,39 @@ def encode_bytes(r, offsets, data, hashes, partition_bits, table, key_offsets, k
     return p, c
 
 
+@kernel(inline=True)
+def encode_group_bytes(rows, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n, nbytes,
+                       agg, codes):
+    """Codes of the byte-string ids of lines ``rows[:k]`` into ``codes[:k]`` (new customers
+    inserted, their rows initialized): the candidates' stored bytes are prefetched for the
+    whole group first, and each customer's aggregate row as soon as it is known.  For
+    kernels that fold a group after encoding it (the BTYD and timeline updates)."""
+    for j in range(k):
+        r = rows[j]
+        h = hashes[r]
+        prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
+    for j in range(k):
+        p, c = encode_bytes(rows[j], offsets, data, hashes, partition_bits, table, key_offsets, key_data, n, nbytes,
+                            agg)
+        codes[j] = c
+        prefetch(agg, p, c)
+
+
+@kernel(inline=True)
+def find_group_bytes(rows, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n, nbytes,
+                     codes):
+    """Codes of the byte-string ids of lines ``rows[:k]``, customers the state already holds
+    (as in a merge after the customer rows were merged), candidates' bytes prefetched first."""
+    for j in range(k):
+        r = rows[j]
+        h = hashes[r]
+        prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
+    for j in range(k):
+        r = rows[j]
+        codes[j] = probe_bytes(table, key_offsets, key_data, n, nbytes, partition_of(hashes[r], partition_bits),
+                               data, offsets[r], offsets[r + 1], hashes[r])
+
+
 @kernel(parallel=True)
 def rfm_update_partitioned_int64(ids, hashes, time_us, amount_minor, order_id, keep,
                                  n_workers, partition_bits, group, table, keys, n, agg, wrapped):

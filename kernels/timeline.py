@@ -34,9 +34,10 @@ import numpy as np
 from numba import prange
 
 from ._policy import kernel, prefetch
-from .customers import partition_of, prefetch_bytes_id, probe_bytes, probe_int64
+from .customers import partition_of, probe_int64
 from .periods import period_of
-from .rfm import N_FIELDS, accumulate, combine, encode_bytes, encode_group_int64, init_row, select_group
+from .rfm import (N_FIELDS, accumulate, combine, encode_group_bytes, encode_group_int64, find_group_bytes, init_row,
+                  select_group)
 
 __all__ = [
     "find_bucket",
@@ -176,15 +177,8 @@ def timeline_update_partitioned_bytes(offsets, data, hashes, time_us, period_us,
         i = 0
         while i < m:
             i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
-            for j in range(k):
-                r = rows[j]
-                h = hashes[r]
-                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
-            for j in range(k):
-                p, c = encode_bytes(rows[j], offsets, data, hashes, partition_bits, table, key_offsets, key_data,
-                                    n, nbytes, agg)
-                codes[j] = c
-                prefetch(agg, p, c)
+            encode_group_bytes(rows, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n,
+                               nbytes, agg, codes)
             r = _fold_group(rows, codes, bper, ents, k, hashes, time_us, period_us, amount_minor, order_id,
                             period_kind, partition_bits, agg, bhead, blink, bn, bagg)
             if r >= 0 and first_wrapped < 0:
@@ -280,14 +274,8 @@ def timeline_merge_buckets_bytes(offsets, data, hashes, bucket_offsets, periods,
         i = 0
         while i < u:
             i, k = select_group(hashes, every_customer, i, group, sel, w, n_workers, partition_bits, table)
-            for j in range(k):
-                r = sel[j]
-                h = hashes[r]
-                prefetch_bytes_id(table, key_data, partition_of(h, partition_bits), h, offsets[r + 1] - offsets[r])
-            for j in range(k):
-                r = sel[j]
-                codes[j] = probe_bytes(table, key_offsets, key_data, n, nbytes, partition_of(hashes[r], partition_bits),
-                                       data, offsets[r], offsets[r + 1], hashes[r])
+            find_group_bytes(sel, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n, nbytes,
+                             codes)
             r = _merge_group_buckets(sel, codes, k, hashes, bucket_offsets, periods, rows, has_order_id,
                                      partition_bits, bhead, blink, bn, bagg)
             if r >= 0 and first_wrapped < 0:
