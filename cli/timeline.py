@@ -130,39 +130,39 @@ def write_snapshots(files, state, boundaries, steps, *, output, changes_only, mi
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from rfmx.migrations import migration, segment_changes
+    from rfmx.migrations import migration, migration_summary, rows_in_earlier, segment_changes
     from rfmx.pipeline import with_as_of
     from rfmx.sinks import TableStream, output_format
 
     from .options import show_progress
     from .score import run_steps
+    from .summary import migration_lines
 
     stream = None
     if output:
         stream = TableStream(files.staged("-o"), output_format(output), where=output,
                              metadata={"rfmx.timeline.every": state.period, "rfmx.timezone": state.timezone})
-    moves, previous, earlier = [], None, None
-    for n, (as_of, snapshot) in enumerate(state.snapshots(boundaries), start=1):
+    moves, previous, earlier, last_rows, earlier_rows = [], None, None, None, None
+    for n, (as_of, snapshot, state_rows) in enumerate(state.snapshots(boundaries, with_state_rows=True), start=1):
         scored = run_steps(snapshot, steps)
+        if earlier is not None:
+            # snapshots of one state: matched by position, not by hashing the ids
+            last_rows = rows_in_earlier(earlier_rows, state_rows)
         if stream is not None:
             rows = scored
             if changes_only and earlier is not None:
-                changed = segment_changes(earlier, scored).column("customer_id")
+                changed = segment_changes(earlier, scored, earlier_rows=last_rows).column("customer_id")
                 rows = scored.filter(pc.is_in(scored.column("customer_id"), value_set=changed))
             stream.write(with_as_of(rows, as_of, state.timezone))
         if migration_out and earlier is not None:
-            moves.append(migration(earlier, scored))
-        previous, earlier = earlier, scored
+            moves.append(migration(earlier, scored, earlier_rows=last_rows))
+        previous, earlier, earlier_rows = earlier, scored, state_rows
         if show_progress(progress):
             click.echo(f"rfmx timeline: snapshot {n}/{len(boundaries)}", err=True)
     if stream is not None:
         stream.close()
     if migration_out:
         files.write_table("--migration-out", pa.concat_tables(moves))
-        from rfmx.migrations import migration_summary
-
-        from .summary import migration_lines
-
         click.echo(f"segment migration from {boundaries[-2]:%Y-%m-%d} to {boundaries[-1]:%Y-%m-%d}:")
-        click.echo("\n".join(migration_lines(migration_summary(previous, earlier))))
+        click.echo("\n".join(migration_lines(migration_summary(previous, earlier, earlier_rows=last_rows))))
     return stream.rows if stream is not None else 0

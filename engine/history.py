@@ -85,8 +85,8 @@ class TimelineState(RFMState):
     processes, medians): 1e7 lines (725 k customers, 2.56 M customer-months, 3.5 per
     customer) 0.81 GB against 0.61 GB for ``rfmx.aggregate``, in 0.66 s against 0.45 s;
     1e8 lines (7.25 M customers, 25.6 M customer-months) 3.03 GB against 1.18 GB, in 9.8 s
-    against 5.0 s.  :meth:`snapshots` adds one copy of the buckets in period order (80
-    bytes each), the running rows (64 per customer) and one result table.
+    against 5.0 s.  :meth:`snapshots` adds one copy of the buckets, customer by customer
+    (72 bytes each), the running rows (64 per customer) and one result table.
 
     Speed: a line of its customer's newest period, or a newer one, costs one random access
     more than in the RFM state (the customer's newest-bucket word) plus its bucket's row;
@@ -354,7 +354,7 @@ class TimelineState(RFMState):
 
     # --- snapshots and buckets --------------------------------------------------------
 
-    def snapshots(self, as_of_dates=None):
+    def snapshots(self, as_of_dates=None, *, with_state_rows: bool = False):
         """The RFM table as of each of ``as_of_dates``: an iterator of ``(as_of, table)``
         with ``as_of`` ascending (a zone-aware ``datetime``).
 
@@ -362,55 +362,54 @@ class TimelineState(RFMState):
         them) or the state's ``until``.  Each table is what :meth:`rfmx.RFMState.finalize`
         gives for a state built over the lines before ``as_of`` (``rfmx.aggregate(source,
         as_of=as_of)``): the same columns, types and values, customers with a line before
-        ``as_of`` only (in another order: compare by ``customer_id``); see the module
+        ``as_of`` only, in the state's customer order (the order of :meth:`finalize`; for
+        input in time order, the order ``aggregate(as_of=...)`` gives); see the module
         docstring for order ids.
 
-        One pass: the buckets are read out in period order once, then each snapshot folds
-        the newly covered periods into running per-customer rows with the merge kernel
-        and finalizes them with the finalize kernel; one snapshot is in memory at a time.
+        ``with_state_rows``: yield ``(as_of, table, state_rows)`` instead, where
+        ``state_rows`` (int64, ascending) gives each table row's row in :meth:`finalize`'s
+        customer order — so two snapshots of one state are matched by position
+        (:func:`rfmx.migrations.rows_in_earlier`), without hashing the ids.
+
+        One pass: the buckets are read out once, customer by customer; each snapshot
+        folds the newly covered periods into running per-customer rows with the merge
+        kernel and finalizes them in the same step; one snapshot is in memory at a time.
         """
         self._check_usable()
         wanted = self._as_of_periods(as_of_dates)  # checked here, not at the first next()
-        return self._snapshots(wanted)
+        return self._snapshots(wanted, with_state_rows)
 
-    def _snapshots(self, wanted):
+    def _snapshots(self, wanted, with_state_rows):
         from .kernels import rfm as k
-        from .kernels.timeline import timeline_advance
+        from .kernels.timeline import timeline_snapshot
 
         if not wanted:
             return
         ids, _ = self._flat(with_rows=False)
         bucket_offsets, periods, rows = self._export()
         m = len(ids)
-        # Customers ranked by their first period: those with a line before a boundary are a
-        # prefix of the ranking, so each snapshot is a slice of it.
-        firsts = periods[bucket_offsets[:-1]] if m else np.empty(0, np.int64)
-        order = np.argsort(firsts, kind="stable")
-        firsts = firsts[order]
-        id_array = self._id_array(ids).take(pa.array(order)) if m else self._id_array(ids)
-        P = len(self._n)
-        c = max(1, -(-m // P))
-        run = k.new_aggregates((P, c))
-        pos = bucket_offsets[:-1][order].copy()
+        firsts = periods[bucket_offsets[:-1]] if m else np.empty(0, np.int64)  # each customer's first period
+        id_array = self._id_array(ids)
+        run = np.empty((1, m, k.N_FIELDS), dtype=np.int64)  # rows set by the kernel at their first bucket
+        pos = bucket_offsets[:-1].copy()
         has_oid = self.columns.order_id is not None
         unit = float(10 ** self.amount_scale)
         for as_of_us, q in wanted:
-            n_in = int(np.searchsorted(firsts, q, side="left"))
+            customers = np.flatnonzero(firsts < q)
+            n_in = len(customers)
+            ints = np.empty((7, n_in), dtype=np.int64)
+            floats = np.empty((4, n_in), dtype=np.float64)
+            has_orders = np.empty(n_in, dtype=np.bool_)
             with self._threads():
-                bad = timeline_advance(bucket_offsets, periods, rows, order, n_in, q, has_oid, run, pos)
-                if bad:
-                    raise RfmxError("a snapshot's money total left the exact range: the state is damaged")
-                n_part = np.clip(n_in - c * np.arange(P, dtype=np.int64), 0, c)
-                ints = np.empty((7, n_in), dtype=np.int64)
-                floats = np.empty((4, n_in), dtype=np.float64)
-                has_orders = np.empty(n_in, dtype=np.bool_)
-                k.rfm_finalize_partitioned(run, n_part, 0, P, local_day(as_of_us, self.timezone), US_PER_DAY,
-                                           unit, ints, floats, has_orders)
-            table = self._result_table(id_array.slice(0, n_in), ints, floats, has_orders, as_of_us)
-            # Back to the state's own customer order (partition, then first appearance), the
-            # order aggregate(as_of) gives for time-ordered input: scores with ties="first"
-            # break ties by row order, so a snapshot must not reorder its customers.
-            yield self._as_datetime(as_of_us), table.take(pa.array(np.argsort(order[:n_in], kind="stable")))
+                bad = timeline_snapshot(bucket_offsets, periods, rows, customers, q, has_oid, run, pos,
+                                        local_day(as_of_us, self.timezone), US_PER_DAY, unit, ints, floats,
+                                        has_orders)
+            if bad:
+                raise RfmxError("a snapshot's money total left the exact range: the state is damaged")
+            ids_in = id_array if n_in == m else id_array.take(pa.array(customers))
+            table = self._result_table(ids_in, ints, floats, has_orders, as_of_us)
+            as_of = self._as_datetime(as_of_us)
+            yield (as_of, table, customers) if with_state_rows else (as_of, table)
 
     def buckets(self) -> pa.Table:
         """One row per (customer, period) with lines, customers together, periods ascending.
@@ -526,12 +525,11 @@ class TimelineState(RFMState):
         ids, rows = self._flat()
         bucket_offsets, periods, brows = self._export()
         m = len(ids)
-        run = k.new_aggregates((1, m))
+        run = np.empty((1, m, k.N_FIELDS), dtype=np.int64)
         pos = bucket_offsets[:-1].copy()
         has_oid = self.columns.order_id is not None
         with self._threads():
-            bad = timeline_advance(bucket_offsets, periods, brows, np.arange(m, dtype=np.int64), m,
-                                   np.iinfo(np.int64).max, has_oid, run, pos)
+            bad = timeline_advance(bucket_offsets, periods, brows, np.iinfo(np.int64).max, has_oid, run, pos)
         fields = [k.FIRST_ORDER, k.LAST_ORDER, k.N_REFUNDS, k.GROSS, k.REFUNDS] + ([] if has_oid else [k.N_ORDERS])
         differ = np.flatnonzero((run[0][:, fields] != rows[:, fields]).any(axis=1))
         if bad or len(differ) or (m and (np.diff(bucket_offsets) == 0).any()):
