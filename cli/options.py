@@ -1,6 +1,7 @@
 """Options shared by several commands, declared once."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
 
@@ -45,6 +46,103 @@ def score_options(f):
     return wrapper
 
 
+def location_options(f):
+    """--query/--table/--if-exists/--password-file/--format: SOURCES and -o as databases or pipes.
+
+    The command receives its ``sources`` with database URIs and ``-`` turned into source
+    objects, and its ``output`` as a destination object when it is a database or ``-``:
+    the commands themselves never see the difference (see :mod:`rfmx.databases`,
+    :mod:`rfmx.pipes`).
+    """
+    @click.option("--query", default=None, metavar="SQL",
+                  help="Read the orders of a database SOURCE with this query (its columns are mapped like a file's).")
+    @click.option("--table", default=None, metavar="[SCHEMA.]NAME",
+                  help="A database SOURCE's table of orders, or the table -o writes when -o is a database "
+                       "(when both are, --table is -o's and the source needs --query).")
+    @click.option("--if-exists", type=click.Choice(["fail", "replace", "append"]), default="fail", show_default=True,
+                  help="When -o's database table exists: refuse before any work, replace it, or add the rows "
+                       "(one transaction either way).")
+    @click.option("--password-file", type=click.Path(dir_okay=False), default=None,
+                  help="PostgreSQL password from this file's first line (else the URI, PGPASSWORD or ~/.pgpass).")
+    @click.option("--format", "stream_format", type=click.Choice(["csv", "jsonl", "arrow"]), default=None,
+                  help="What -o - writes to standard output: CSV, JSON Lines or an Arrow IPC stream [default: csv].")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        query, table = kwargs.pop("query"), kwargs.pop("table")
+        if_exists, password_file = kwargs.pop("if_exists"), kwargs.pop("password_file")
+        stream_format = kwargs.pop("stream_format")
+        from rfmx.errors import RfmxError
+
+        try:
+            sources, output = _locations(kwargs["sources"], kwargs["output"], query, table, if_exists,
+                                         password_file, stream_format)
+        except RfmxError as exc:  # a bad URI or password file: one line, as inside the command
+            raise click.ClickException(str(exc)) from None
+        kwargs["sources"], kwargs["output"] = sources, output
+        if str(output) != "-":
+            return f(*args, **kwargs)
+        # Standard output carries the result: whatever the command prints for people (the
+        # segment summary, model parameters) goes to standard error with the diagnostics.
+        with contextlib.redirect_stdout(sys.stderr):
+            return f(*args, **kwargs)
+    return wrapper
+
+
+def _locations(sources, output, query, table, if_exists, password_file, stream_format):
+    """SOURCES and -o with databases and ``-`` as the engine's objects; usage errors for
+    options that do not fit them."""
+    from rfmx.databases import DatabaseSource, DatabaseTable, database_kind
+    from rfmx.pipes import StdinSource, Stdout
+
+    ctx = click.get_current_context()
+    databases = [s for s in sources if database_kind(s) is not None]
+    output_is_database = output not in (None, "-") and database_kind(output) is not None
+    if sources.count("-") > 1:
+        raise click.UsageError("standard input (-) can be read once")
+    if stream_format is not None and output != "-":
+        raise click.UsageError("--format is what -o - writes to standard output; a file's format follows its suffix")
+    if ctx.get_parameter_source("if_exists") not in (None, click.core.ParameterSource.DEFAULT) \
+            and not output_is_database:
+        raise click.UsageError("--if-exists is for -o to a database table")
+    source_table = table
+    if output_is_database:
+        if table is None:
+            raise click.UsageError("-o to a database needs --table NAME")
+        source_table = None
+        if databases and query is None:
+            raise click.UsageError("SOURCES and -o are both databases: --table names -o's table, so give the "
+                                   "orders as --query 'SELECT ... FROM ...'")
+    if databases:
+        if query is not None and source_table is not None:
+            raise click.UsageError("--query and --table exclude each other for a database SOURCE")
+        if query is None and source_table is None:
+            raise click.UsageError("a database SOURCE needs --query SQL or --table NAME")
+    elif query is not None:
+        raise click.UsageError("--query reads a database SOURCE; SOURCES has none")
+    elif table is not None and not output_is_database:
+        raise click.UsageError("--table is for a database SOURCE or -o to a database")
+    if password_file is not None and not any(database_kind(x) == "postgresql" for x in [*databases, output]):
+        raise click.UsageError("--password-file is for a PostgreSQL SOURCE or -o")
+
+    resolved = []
+    for s in sources:
+        if s == "-":
+            resolved.append(StdinSource())
+        elif s in databases:
+            pg = database_kind(s) == "postgresql"
+            resolved.append(DatabaseSource(s, query=query, table=source_table,
+                                           password_file=password_file if pg else None))
+        else:
+            resolved.append(s)
+    if output == "-":
+        # The data goes to the real standard output, kept before the command's own prints are redirected.
+        output = Stdout(stream_format or "csv", stream=sys.stdout.buffer)
+    elif output_is_database:
+        pg = database_kind(output) == "postgresql"
+        output = DatabaseTable(output, table, if_exists=if_exists, password_file=password_file if pg else None)
+    return tuple(resolved), output
+
+
 def stream_options(f):
     """Options of every command that streams order rows into a state."""
     @click.option("--as-of", default=None, help="Compute as of this date/time (default: day after the latest order); later lines are excluded.")
@@ -66,6 +164,7 @@ def stream_options(f):
     @click.option("--state-in", type=click.Path(dir_okay=False), default=None, help="Start from this saved state (Arrow file) instead of an empty one.")
     @click.option("--state-out", type=click.Path(dir_okay=False), default=None, help="Save the state (Arrow file) for later increments.")
     @click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: when stderr is a terminal).")
+    @location_options
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
         # Only the reading front (build_state_from_options) uses these: kept on the click

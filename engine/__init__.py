@@ -20,6 +20,8 @@ _LAZY = {
     "generate_orders": ("generate", "generate_orders"),
     "write_orders": ("generate", "write_orders"),
     "write_table": ("sinks", "write_table"),
+    "DatabaseSource": ("databases", "DatabaseSource"),
+    "DatabaseTable": ("databases", "DatabaseTable"),
     "score": ("scores", "score"),
     "SegmentMap": ("segments", "SegmentMap"),
     "segment_summary": ("concentration", "segment_summary"),

@@ -22,6 +22,10 @@ beside their destinations, and renamed into place together only when the command
   place, so two runs folding into one state cannot both succeed with one's orders lost.
 * Temporary files are removed on any error, and on SIGTERM/SIGINT while
   :func:`signals_raise` is active (the CLI installs it for the duration of a command).
+* An output that is not a file (:class:`rfmx.sinks.Destination`: a database table, standard
+  output) is checked before anything is read too, staged in the temporary folder, and
+  delivered at the commit: a database table inside one transaction, committed before the
+  files are renamed; standard output written then.  An error leaves it as it was.
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import threading
 from pathlib import Path
 
 from .errors import RfmxError
-from .sinks import output_format, write_format
+from .sinks import Destination, output_format, write_format
 
 try:
     import fcntl
@@ -141,6 +145,16 @@ def _stage(path: Path) -> Path:
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; results are ordinary files
+    return Path(tmp)
+
+
+def _stage_elsewhere() -> Path:
+    """An empty temporary file in the temporary folder, for a :class:`Destination`'s table."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="rfmx-", suffix=".arrow")
+    except OSError as exc:
+        raise RfmxError(f"cannot create a temporary file in {tempfile.gettempdir()}: {exc.strerror or exc}") from None
+    os.close(fd)
     return Path(tmp)
 
 
@@ -296,26 +310,34 @@ class CommandFiles:
 
     def __init__(self):
         self._inputs: list[tuple[str, str]] = []
-        self._outputs: dict[str, Path] = {}
+        self._source_objects: list[tuple[str, object]] = []  # databases, standard input: no file to guard
+        self._outputs: dict[str, Path | Destination] = {}
         self._tables: set[str] = set()
         self._state: tuple[str | None, str | None, str | None] = (None, None, None)
         self._staged: dict[str, Path] = {}
         self._lock: StateLock | None = None
+        self._prepared: list[Destination] = []
         self._state_read: tuple | None = None
         self._entered = False
 
     # declaring
 
     def read(self, option: str, *paths) -> "CommandFiles":
-        """Declare inputs: files, folders or globs given to ``option`` (``None`` is skipped)."""
-        self._inputs += [(option, os.fspath(p)) for p in paths if p is not None]
+        """Declare inputs: files, folders or globs given to ``option`` (``None`` is skipped), or
+        source objects (a database query, standard input)."""
+        for p in paths:
+            if isinstance(p, (str, os.PathLike)):
+                self._inputs.append((option, os.fspath(p)))
+            elif p is not None:
+                self._source_objects.append((option, p))
         return self
 
     def write(self, option: str, path, *, table: bool = False) -> "CommandFiles":
-        """Declare the output file of ``option`` (``None``: not asked for).  ``table=True``:
-        a table whose format follows the suffix, checked when the files are checked."""
+        """Declare the output file of ``option`` (``None``: not asked for), or a
+        :class:`Destination`.  ``table=True``: a table whose format follows the suffix,
+        checked when the files are checked."""
         if path is not None:
-            self._outputs[option] = Path(path)
+            self._outputs[option] = path if isinstance(path, Destination) else Path(path)
             if table:
                 self._tables.add(option)
         return self
@@ -340,10 +362,19 @@ class CommandFiles:
         that is another output — before anything is read or written."""
         for option in self._tables:
             output_format(self._outputs[option])
-        for path in self._outputs.values():
+        files = {option: path for option, path in self._outputs.items() if not isinstance(path, Destination)}
+        for path in files.values():
             check_destination(path)
+        for option, destination in self._outputs.items():
+            if option in files:
+                continue
+            for in_option, source in self._source_objects:
+                if destination.overwrites(source):
+                    raise RfmxError(f"{option} {destination} would overwrite the input {in_option} {source}; "
+                                    f"write it somewhere else")
+            destination.check()
         state_option, state_in, state_out = self._state
-        for option, path in self._outputs.items():
+        for option, path in files.items():
             for in_option, source in self._inputs:
                 if (option, in_option) == (state_out, state_option) and _same_file(source, path):
                     continue  # the incremental run: it reads the state and replaces it
@@ -351,7 +382,7 @@ class CommandFiles:
                     raise RfmxError(f"{option} {path} would overwrite the input {in_option} {source}; "
                                     f"write it somewhere else")
         seen: list[tuple[str, Path]] = []
-        for option, path in self._outputs.items():
+        for option, path in files.items():
             for other, earlier in seen:
                 if _same_file(earlier, path):
                     raise RfmxError(f"{option} {path} and {other} {earlier} are the same file; give each its own")
@@ -384,7 +415,8 @@ class CommandFiles:
             raise KeyError(f"no output declared for {option}")
         if option not in self._staged:
             with _uninterrupted():
-                self._staged[option] = _stage(self._outputs[option])
+                path = self._outputs[option]
+                self._staged[option] = _stage_elsewhere() if isinstance(path, Destination) else _stage(path)
         return self._staged[option]
 
     def write_table(self, option: str, table) -> None:
@@ -403,16 +435,32 @@ class CommandFiles:
     # ending
 
     def commit(self) -> None:
-        """Rename every staged output onto its destination.  Refuses (nothing renamed) when a
-        state read from the file it replaces has changed since it was read; if a rename
-        fails part way, the error says which outputs are already in place."""
+        """Deliver every staged :class:`Destination` and rename every staged file onto its
+        destination.  Refuses (nothing written) when a state read from the file it replaces
+        has changed since it was read; if a rename fails part way, the error says which
+        outputs are already in place."""
         state_out = self._state[2]
+        destinations = [option for option in self._staged if isinstance(self._outputs[option], Destination)]
+        # Writing into a database takes as long as the table is big: outside the uninterrupted
+        # section, so Ctrl-C still stops it (and discard() rolls it back).
+        for option in destinations:
+            self._prepared.append(self._outputs[option])
+            self._outputs[option].prepare(self._staged[option])
         with _uninterrupted():
             if state_out in self._staged and self._state_read is not None:
                 if _identity(self._outputs[state_out]) != self._state_read:
                     raise RfmxError(f"{self._outputs[state_out]}: the state changed since it was read "
                                     f"(another process wrote it); nothing was written")
             done: list[str] = []
+            for option in destinations:
+                try:
+                    self._outputs[option].commit()
+                except RfmxError as exc:
+                    written = f" ({', '.join(done)} already written, the rest not)" if done else ""
+                    raise RfmxError(f"{exc}{written}") from None
+                self._prepared.remove(self._outputs[option])
+                _remove(self._staged.pop(option))
+                done.append(str(self._outputs[option]))
             # The state goes last: if a result cannot be renamed, the old state is still in
             # place and the run can be repeated without folding the same orders twice.
             order = sorted(self._staged, key=lambda option: option == state_out)
@@ -431,6 +479,8 @@ class CommandFiles:
         """Remove every staged output not committed and release the state lock."""
         with _uninterrupted():
             try:
+                while self._prepared:
+                    self._prepared.pop().rollback()
                 for option in list(self._staged):
                     _remove(self._staged.pop(option))
             finally:

@@ -1,4 +1,9 @@
-"""Writing results: the format follows the file suffix, and a file appears whole or not at all."""
+"""Writing results: the format follows the file suffix, and a file appears whole or not at all.
+
+A result can also go where no file is: a database table (:class:`rfmx.databases.DatabaseTable`)
+or standard output (:class:`rfmx.pipes.Stdout`).  Such a :class:`Destination` is staged like
+a file (an Arrow IPC file in the temporary folder) and delivered when the command commits.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -8,10 +13,42 @@ import pyarrow as pa
 
 from .errors import RfmxError
 
-__all__ = ["atomic_path", "output_format", "write_format", "write_table", "TableStream", "FORMATS"]
+__all__ = ["atomic_path", "output_format", "write_format", "write_table", "write_stream", "TableStream",
+           "Destination", "FORMATS", "STREAM_FORMATS"]
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
            ".arrow": "ipc", ".feather": "ipc", ".ipc": "ipc", ".json": "json"}
+
+
+#: What ``-o -`` writes to standard output: CSV, JSON Lines, or an Arrow IPC stream.
+STREAM_FORMATS = ("csv", "jsonl", "arrow")
+
+
+class Destination:
+    """An output that is not a file.  :class:`rfmx.outputs.CommandFiles` stages its table as
+    an Arrow IPC file like any other output (so a long result streams there too), then:
+
+    * :meth:`check` before any input is read: refuse what cannot be written (one line);
+    * :meth:`prepare` once the command's work is done: write the staged table where it goes,
+      invisibly (inside a database transaction);
+    * :meth:`commit` to make it visible, or :meth:`rollback` to leave everything as it was.
+    """
+
+    def check(self) -> None:
+        """Raise :class:`RfmxError` if the result cannot be written here."""
+
+    def prepare(self, staged: Path) -> None:
+        raise NotImplementedError
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        """Undo :meth:`prepare` (also when it failed half-way or never ran)."""
+
+    def overwrites(self, source) -> bool:
+        """Whether writing here would replace the input ``source`` (a source object)."""
+        return False
 
 
 @contextlib.contextmanager
@@ -26,7 +63,10 @@ def atomic_path(path):
 
 
 def output_format(path) -> str:
-    """The output format of ``path`` from its suffix: ``parquet``, ``csv`` or ``ipc``."""
+    """The output format of ``path`` from its suffix: ``parquet``, ``csv`` or ``ipc``
+    (a :class:`Destination` is staged as ``ipc``)."""
+    if isinstance(path, Destination):
+        return "ipc"
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS or FORMATS[suffix] == "json":
         raise RfmxError(f"{path}: unknown output format '{suffix}'; use .parquet, .csv, .arrow or .feather")
@@ -72,6 +112,69 @@ def write_table(table: pa.Table, path) -> None:
     fmt = output_format(path)
     with atomic_path(path) as tmp:
         write_format(table, tmp, fmt, where=path)
+
+
+def write_stream(batches, schema: pa.Schema, stream, fmt: str, *, where="-") -> int:
+    """Write record ``batches`` of ``schema`` to the binary file object ``stream`` as ``csv``,
+    ``jsonl`` (one JSON object per row) or ``arrow`` (an Arrow IPC stream), batch by batch;
+    returns the rows written.  ``where`` names the destination in errors."""
+    rows = 0
+    try:
+        if fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            schema = _plain(schema.empty_table()).schema
+            with pcsv.CSVWriter(stream, schema) as writer:
+                for batch in batches:
+                    writer.write_table(_plain(pa.Table.from_batches([batch])))
+                    rows += batch.num_rows
+        elif fmt == "arrow":
+            with pa.ipc.new_stream(stream, schema) as writer:
+                for batch in batches:
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+        elif fmt == "jsonl":
+            for batch in batches:
+                stream.write(_json_lines(batch))
+                rows += batch.num_rows
+        else:
+            raise RfmxError(f"{where}: unknown stream format {fmt!r}; use {', '.join(STREAM_FORMATS)}")
+        stream.flush()
+    except (pa.ArrowException, OSError) as exc:
+        msg = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise RfmxError(f"{where}: cannot write {fmt}: {msg}") from None
+    return rows
+
+
+def _json_value(value):
+    """What ``json`` cannot write as it is: times as ISO 8601, decimals as text (exact),
+    bytes as text, non-finite floats as null."""
+    import datetime as dt
+    import decimal
+
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot write a {type(value).__name__} as JSON")
+
+
+def _json_lines(batch: pa.RecordBatch) -> bytes:
+    import json
+    import math
+
+    names = batch.schema.names
+    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+    for values in columns:
+        for i, v in enumerate(values):
+            if isinstance(v, float) and not math.isfinite(v):
+                values[i] = None  # JSON has no NaN or infinity
+    lines = [json.dumps(dict(zip(names, row)), default=_json_value, ensure_ascii=False) for row in zip(*columns)]
+    return ("\n".join(lines) + "\n").encode("utf-8") if lines else b""
 
 
 class TableStream:

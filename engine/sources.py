@@ -10,7 +10,8 @@ drives peak memory.  In Python a source can also be a Table, RecordBatch,
 RecordBatchReader, ``pyarrow.dataset.Dataset``, polars LazyFrame (streamed), DuckDB
 relation or connection with a pending result (read through DuckDB's batch reader), an
 iterable of batches or tables, or any object exporting the Arrow C stream interface
-(pandas, polars DataFrames).
+(pandas, polars DataFrames).  Database queries and standard input are :class:`SourceObject`
+s (:mod:`rfmx.databases`, :mod:`rfmx.pipes`) that bring their own readers.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import pyarrow.dataset as ds
 from .columns import ColumnMap, US_PER_DAY, canonical_integers, check_columns
 from .errors import RfmxError
 
-__all__ = ["iter_batches", "file_format", "CUSTOMER_TYPES"]
+__all__ = ["iter_batches", "file_format", "CUSTOMER_TYPES", "SourceObject"]
 
 #: How CSV customer ids are read: decided per file (``auto``), or as the user says.
 CUSTOMER_TYPES = ("auto", "int", "string")
@@ -38,6 +39,41 @@ _SUFFIX_FORMAT = {".parquet": "parquet", ".pq": "parquet", ".parq": "parquet",
                   ".csv": "csv", ".tsv": "csv", ".gz": "csv"}
 _UNIT_US = {"s": 1_000_000, "ms": 1_000, "us": 1}
 _FORMAT_NAME = {"parquet": "Parquet", "ipc": "Arrow IPC", "csv": "CSV"}
+
+
+class SourceObject:
+    """A source that reads itself: a database query (:class:`rfmx.databases.DatabaseSource`),
+    standard input (:class:`rfmx.pipes.StdinSource`).
+
+    :meth:`batches` yields what :func:`iter_batches` yields for it, ``(where, first_row,
+    batch)`` with the mapped columns, one empty batch if there are no rows; bad input is a
+    one-line :class:`RfmxError` naming :attr:`label`.
+    """
+
+    label = "<source>"
+
+    def batches(self, columns: ColumnMap, *, since_us=None, until_us=None, batch_size: int = 1 << 20,
+                delimiter: str | None = None, customer_type: str = "auto"
+                ) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def _named_source(item):
+    """A string that names a database or standard input as its :class:`SourceObject`; anything else as is."""
+    if not isinstance(item, str):
+        return item
+    if item == "-":
+        from .pipes import StdinSource
+
+        return StdinSource()
+    from .databases import DatabaseSource, database_kind
+
+    if database_kind(item) is not None:
+        return DatabaseSource(item)  # refuses: without a query or a table there is nothing to read
+    return item
 
 
 def file_format(path: str) -> str:
@@ -614,9 +650,13 @@ def _memory_batches(obj, name: str, columns: ColumnMap, batch_size: int) -> Iter
         yield name, 0, _empty_batch(schema)
 
 
-def _object_batches(source, columns: ColumnMap, since_us, until_us, batch_size: int
-                    ) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+def _object_batches(source, columns: ColumnMap, since_us, until_us, batch_size: int, delimiter: str | None,
+                    customer_type: str) -> Iterator[tuple[str, int, pa.RecordBatch]]:
     """Batches of one Python object source (not a path)."""
+    if isinstance(source, SourceObject):
+        yield from source.batches(columns, since_us=since_us, until_us=until_us, batch_size=batch_size,
+                                  delimiter=delimiter, customer_type=customer_type)
+        return
     name = f"<{type(source).__name__}>"
     if isinstance(source, ds.Dataset):
         yield from _dataset_batches(source, name, columns, since_us, until_us, batch_size)
@@ -657,7 +697,8 @@ def iter_batches(source, columns: ColumnMap, *, since_us=None, until_us=None, ba
     """Yield ``(where, first_row, batch)`` for every record batch of ``source``.
 
     ``source`` is a path / directory / glob, an in-memory Arrow object, a
-    ``pyarrow.dataset.Dataset``, a polars LazyFrame, a DuckDB relation or connection, an
+    ``pyarrow.dataset.Dataset``, a polars LazyFrame, a DuckDB relation or connection, a
+    :class:`SourceObject` (a database query; ``"-"`` is standard input), an
     iterable of record batches or tables (one stream, rows numbered across it), or a list
     or tuple of paths and objects, read in the order given.  ``where`` names the file (or
     ``<Table>`` ...) for errors; ``first_row`` counts from the start of that source.
@@ -670,13 +711,13 @@ def iter_batches(source, columns: ColumnMap, *, since_us=None, until_us=None, ba
     """
     if customer_type not in CUSTOMER_TYPES:
         raise RfmxError(f"customer_type must be 'auto', 'int' or 'string', got {customer_type!r}")
-    items = _items(source)
+    items = [_named_source(item) for item in _items(source)]
     plans = [_plan_path(item, columns, delimiter, customer_type) if isinstance(item, (str, os.PathLike)) else None
              for item in items]
     _check_id_kinds([f for plan in plans if plan for part in plan for f in part.files], columns, customer_type)
     for item, plan in zip(items, plans):
         if plan is None:
-            yield from _object_batches(item, columns, since_us, until_us, batch_size)
+            yield from _object_batches(item, columns, since_us, until_us, batch_size, delimiter, customer_type)
             continue
         for part in plan:
             yield from _read_part(part, columns, since_us, until_us, batch_size, delimiter)
