@@ -180,18 +180,19 @@ def _message(exc: BaseException, loc: _Location) -> str:
     return msg.replace(loc.secret, "***") if loc.secret else msg
 
 
-def _connect(loc: _Location, *, read_only: bool):
+def _connect(loc: _Location, name: str, *, read_only: bool):
     """A connection: DuckDB's own for reading a DuckDB file, ADBC's DB-API otherwise.  A file
-    read is opened read-only and must exist (a driver would create an empty one)."""
+    read is opened read-only and must exist (a driver would create an empty one).  ``name``:
+    the source or table for messages."""
     if loc.kind != "postgresql" and read_only and not os.path.isfile(loc.target):
-        raise RfmxError(f"{loc.label}: no such database file")
+        raise RfmxError(f"{name}: no such database file")
     if loc.kind == "duckdb" and read_only:
         import duckdb
 
         try:
             return duckdb.connect(loc.target, read_only=True)
         except duckdb.Error as exc:
-            raise RfmxError(f"{loc.label}: cannot open the DuckDB database: {_message(exc, loc)}") from None
+            raise RfmxError(f"{name}: cannot open the DuckDB database: {_message(exc, loc)}") from None
     dbapi = _dbapi(loc)
     target = loc.target
     if loc.kind == "sqlite" and read_only:
@@ -199,7 +200,8 @@ def _connect(loc: _Location, *, read_only: bool):
     try:
         return dbapi.connect(target)
     except _errors(loc) as exc:
-        raise RfmxError(f"{loc.label}: cannot connect: {_message(exc, loc)}") from None
+        msg = re.sub(r"^Failed to connect: ", "", _message(exc, loc))
+        raise RfmxError(f"{name}: cannot connect: {msg}") from None
 
 
 def _quote_name(name: str) -> str:
@@ -276,6 +278,10 @@ class DatabaseSource(SourceObject):
                 # SQLite has no column types: the driver infers them from the first batch, so
                 # a batch as big as rfmx's own also makes that guess from as many rows.
                 cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_size)})
+            elif loc.kind == "postgresql":
+                # The driver cuts batches by bytes: ~32 bytes of binary COPY data per order line
+                # of four columns brings them near batch_size rows.
+                cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size * 32)})
             cursor.execute(sql)
             return cursor.fetch_record_batch(), cursor
         except _errors(loc, native) as exc:
@@ -285,7 +291,7 @@ class DatabaseSource(SourceObject):
                 ) -> Iterator[tuple[str, int, pa.RecordBatch]]:
         loc = self._location
         native = loc.kind == "duckdb"
-        conn = _connect(loc, read_only=True)
+        conn = _connect(loc, self.label, read_only=True)
         cursors = []
         try:
             sql = self.query
@@ -327,14 +333,28 @@ class DatabaseSource(SourceObject):
 def _staged_reader(staged, kind: str) -> pa.RecordBatchReader:
     """The staged Arrow IPC file as a stream of its batches (memory-mapped, never read whole).
 
-    SQLite has no decimal type and its driver refuses Arrow decimals: they are written as
-    their exact text there."""
+    SQLite has no decimal or time types: its driver refuses Arrow decimals, so they are written
+    as their exact text, and writes times as ISO text without their zone, so zoned times are
+    written as ISO text with the zone's offset."""
     f = pa.ipc.open_file(pa.memory_map(str(staged)))
     schema = f.schema.remove_metadata()
     batches = (f.get_batch(i) for i in range(f.num_record_batches))
-    if kind == "sqlite" and any(pa.types.is_decimal(t) for t in schema.types):
-        schema = pa.schema([pa.field(fd.name, pa.string()) if pa.types.is_decimal(fd.type) else fd for fd in schema])
-        batches = (b.cast(schema) for b in batches)
+    as_text = [i for i, t in enumerate(schema.types)
+               if pa.types.is_decimal(t) or (pa.types.is_timestamp(t) and t.tz is not None)]
+    if kind == "sqlite" and as_text:
+        import pyarrow.compute as pc
+
+        def text(column: pa.Array) -> pa.Array:
+            if pa.types.is_timestamp(column.type):
+                return pc.strftime(column, format="%Y-%m-%dT%H:%M:%S%z")
+            return column.cast(pa.string())
+
+        def converted(batch: pa.RecordBatch) -> pa.RecordBatch:
+            columns = [text(c) if i in as_text else c for i, c in enumerate(batch.columns)]
+            return pa.RecordBatch.from_arrays(columns, names=schema.names)
+
+        schema = pa.schema([pa.field(fd.name, pa.string()) if i in as_text else fd for i, fd in enumerate(schema)])
+        batches = (converted(b) for b in batches)
     return pa.RecordBatchReader.from_batches(schema, batches)
 
 
@@ -396,7 +416,7 @@ class DatabaseTable(Destination):
                 raise RfmxError(f"{self}: directory {parent} does not exist")
             if not os.path.exists(loc.target):
                 return  # a new database file: it has no table yet
-        conn = _connect(loc, read_only=False)
+        conn = _connect(loc, str(self), read_only=False)
         try:
             if self.if_exists == "fail" and self._exists(conn):
                 raise RfmxError(f"{self}: the table already exists; pass --if-exists replace or append "
@@ -410,14 +430,20 @@ class DatabaseTable(Destination):
         """Write the staged table inside a transaction that :meth:`commit` ends."""
         loc = self._location
         self._created = loc.kind != "postgresql" and not os.path.exists(loc.target)
-        self._conn = _connect(loc, read_only=False)
+        self._conn = _connect(loc, str(self), read_only=False)
         schema, name = _split_table(self.table)
+        f = pa.ipc.open_file(pa.memory_map(str(staged)))  # memory-mapped: counting reads no data
+        staged_rows = sum(f.get_batch(i).num_rows for i in range(f.num_record_batches))
         try:
             with self._conn.cursor() as cursor:
-                cursor.adbc_ingest(name, _staged_reader(staged, loc.kind), mode=_INGEST_MODE[self.if_exists],
-                                   db_schema_name=schema)
+                written = cursor.adbc_ingest(name, _staged_reader(staged, loc.kind), mode=_INGEST_MODE[self.if_exists],
+                                             db_schema_name=schema)
         except _errors(loc) as exc:
             raise RfmxError(f"{self}: cannot write the table: {_message(exc, loc)}") from None
+        # A driver that stops at a failing batch without saying so (DuckDB's does) is caught
+        # here, before anything is committed.
+        if written is not None and written >= 0 and written != staged_rows:
+            raise RfmxError(f"{self}: cannot write the table: the driver wrote {written:,} of {staged_rows:,} rows")
 
     def commit(self) -> None:
         loc = self._location

@@ -14,3 +14,28 @@ with warnings.catch_warnings():
         import hypothesis.extra._patching  # noqa: F401
     except ImportError:  # libcst missing: hypothesis skips the patch suggestion itself
         pass
+
+
+import os  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server for this test session (``tests/pgserver.py``): started in a
+    temporary folder on a free localhost port, stopped at the end.  Where no server can run
+    the tests that need it are skipped with the reason — except under CI, whose ``.ci/run``
+    installs one: there a missing server is a failure."""
+    from pgserver import PostgresServer, Unavailable
+
+    if not os.environ.get("CI"):
+        pytest.importorskip("adbc_driver_postgresql", reason="the ADBC PostgreSQL driver is not installed (rfmx[db])")
+    try:
+        server = PostgresServer().start()
+    except Unavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    yield server
+    server.stop()
