@@ -59,6 +59,9 @@ _DRIVERS = {"postgresql": ("adbc_driver_postgresql", "adbc-driver-postgresql"),
             "duckdb": ("adbc_driver_duckdb", "duckdb")}
 # ADBC's ingest modes: "create" fails on an existing table, "create_append" makes it if missing.
 _INGEST_MODE = {"fail": "create", "replace": "replace", "append": "create_append"}
+# Rows per batch asked of a driver (see DatabaseSource._reader): measured on 1e6 lines from
+# PostgreSQL, 32k-row batches read and aggregate in 0.57 s, 1M-row batches in 1.06 s.
+_DRIVER_BATCH = 1 << 15
 # Where an unqualified table name lives (PostgreSQL: the search path's first schema, asked).
 _DEFAULT_SCHEMA = {"duckdb": "main", "sqlite": None}
 
@@ -228,6 +231,51 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
     return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
 
 
+def _read_ahead(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """The reader's batches, each read one step ahead on a thread while the caller works on
+    the one before: the driver's decoding (binary COPY, SQLite's stepping; the GIL released)
+    overlaps rfmx's conversions and kernels.  At most ``depth`` batches wait, so memory stays
+    bounded whatever the table's size; the driver's errors reach the caller."""
+    import queue
+    import threading
+
+    done = object()
+    out: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        try:
+            for batch in reader:
+                if not put(batch):
+                    return
+            put(done)
+        except BaseException as exc:  # the caller raises it (driver errors included)
+            put(exc)
+
+    thread = threading.Thread(target=read, name="rfmx-database-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = out.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
 def _mapped(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
     columns = []
     for name in names:
@@ -274,14 +322,17 @@ class DatabaseSource(SourceObject):
                         return relation.to_arrow_reader(batch_size), None
                     return relation.fetch_arrow_reader(batch_size), None
             cursor = conn.cursor()
+            # Batches of at most _DRIVER_BATCH rows: the reader thread (_read_ahead) and the
+            # kernels then overlap (one big batch would leave nothing to overlap).
+            rows = min(batch_size, _DRIVER_BATCH)
             if loc.kind == "sqlite":
-                # SQLite has no column types: the driver infers them from the first batch, so
-                # a batch as big as rfmx's own also makes that guess from as many rows.
-                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_size)})
+                # SQLite has no column types: the driver infers them from a result's first
+                # batch, so that batch should not be small either.
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(rows)})
             elif loc.kind == "postgresql":
                 # The driver cuts batches by bytes: ~32 bytes of binary COPY data per order line
-                # of four columns brings them near batch_size rows.
-                cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(batch_size * 32)})
+                # of four columns.
+                cursor.adbc_statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(rows * 32)})
             cursor.execute(sql)
             return cursor.fetch_record_batch(), cursor
         except _errors(loc, native) as exc:
@@ -307,7 +358,7 @@ class DatabaseSource(SourceObject):
             names = columns.names()
             row0 = 0
             try:
-                for batch in reader:
+                for batch in _read_ahead(reader):
                     if batch.num_rows:
                         yield self.label, row0, _mapped(batch, names)
                         row0 += batch.num_rows
