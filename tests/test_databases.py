@@ -401,3 +401,38 @@ print(",".join(loaded) or "none")
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "none"
+
+
+# --- naming a database ---------------------------------------------------------------------------
+
+
+def test_database_kinds_and_paths(tmp_path):
+    from rfmx.databases import _locate, database_kind
+
+    assert database_kind("postgresql://u@h/db") == database_kind("postgres://h") == "postgresql"
+    assert database_kind("sqlite:///a.db") == "sqlite" and database_kind("duckdb:///a.duckdb") == "duckdb"
+    assert database_kind("x.duckdb") == "duckdb" and database_kind("x.sqlite3") == "sqlite"
+    assert database_kind("orders.parquet") is None and database_kind("s3://bucket/x.parquet") is None
+    assert database_kind(tmp_path / "missing.db") is None
+    rfmx.write_table(pa.table({"a": [1]}), rfmx.DatabaseTable(str(tmp_path / "s.sqlite"), "t"))
+    (tmp_path / "s.db").write_bytes((tmp_path / "s.sqlite").read_bytes())
+    assert database_kind(tmp_path / "s.db") == "sqlite"
+    assert _locate("sqlite:///rel/a.db").target == "rel/a.db"
+    assert _locate("sqlite:////abs/a.db").target == "/abs/a.db"
+    assert _locate("postgresql://u:p%40ss@h:1/db?password=x&sslmode=require").label == \
+        "postgresql://u:***@h:1/db?password=***&sslmode=require"
+    with pytest.raises(rfmx.RfmxError, match=r"sqlite://a\.db: write sqlite:///PATH"):
+        _locate("sqlite://a.db")
+    with pytest.raises(rfmx.RfmxError, match=r"give the query or the table to read the orders from"):
+        rfmx.aggregate("sqlite:///a.db")
+
+
+def test_a_table_never_replaces_the_table_it_reads(shop):
+    from rfmx.outputs import CommandFiles
+
+    location = f"duckdb:///{shop}/shop.duckdb"
+    files = CommandFiles().read("source", rfmx.DatabaseSource(f"{shop}/shop.duckdb", table="main.orders"))
+    files.write("-o", rfmx.DatabaseTable(location, "orders", if_exists="replace"), table=True)
+    with pytest.raises(rfmx.RfmxError, match=r"-o duckdb:///.*shop\.duckdb \[table orders\] would overwrite the input "
+                                             r"source .*shop\.duckdb \[table main\.orders\]"):
+        files.check()
