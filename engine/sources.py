@@ -63,7 +63,7 @@ class SourceObject:
 
 def _named_source(item):
     """A string that names a database or standard input as its :class:`SourceObject`; anything else as is."""
-    if not isinstance(item, str):
+    if not isinstance(item, (str, os.PathLike)):
         return item
     if item == "-":
         from .pipes import StdinSource
