@@ -40,7 +40,8 @@ from .state import (
     to_us,
 )
 
-__all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS"]
+__all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS",
+           "YEAR_PERIODS"]
 
 TIMELINE_STATE_FORMAT = "rfmx-timeline-state"
 TIMELINE_STATE_VERSION = STATE_VERSION
@@ -48,6 +49,9 @@ TIMELINE_STATE_VERSION = STATE_VERSION
 PERIODS = ("day", "week", "month", "quarter")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly"}
+#: periods in a year, for comparing a window with the same window a year earlier (weeks and
+#: days: whole weeks, so a window a year back starts on the same weekday)
+YEAR_PERIODS = {"day": 364, "week": 52, "month": 12, "quarter": 4}
 #: saved list columns: the buckets' periods, then one per field (``bucket_`` + field name)
 _BUCKET_COLUMNS = ("periods",) + tuple(f"bucket_{name}" for name in _FIELD_NAMES)
 _BUCKET_RANGES = {"bucket_n_orders": (0, None), "bucket_n_refunds": (0, None), "bucket_gross_minor": (0, None),
@@ -354,7 +358,7 @@ class TimelineState(RFMState):
 
     # --- snapshots and buckets --------------------------------------------------------
 
-    def snapshots(self, as_of_dates=None, *, with_state_rows: bool = False):
+    def snapshots(self, as_of_dates=None, *, with_state_rows: bool = False, window: int | None = None):
         """The RFM table as of each of ``as_of_dates``: an iterator of ``(as_of, table)``
         with ``as_of`` ascending (a zone-aware ``datetime``).
 
@@ -371,15 +375,22 @@ class TimelineState(RFMState):
         customer order — so two snapshots of one state are matched by position
         (:func:`rfmx.migrations.rows_in_earlier`), without hashing the ids.
 
+        ``window`` (a number of periods): add two int64 columns, ``window_net_minor`` (each
+        customer's net money in the last ``window`` periods before ``as_of``, minor units)
+        and ``year_ago_net_minor`` (the same periods one year earlier: 12 months, 4
+        quarters, 52 weeks or 364 days back) — what lifecycle stages and alerts compare.
+
         One pass: the buckets are read out once, customer by customer; each snapshot
         folds the newly covered periods into running per-customer rows with the merge
         kernel and finalizes them in the same step; one snapshot is in memory at a time.
         """
         self._check_usable()
         wanted = self._as_of_periods(as_of_dates)  # checked here, not at the first next()
-        return self._snapshots(wanted, with_state_rows)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise RfmxError(f"window must be a whole number of periods >= 1, got {window!r}")
+        return self._snapshots(wanted, with_state_rows, window)
 
-    def _snapshots(self, wanted, with_state_rows):
+    def _snapshots(self, wanted, with_state_rows, window):
         from .kernels import rfm as k
         from .kernels.timeline import timeline_snapshot
 
@@ -400,16 +411,32 @@ class TimelineState(RFMState):
             ints = np.empty((7, n_in), dtype=np.int64)
             floats = np.empty((4, n_in), dtype=np.float64)
             has_orders = np.empty(n_in, dtype=np.bool_)
+            windows = np.empty((2 if window else 0, n_in), dtype=np.int64)
             with self._threads():
                 bad = timeline_snapshot(bucket_offsets, periods, rows, customers, q, has_oid, run, pos,
                                         local_day(as_of_us, self.timezone), US_PER_DAY, unit, ints, floats,
-                                        has_orders)
+                                        has_orders, window or 0, YEAR_PERIODS[self.period], windows)
             if bad:
                 raise RfmxError("a snapshot's money total left the exact range: the state is damaged")
             ids_in = id_array if n_in == m else id_array.take(pa.array(customers))
             table = self._result_table(ids_in, ints, floats, has_orders, as_of_us)
+            if window:
+                table = self._with_windows(table, windows, q, window, as_of_us)
             as_of = self._as_datetime(as_of_us)
             yield (as_of, table, customers) if with_state_rows else (as_of, table)
+
+    def _with_windows(self, table: pa.Table, windows: np.ndarray, q: int, window: int, as_of_us: int) -> pa.Table:
+        """``table`` with the window money columns, and in its metadata the calendar days
+        of the latest period and of the window (``rfmx.period_days``, ``rfmx.window_days``):
+        a customer whose tenure is at most the period's days had their first order in it."""
+        day = local_day(as_of_us, self.timezone)
+        starts = self._starts(np.array([q - 1, q - window], dtype=np.int64))
+        meta = dict(table.schema.metadata)
+        meta.update({b"rfmx.timeline.period": self.period.encode(), b"rfmx.window_periods": str(window).encode(),
+                     b"rfmx.period_days": str(day - local_day(int(starts[0]), self.timezone)).encode(),
+                     b"rfmx.window_days": str(day - local_day(int(starts[1]), self.timezone)).encode()})
+        return (table.append_column("window_net_minor", pa.array(windows[0]))
+                .append_column("year_ago_net_minor", pa.array(windows[1])).replace_schema_metadata(meta))
 
     def buckets(self) -> pa.Table:
         """One row per (customer, period) with lines, customers together, periods ascending.

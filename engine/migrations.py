@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 from .errors import RfmxError
 from .tables import combined, group_codes, money_column, numeric_column, summable
 
-__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "NEW", "GONE", "NONE"]
+__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "earlier_rows_of", "NEW", "GONE",
+           "NONE"]
 
 NEW = "(new)"     # from-state: not in the earlier snapshot
 GONE = "(gone)"   # to-state: not in the later snapshot
@@ -158,6 +159,14 @@ def _known_join(a_ids: pa.Array, b_ids: pa.Array, earlier_rows) -> tuple[np.ndar
         raise RfmxError(f"earlier_rows matches later row {at} (customer_id {b_ids[at].as_py()!r}) to a row of "
                         f"another customer; it does not belong to these two snapshots")
     return row_in_a, matched, np.flatnonzero(~seen)
+
+
+def earlier_rows_of(earlier: pa.Table, later: pa.Table, earlier_rows=None) -> np.ndarray:
+    """Each row of ``later``'s row in ``earlier`` (-1: not in it), matched exactly on
+    ``customer_id`` (one hash pass), or ``earlier_rows`` (:func:`rows_in_earlier`) checked."""
+    _require(earlier, (_ID,), "earlier")
+    _require(later, (_ID,), "later")
+    return _match(*_matched_ids(earlier, later), earlier_rows)[0]
 
 
 def _match(a_ids: pa.Array, b_ids: pa.Array, earlier_rows):
