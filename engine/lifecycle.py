@@ -129,16 +129,19 @@ def lifecycle_map(spec=None, **thresholds):
     if unknown:
         raise RfmxError(f"unknown lifecycle threshold '{unknown[0]}'; thresholds: {', '.join(THRESHOLDS)}")
     if spec is None:
-        return SegmentMap.from_toml(default_map_toml(**thresholds), "lifecycle", table="stage",
+        smap = SegmentMap.from_toml(default_map_toml(**thresholds), "lifecycle", table="stage",
                                     label_fields=("previous_stage",))
-    if thresholds:
+    elif thresholds:
         raise RfmxError("lifecycle thresholds apply to the default map; a map file sets its own")
-    if isinstance(spec, SegmentMap):
-        return spec
-    from .segments import read_toml
+    elif isinstance(spec, SegmentMap):
+        smap = spec
+    else:
+        from .segments import read_toml
 
-    _, text = read_toml(spec)
-    return SegmentMap.from_toml(text, str(spec), table="stage", label_fields=("previous_stage",))
+        _, text = read_toml(spec)
+        smap = SegmentMap.from_toml(text, str(spec), table="stage", label_fields=("previous_stage",))
+    smap.label({f: np.empty(0) for f in FEATURES})  # every rule names a feature: checked before any row is read
+    return smap
 
 
 def _meta_int(table: pa.Table, key: str) -> int:
