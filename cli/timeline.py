@@ -36,7 +36,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
               help="Add each customer's lifecycle stage (new, developing, growing, mature, declining, lost, "
                    "reactivated) next to the segment.")
 @click.option("--lifecycle-map", type=click.Path(dir_okay=False), default=None,
-              help="A TOML map of [[stage]] rules replacing the default stages (docs/timeline.md).")
+              help="A TOML map of [[stage]] rules replacing the default stages (docs/scores.md, "Lifecycle stages").")
 @click.option("--lost-days", type=click.FloatRange(min=0), default=None,
               help="Lost: no order for more than this many days [default: 365].")
 @click.option("--overdue", type=click.FloatRange(min=0), default=None,
@@ -105,7 +105,7 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
             steps = build_steps(options)  # scoring options are checked before any row is read
             stages = None
             if with_lifecycle:
-                from rfmx.lifecycle import lifecycle_map as resolve_stages
+                from rfmx.stages import lifecycle_map as resolve_stages
 
                 stages = resolve_stages(lifecycle_map, **thresholds)
             check_span(start, end)

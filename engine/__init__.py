@@ -14,6 +14,7 @@ _LAZY = {
     "build_state": ("api", "build_state"),
     "RFMState": ("state", "RFMState"),
     "timeline": ("pipeline", "timeline"),
+    "lifecycle": ("stages", "lifecycle"),
     "TimelineState": ("history", "TimelineState"),
     "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),

@@ -65,14 +65,14 @@ def scored_snapshots(state, boundaries, score: Callable[[pa.Table], pa.Table], *
     """The snapshots of ``state`` at ``boundaries``, each passed through ``score`` (a table
     -> table step such as :func:`rfmx.scores.score_table`), one at a time.
 
-    ``lifecycle``: a lifecycle map (:func:`rfmx.lifecycle.lifecycle_map`) to add the
+    ``lifecycle``: a lifecycle map (:func:`rfmx.stages.lifecycle_map`) to add the
     ``lifecycle`` column, or None.  A stage may depend on the previous one (reactivated:
     lost before), so when the first boundary is not the data's first, the snapshot one
     period before it is made too (not yielded) to give its stages.  Consecutive snapshots
     are matched by position in the state (``earlier_rows``), never by hashing the ids.
     """
-    from .lifecycle import WINDOW_PERIODS
-    from .lifecycle import lifecycle as add_lifecycle
+    from .stages import WINDOW_PERIODS
+    from .stages import lifecycle as add_lifecycle
     from .migrations import rows_in_earlier
 
     if not boundaries:
@@ -111,10 +111,10 @@ def timeline(source=None, *, every: str = "month", start=None, end=None, state=N
     ``start``/``end`` default to the data's span; they must be period boundaries in the
     state's time zone.  ``options``: the scoring options of :func:`rfmx.scores.score_table`
     (``bins``, ``ties``, ``monetary``, ``cuts``, ``segments``, ``weights``, ``tiers``), the
-    lifecycle thresholds of :data:`rfmx.lifecycle.THRESHOLDS` (or ``stages``: a lifecycle
+    lifecycle thresholds of :data:`rfmx.stages.THRESHOLDS` (or ``stages``: a lifecycle
     map file) and the reading options of :func:`rfmx.aggregate` (``amount_scale``, ...).
     """
-    from .lifecycle import THRESHOLDS, lifecycle_map
+    from .stages import THRESHOLDS, lifecycle_map
     from .scores import score_table
 
     scoring = {k: options.pop(k) for k in SCORE_OPTIONS if k in options}

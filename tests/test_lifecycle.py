@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 import rfmx
 from rfmx import RfmxError, TimelineState
 from rfmx.cli.main import main as cli
-from rfmx.lifecycle import FEATURES, STAGES, default_map_toml, lifecycle, lifecycle_features, lifecycle_map
+from rfmx.stages import FEATURES, STAGES, default_map_toml, lifecycle, lifecycle_features, lifecycle_map
 
 US_PER_DAY = 86_400_000_000
 

@@ -81,7 +81,7 @@ def default_map_toml(lost_days: float = THRESHOLDS["lost_days"], overdue: float 
     if decline > 1:
         raise RfmxError(f"lifecycle threshold decline is a share of the usual spend (0 to 1), got {decline!r}")
     return f"""\
-# rfmx lifecycle stages: first match wins; features in docs/timeline.md ("Lifecycle stages").
+# rfmx lifecycle stages: first match wins; features in docs/scores.md ("Lifecycle stages").
 name = "lifecycle"
 description = "rfmx default lifecycle stages"
 default = "developing"
