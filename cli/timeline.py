@@ -36,7 +36,7 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
               help="Add each customer's lifecycle stage (new, developing, growing, mature, declining, lost, "
                    "reactivated) next to the segment.")
 @click.option("--lifecycle-map", type=click.Path(dir_okay=False), default=None,
-              help="A TOML map of [[stage]] rules replacing the default stages (docs/scores.md, "Lifecycle stages").")
+              help="A TOML map of [[stage]] rules replacing the default stages (docs/scores.md, 'Lifecycle stages').")
 @click.option("--lost-days", type=click.FloatRange(min=0), default=None,
               help="Lost: no order for more than this many days [default: 365].")
 @click.option("--overdue", type=click.FloatRange(min=0), default=None,

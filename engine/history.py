@@ -41,7 +41,7 @@ from .state import (
 )
 
 __all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS",
-           "YEAR_PERIODS"]
+           "YEAR_PERIODS", "WINDOW_COLUMNS"]
 
 TIMELINE_STATE_FORMAT = "rfmx-timeline-state"
 TIMELINE_STATE_VERSION = STATE_VERSION
@@ -52,6 +52,9 @@ _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "
 #: periods in a year, for comparing a window with the same window a year earlier (weeks and
 #: days: whole weeks, so a window a year back starts on the same weekday)
 YEAR_PERIODS = {"day": 364, "week": 52, "month": 12, "quarter": 4}
+#: the columns ``snapshots(window=...)`` adds: net money (minor units) of the window, of the
+#: same window a year back, and of the last year
+WINDOW_COLUMNS = ("window_net_minor", "year_ago_net_minor", "year_net_minor")
 #: saved list columns: the buckets' periods, then one per field (``bucket_`` + field name)
 _BUCKET_COLUMNS = ("periods",) + tuple(f"bucket_{name}" for name in _FIELD_NAMES)
 _BUCKET_RANGES = {"bucket_n_orders": (0, None), "bucket_n_refunds": (0, None), "bucket_gross_minor": (0, None),
@@ -375,10 +378,11 @@ class TimelineState(RFMState):
         customer order — so two snapshots of one state are matched by position
         (:func:`rfmx.migrations.rows_in_earlier`), without hashing the ids.
 
-        ``window`` (a number of periods): add two int64 columns, ``window_net_minor`` (each
-        customer's net money in the last ``window`` periods before ``as_of``, minor units)
-        and ``year_ago_net_minor`` (the same periods one year earlier: 12 months, 4
-        quarters, 52 weeks or 364 days back) — what lifecycle stages and alerts compare.
+        ``window`` (a number of periods): add three int64 columns (:data:`WINDOW_COLUMNS`):
+        ``window_net_minor`` (each customer's net money in the last ``window`` periods
+        before ``as_of``, minor units), ``year_ago_net_minor`` (the same periods one year
+        earlier: 12 months, 4 quarters, 52 weeks or 364 days back) and ``year_net_minor``
+        (the last year) — what lifecycle stages and alerts compare.
 
         One pass: the buckets are read out once, customer by customer; each snapshot
         folds the newly covered periods into running per-customer rows with the merge
@@ -411,7 +415,7 @@ class TimelineState(RFMState):
             ints = np.empty((7, n_in), dtype=np.int64)
             floats = np.empty((4, n_in), dtype=np.float64)
             has_orders = np.empty(n_in, dtype=np.bool_)
-            windows = np.empty((2 if window else 0, n_in), dtype=np.int64)
+            windows = np.empty((3 if window else 0, n_in), dtype=np.int64)
             with self._threads():
                 bad = timeline_snapshot(bucket_offsets, periods, rows, customers, q, has_oid, run, pos,
                                         local_day(as_of_us, self.timezone), US_PER_DAY, unit, ints, floats,
@@ -435,8 +439,9 @@ class TimelineState(RFMState):
         meta.update({b"rfmx.timeline.period": self.period.encode(), b"rfmx.window_periods": str(window).encode(),
                      b"rfmx.period_days": str(day - local_day(int(starts[0]), self.timezone)).encode(),
                      b"rfmx.window_days": str(day - local_day(int(starts[1]), self.timezone)).encode()})
-        return (table.append_column("window_net_minor", pa.array(windows[0]))
-                .append_column("year_ago_net_minor", pa.array(windows[1])).replace_schema_metadata(meta))
+        for name, values in zip(WINDOW_COLUMNS, windows):
+            table = table.append_column(name, pa.array(values))
+        return table.replace_schema_metadata(meta)
 
     def buckets(self) -> pa.Table:
         """One row per (customer, period) with lines, customers together, periods ascending.

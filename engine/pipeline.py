@@ -61,23 +61,26 @@ class Snapshot:
     earlier_rows: np.ndarray | None  # each row's row in the previous snapshot (-1: new); None first
 
 
-def scored_snapshots(state, boundaries, score: Callable[[pa.Table], pa.Table], *, lifecycle=None) -> Iterator[Snapshot]:
+def scored_snapshots(state, boundaries, score: Callable[[pa.Table], pa.Table], *, lifecycle=None,
+                     windows: bool = False) -> Iterator[Snapshot]:
     """The snapshots of ``state`` at ``boundaries``, each passed through ``score`` (a table
     -> table step such as :func:`rfmx.scores.score_table`), one at a time.
 
     ``lifecycle``: a lifecycle map (:func:`rfmx.stages.lifecycle_map`) to add the
-    ``lifecycle`` column, or None.  A stage may depend on the previous one (reactivated:
+    ``lifecycle`` column, or None; ``windows``: keep the money windows it reads
+    (:data:`rfmx.history.WINDOW_COLUMNS`), as alerts do.  A stage may depend on the previous one (reactivated:
     lost before), so when the first boundary is not the data's first, the snapshot one
     period before it is made too (not yielded) to give its stages.  Consecutive snapshots
     are matched by position in the state (``earlier_rows``), never by hashing the ids.
     """
+    from .history import WINDOW_COLUMNS
     from .stages import WINDOW_PERIODS
     from .stages import lifecycle as add_lifecycle
     from .migrations import rows_in_earlier
 
     if not boundaries:
         return
-    window = WINDOW_PERIODS[state.period] if lifecycle is not None else None
+    window = WINDOW_PERIODS[state.period] if lifecycle is not None or windows else None
     wanted = list(boundaries)
     warmup = False
     if lifecycle is not None:
@@ -92,7 +95,8 @@ def scored_snapshots(state, boundaries, score: Callable[[pa.Table], pa.Table], *
         scored = table if first else score(table)  # the warm-up snapshot only gives stages
         if lifecycle is not None:
             scored = add_lifecycle(scored, earlier, earlier_rows=rows, stages=lifecycle)
-            scored = scored.drop_columns(["window_net_minor", "year_ago_net_minor"])
+            if not windows:
+                scored = scored.drop_columns(list(WINDOW_COLUMNS))
         if not first:
             yield Snapshot(as_of, scored, state_rows, None if warmup and n == 1 else rows)
         earlier, earlier_rows = scored, state_rows

@@ -403,9 +403,10 @@ def timeline_snapshot(bucket_offsets, periods, rows, customers, upto, has_order_
     outputs of :func:`rfmx.kernels.rfm.rfm_finalize_partitioned` (``ints`` (7, n), ``floats``
     (4, n), ``has_orders`` (n,) for ``n = len(customers)``).
 
-    ``windows`` (2, n) int64, or (0, n) for none: the net money (minor units) of the last
-    ``window`` periods before ``upto``, and of the same periods ``lag`` periods earlier
-    (a year back) — read from the buckets just folded, a few steps back from ``pos``.
+    ``windows`` (3, n) int64, or (0, n) for none: the net money (minor units) of the last
+    ``window`` periods before ``upto``, of the same periods ``lag`` periods earlier (a year
+    back), and of the last ``lag`` periods (the last year) — read from the buckets just
+    folded, a few steps back from ``pos``.
 
     One pass: each customer's buckets are read in place (the export keeps a customer's
     buckets together, customers in order, so the reads run forward through memory), and
@@ -420,6 +421,7 @@ def timeline_snapshot(bucket_offsets, periods, rows, customers, upto, has_order_
         if windows.shape[0]:
             windows[0, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - window, upto)
             windows[1, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - window - lag, upto - lag)
+            windows[2, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - lag, upto)
     return bad
 
 
