@@ -15,6 +15,7 @@ _LAZY = {
     "RFMState": ("state", "RFMState"),
     "timeline": ("pipeline", "timeline"),
     "lifecycle": ("stages", "lifecycle"),
+    "alerts": ("early_warnings", "alerts"),
     "TimelineState": ("history", "TimelineState"),
     "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),

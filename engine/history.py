@@ -107,6 +107,9 @@ class TimelineState(RFMState):
                  timezone: str | None = None):
         self.period = _check_period(period)
         self.week_start = _check_week_start(week_start)
+        #: the last boundary whose alerts were reported (``rfmx alerts``), microseconds; saved
+        #: with the state so that the next run reports only what is new since
+        self.alerted_until_us: int | None = None
         super().__init__(customer, time, amount, order_id, since=since, until=until, amount_scale=amount_scale,
                          on_null=on_null, threads=threads, timezone=timezone)
 
@@ -490,7 +493,7 @@ class TimelineState(RFMState):
             table = table.append_column(name, pa.LargeListArray.from_arrays(offs, pa.array(values)))
         meta = json.loads(base.schema.metadata[b"rfmx.state"])
         meta.update(format=TIMELINE_STATE_FORMAT, version=TIMELINE_STATE_VERSION, period=self.period,
-                    week_start=self.week_start)
+                    week_start=self.week_start, alerted_until_us=self.alerted_until_us)
         return table.replace_schema_metadata({"rfmx.state": json.dumps(meta)})
 
     @classmethod
@@ -510,6 +513,9 @@ class TimelineState(RFMState):
         if meta["period"] not in PERIODS or meta["week_start"] not in WEEKDAYS:
             key = "period" if meta["period"] not in PERIODS else "week_start"
             raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {meta[key]!r}")
+        alerted = meta.get("alerted_until_us")
+        if alerted is not None and (isinstance(alerted, bool) or not isinstance(alerted, int)):
+            raise RfmxError(f"{path}: damaged state file: metadata 'alerted_until_us' is {alerted!r}")
         lists = {}
         for name in _BUCKET_COLUMNS:
             if table.schema.field(name).type != pa.large_list(pa.int64()):
@@ -528,6 +534,7 @@ class TimelineState(RFMState):
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
                     week_start=meta["week_start"], since=meta["since_us"], until=meta["until_us"],
                     amount_scale=meta["amount_scale"], threads=threads, timezone=meta["timezone"])
+        state.alerted_until_us = alerted
         ids = state._restore(meta, table, path)
         if ids is None:
             return state

@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 from .errors import RfmxError
 from .tables import combined, group_codes, money_column, numeric_column, summable
 
-__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "earlier_rows_of", "NEW", "GONE",
-           "NONE"]
+__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "earlier_rows_of", "segment_order",
+           "NEW", "GONE", "NONE"]
 
 NEW = "(new)"     # from-state: not in the earlier snapshot
 GONE = "(gone)"   # to-state: not in the later snapshot
@@ -189,8 +189,10 @@ def _check_as_of(a: str | None, b: str | None) -> None:
                         f"pass the snapshots in time order")
 
 
-def _segment_map(segments, earlier: pa.Table, later: pa.Table):
-    """(order best first, lapsed names) from ``segments`` or the tables' score metadata."""
+def segment_order(segments, earlier: pa.Table, later: pa.Table):
+    """(segment names best first, lapsed names, what they came from) from ``segments`` (a
+    map, a map name or path, or a list of names best first) or, when None, the segment map
+    recorded in the tables' score metadata (``rfm-grid`` when none is)."""
     from .segments import SegmentMap
 
     if isinstance(segments, (list, tuple)):
@@ -251,7 +253,7 @@ def _cells(earlier: pa.Table, later: pa.Table, segments, by: str, earlier_rows) 
     money_name, unit = money_column(later)
     as_of = (_as_of(earlier), _as_of(later))
     _check_as_of(*as_of)
-    order, lapsed, what = _segment_map(segments, earlier, later)
+    order, lapsed, what = segment_order(segments, earlier, later)
     states = list(order) + [NONE, NEW, GONE]
     position = {s: i for i, s in enumerate(states)}
     codes_a, remap_a = _segment_index(earlier, by, position, "earlier", what)

@@ -292,12 +292,15 @@ class SegmentMap:
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<map>", *, table: str = "segment",
-                  label_fields: tuple = ()) -> "SegmentMap":
+                  label_fields: tuple | dict = ()) -> "SegmentMap":
         """Parse a map.  ``table``: the name of its rule tables (``[[segment]]``; a
-        lifecycle map has ``[[stage]]``); ``label_fields``: fields whose conditions name
-        the map's own segments (``previous_stage = "lost"``), resolved to their positions
-        in :meth:`names`."""
+        lifecycle map has ``[[stage]]``); ``label_fields``: fields whose conditions take
+        names, resolved to positions — a tuple of fields that name the map's own segments
+        (``previous_stage = "lost"``: positions in :meth:`names`), or a dict from field to
+        its list of names (None: the map's own)."""
         doc = _parse_toml(text, source)
+        if not isinstance(label_fields, dict):
+            label_fields = dict.fromkeys(label_fields)
         top_keys = tuple(table if k == "segment" else k for k in _TOP_KEYS)
 
         def where(key, seg=None):
@@ -369,11 +372,13 @@ class SegmentMap:
             for c in rule.conditions:
                 if c.labels is None:
                     continue
-                unknown = [v for v in c.labels if v not in names]
+                known = label_fields[c.field] if label_fields[c.field] is not None else names
+                what = f"{table}; the map's {table}s" if label_fields[c.field] is None else "name; names"
+                unknown = [v for v in c.labels if v not in known]
                 if unknown:
                     raise RfmxError(f"{where(c.field, rule.index)}: {table} '{rule.segment}': {c.field}: unknown "
-                                    f"{table} '{unknown[0]}'; the map's {table}s: {', '.join(names)}")
-                c.values = tuple(float(names.index(v)) for v in c.labels)
+                                    f"{what.split(';')[0]} '{unknown[0]}';{what.split(';')[1]}: {', '.join(known)}")
+                c.values = tuple(float(known.index(v)) for v in c.labels)
         return smap
 
     # --- checks -----------------------------------------------------------------------
