@@ -241,9 +241,11 @@ class TimelineState(RFMState):
         self._refuse_wrapped(wrapped, ids, lambda r, customer: (
             f"{what}: merged, a period's money total of customer {customer} leaves the exact range"))
 
-    def _export(self):
+    def _export(self, by_field: bool = False):
         """``(bucket_offsets (m + 1,), periods (E,), rows (E, N_FIELDS))``: every customer's
-        buckets in period order, customers in the order of :meth:`_flat`."""
+        buckets in period order, customers in the order of :meth:`_flat`.  ``by_field``:
+        ``rows`` is the transpose of a (N_FIELDS, E) array, so each field is one contiguous
+        column (what a save writes) instead of each bucket one row (what snapshots read)."""
         from .kernels.rfm import N_FIELDS
         from .kernels.timeline import timeline_bucket_counts, timeline_export
 
@@ -254,7 +256,7 @@ class TimelineState(RFMState):
         bucket_offsets = np.zeros(m + 1, dtype=np.int64)
         E = self.n_buckets
         periods = np.empty(E, dtype=np.int64)
-        rows = np.empty((E, N_FIELDS), dtype=np.int64)
+        rows = np.empty((N_FIELDS, E), dtype=np.int64).T if by_field else np.empty((E, N_FIELDS), dtype=np.int64)
         if self._kind is not None and E:
             with self._threads():
                 timeline_bucket_counts(self._bhead, self._blink, self._n, offsets, count)
@@ -485,7 +487,7 @@ class TimelineState(RFMState):
         offsets): ``periods`` (period indices of :mod:`rfmx.kernels.periods`) and
         ``bucket_<field>`` for each field of the customer row."""
         base = super().to_table()
-        bucket_offsets, periods, rows = self._export()
+        bucket_offsets, periods, rows = self._export(by_field=True)
         offs = pa.array(bucket_offsets)
         table = base
         for j, name in enumerate(_BUCKET_COLUMNS):
@@ -549,11 +551,15 @@ class TimelineState(RFMState):
         if state.n_buckets != len(periods):
             state._broken = f"{path}: damaged state file: a customer has two buckets for one period"
             raise RfmxError(state._broken)
-        state._check_buckets_add_up(path)
+        customer_rows = np.empty((table.num_rows, len(_FIELD_NAMES)), dtype=np.int64)
+        for j, name in enumerate(_FIELD_NAMES):
+            customer_rows[:, j] = table.column(name).to_numpy()
+        state._check_buckets_add_up(path, offsets, periods, rows, customer_rows)
         return state
 
-    def _check_buckets_add_up(self, path) -> None:
-        """Refuse a state whose buckets, combined, are not its customer rows.
+    def _check_buckets_add_up(self, path, bucket_offsets, periods, brows, rows) -> None:
+        """Refuse a saved state whose buckets, combined, are not its customer rows (the
+        file's own arrays: per customer, in the file's order, its buckets and its row).
 
         Compared: the fields that do not depend on the order of the lines (times, refunds,
         money; orders too without order ids: with them a customer whose lines were not in
@@ -561,9 +567,7 @@ class TimelineState(RFMState):
         from .kernels import rfm as k
         from .kernels.timeline import timeline_advance
 
-        ids, rows = self._flat()
-        bucket_offsets, periods, brows = self._export()
-        m = len(ids)
+        m = len(rows)
         run = np.empty((1, m, k.N_FIELDS), dtype=np.int64)
         pos = bucket_offsets[:-1].copy()
         has_oid = self.columns.order_id is not None
