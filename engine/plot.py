@@ -45,7 +45,10 @@ def _data(table: pa.Table) -> alt.Data:
 
 
 def _title(text: str, hint: str) -> alt.TitleParams:
-    return alt.TitleParams(text=text, subtitle=hint, anchor="start", subtitleColor="#555")
+    """The title, with the reading hint under it (wrapped: a subtitle never wraps by itself)."""
+    import textwrap
+
+    return alt.TitleParams(text=text, subtitle=textwrap.wrap(hint, 115), anchor="start", subtitleColor="#555")
 
 
 def _tip(field: str, kind: str, title: str, fmt: str | None = None) -> alt.Tooltip:
