@@ -120,7 +120,7 @@ def report(sources, output, figures_dir, title, scores, timeline, migration, coh
             report_state(state)
             state.drop_index()  # not needed from here on: free it before the result is built
             inputs["scores"] = run_steps(state.finalize(as_of, consume=True), steps)
-        built = build_report(title=title, **inputs)
+        built = build_report(title=title, threads=threads, **inputs)
         if sources or state_in:
             built.inputs[0] = ("scored per-customer table", "scored from " + ", ".join(
                 list(sources) + ([f"--state-in {state_in}"] if state_in else [])))

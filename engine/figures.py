@@ -155,6 +155,19 @@ def _bins(scores: pa.Table, r: np.ndarray, f: np.ndarray) -> int:
     return max(q or 1, biggest)
 
 
+def _score_column(table: pa.Table, name: str) -> np.ndarray:
+    """A score column as it is stored (int8: no copy), checked to be scores rfmx writes."""
+    arr = combined(table.column(name))
+    if not pa.types.is_integer(arr.type):
+        raise RfmxError(f"column '{name}' has type {arr.type}; rfmx writes integer scores")
+    if arr.null_count:
+        raise RfmxError(f"column '{name}' has nulls; rfmx score gives every customer a score")
+    values = arr.to_numpy(zero_copy_only=False)
+    if len(values) and values.min() < 1:
+        raise RfmxError(f"column '{name}' has scores below 1; rfmx scores run from 1 to the number of bins")
+    return values
+
+
 def rf_grid(scores: pa.Table) -> pa.Table:
     """The R x F grid: one row per (r_score, f_score) cell, every cell of 1..q x 1..q.
 
@@ -165,15 +178,9 @@ def rf_grid(scores: pa.Table) -> pa.Table:
     (the share of the cell's customers in it: 1 for the R x F maps such as rfm-grid).
     """
     _require(scores, ("r_score", "f_score"), "R x F heatmap", "score the table with rfmx score")
-    r, r_ok = _values(scores, "r_score")
-    f, f_ok = _values(scores, "f_score")
-    if not (r_ok.all() and f_ok.all()):
-        raise RfmxError("r_score/f_score have nulls; rfmx score gives every customer a score")
-    r, f = r.astype(np.int64), f.astype(np.int64)
-    if len(r) and min(r.min(), f.min()) < 1:
-        raise RfmxError("r_score/f_score below 1; rfmx scores run from 1 to the number of bins")
+    r, f = _score_column(scores, "r_score"), _score_column(scores, "f_score")
     q = _bins(scores, r, f)
-    cell = (r - 1) * q + (f - 1)
+    cell = (r.astype(np.int64) - 1) * q + (f - 1)
     n = len(cell)
     counts = np.bincount(cell, minlength=q * q)
     money, unit = _money(scores)

@@ -96,10 +96,11 @@ def rf_heatmap(scores: pa.Table) -> alt.LayerChart:
                      "Hover a cell for exact numbers."))
 
 
-def segment_bars(scores: pa.Table) -> alt.Chart:
+def segment_bars(scores: pa.Table | None = None, *, summary: pa.Table | None = None) -> alt.Chart:
     """Share of customers and share of revenue per segment (in the map's order), with the
-    mean and median recency, orders and money of each segment in the tooltips."""
-    table = figures.segments(scores)
+    mean and median recency, orders and money of each segment in the tooltips.  ``summary``:
+    the segment table of ``scores`` (:func:`rfmx.figures.segments`) if already made."""
+    table = summary if summary is not None else figures.segments(scores)
     order = table.column("segment").to_pylist()
     tips = [_tip("segment", "N", "segment"), _tip("customers", "Q", "customers", COUNT),
             _tip("customer_share", "Q", "share of customers", SHARE),

@@ -66,9 +66,9 @@ _SCORE_NUMBERS = ("recency_days", "n_orders", "monetary_total", "monetary_minor"
 INPUTS = {
     "scores": Input("--scores", "scored per-customer table", "rfmx score -o",
                     ("recency_days", "n_orders", "monetary_total"),
-                    ("recency_days", "n_orders", "monetary_total", "monetary_minor", "r_score", "f_score", "m_score",
-                     "segment", "abc_class", "cluster", "probability_alive", "expected_purchases", "expected_spend",
-                     "clv"), _SCORE_NUMBERS, ("segment", "abc_class")),
+                    ("recency_days", "n_orders", "monetary_total", "monetary_minor", "r_score", "f_score", "segment",
+                     "abc_class", "cluster", "probability_alive", "expected_purchases", "clv"),
+                    _SCORE_NUMBERS, ("segment", "abc_class")),
     "timeline": Input("--timeline", "timeline of scored snapshots", "rfmx timeline -o",
                       ("as_of", "customer_id", "segment"), None, ("monetary_total", "monetary_minor"),
                       ("segment", "lifecycle")),
@@ -179,7 +179,9 @@ def _read_columns(path: Path, columns, where: str) -> pa.Table:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            return pq.read_table(path, columns=columns)
+            # One contiguous chunk per column (the figures read columns as NumPy without a
+            # copy), and no pyarrow.dataset layer (which imports pandas).
+            return pq.ParquetFile(path).read(columns=columns)
         if fmt == "ipc":
             import pyarrow.feather as feather
 
@@ -212,6 +214,9 @@ def read_input(kind: str, source, *, columns=None) -> pa.Table:
     wanted = columns if columns is not None else INPUTS[kind].read
     if wanted is not None:
         wanted = [c for c in dict.fromkeys(wanted) if c in schema.names]
+        exact = "monetary_minor" in wanted and b"rfmx.amount_scale" in (schema.metadata or {})
+        if kind == "scores" and exact and "cluster" not in wanted:
+            wanted.remove("monetary_total")  # money is read exact from monetary_minor (the snake plot needs it)
     return _read_columns(path, wanted, where)
 
 
@@ -304,6 +309,7 @@ FIGURES = (
     ("value_distribution", "clv", "Distribution of predicted value"),
 )
 _TITLES = {key: title for key, _, title in FIGURES}
+_SECTION = {key: section for key, section, _ in FIGURES}
 SECTIONS = {"value": "Value at a glance", "segments": "Scores and segments", "time": "Over time",
             "clusters": "Clusters", "clv": "Lifetime value"}
 
@@ -391,7 +397,8 @@ def _segment_order(scores: pa.Table | None):
 
 
 def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, clusters=None, k_table=None,
-                 clv=None, calibration=None, alerts=None, title: str | None = None) -> Report:
+                 clv=None, calibration=None, alerts=None, title: str | None = None,
+                 threads: int | None = None) -> Report:
     """Every figure the inputs allow (paths or ``pyarrow.Table`` s; see the module docstring).
 
     A scored table that also has a ``cluster`` column or CLV columns (``rfmx score
@@ -400,19 +407,76 @@ def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, cl
     they have a ``lifecycle`` column) and, without ``migration``, the migration between
     their last two snapshots.  Raises :class:`~rfmx.errors.RfmxError` for an input that is
     not the rfmx table it is given as; a figure whose columns are missing is left out with
-    a note in :attr:`Report.notes`.
+    a note in :attr:`Report.notes`.  ``threads``: figures computed at once (default 2; the
+    kernels they call are serial and release the GIL).
     """
-    check_extra()
-    from . import figures as fig_data
-    from . import plot
+    from concurrent.futures import ThreadPoolExecutor
 
+    check_extra()
     given = dict(scores=scores, timeline=timeline, migration=migration, cohorts=cohorts, clusters=clusters,
                  k_table=k_table, clv=clv, calibration=calibration, alerts=alerts)
     if all(v is None for v in given.values()):
         raise RfmxError("nothing to report: give scores and/or the tables of timeline, cluster or clv")
-    # Every input is checked before any figure is drawn, so a wrong file fails at once.
-    tables = {k: read_input(k, v) for k, v in given.items() if v is not None and k != "timeline"}
-    tl = _Timeline(timeline) if timeline is not None else None
+    if threads is not None and threads < 1:
+        raise RfmxError(f"threads must be >= 1, got {threads}")
+    with ThreadPoolExecutor(max_workers=threads or 2) as pool:
+        # Importing Altair and loading the kernels takes most of a second: done while the
+        # inputs are read (Arrow's readers release the GIL).
+        warm = pool.submit(_warm_up, scores)
+        # Every input is checked before any figure is drawn, so a wrong file fails at once.
+        tables = {k: read_input(k, v) for k, v in given.items() if v is not None and k != "timeline"}
+        tl = _Timeline(timeline) if timeline is not None else None
+        warm.result()
+        report = Report(title=title or "Customer value report")
+        report.inputs = [(INPUTS[k].what, v if not isinstance(v, pa.Table) else "(table)")
+                         for k, v in given.items() if v is not None]
+        jobs = [(key, pool.submit(make)) for key, make in _figure_jobs(tables, tl, report)]
+        for key, job in jobs:
+            try:
+                chart = job.result()
+            except MissingColumns as exc:
+                report.notes.append(f"{_TITLES[key]} left out: {exc.reason}")
+                continue
+            if chart is not None:
+                report.figures.append(Figure(key, _SECTION[key], chart))
+    rank = {key: i for i, (key, _, _) in enumerate(FIGURES)}
+    report.figures.sort(key=lambda f: rank[f.key])
+    return report
+
+
+def _warm_up(scores) -> None:
+    """Import Altair, and load the kernels the score figures call by drawing the figures of
+    the first rows of a scores file (the same column types: the same compiled kernels)."""
+    from . import figures as fig_data
+    from . import plot  # noqa: F401  (Altair)
+
+    if scores is None or isinstance(scores, pa.Table):
+        return
+    try:
+        path = Path(os.fspath(scores))
+        if _format(path) != "parquet":
+            return
+        import pyarrow.parquet as pq
+
+        reader = pq.ParquetFile(path)
+        wanted = [c for c in INPUTS["scores"].read if c in reader.schema_arrow.names]
+        first = next(reader.iter_batches(batch_size=256, columns=wanted), None)
+        if first is None:
+            return
+        head = pa.Table.from_batches([first]).replace_schema_metadata(reader.schema_arrow.metadata)
+        _check("scores", head.schema, "")
+        for make in (fig_data.headline, fig_data.segments, fig_data.rf_grid):
+            make(head)
+    except (RfmxError, pa.ArrowException, OSError):
+        pass  # the real run reports what is wrong
+
+
+def _figure_jobs(tables: dict, tl, report: Report):
+    """``(key, make)`` for every figure the inputs allow; ``make()`` returns the chart, or
+    None when it added a note instead, and may raise :class:`MissingColumns`."""
+    from . import figures as fig_data
+    from . import plot
+
     scored = tables.get("scores")
     if scored is not None and "clusters" not in tables and "cluster" in scored.column_names:
         tables["clusters"] = scored
@@ -420,71 +484,58 @@ def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, cl
         tables["clv"] = scored
     order = _segment_order(scored)
 
-    report = Report(title=title or "Customer value report")
-    report.inputs = [(INPUTS[k].what, v if not isinstance(v, pa.Table) else "(table)")
-                     for k, v in given.items() if v is not None]
-
-    def draw(key, make):
-        try:
-            chart = make()
-        except MissingColumns as exc:
-            report.notes.append(f"{_TITLES[key]} left out: {exc.reason}")
-            return
-        section = next(s for k, s, _ in FIGURES if k == key)
-        report.figures.append(Figure(key, section, chart))
-
     if scored is not None:
-        report.headline = fig_data.headline(scored)
-        if report.headline["revenue"] > 0:
-            draw("lorenz", lambda: plot.lorenz(scored))
-        else:
+        def headline_and_lorenz():
+            report.headline = fig_data.headline(scored)
+            if report.headline["revenue"] > 0:
+                return plot.lorenz(scored)
             report.notes.append(f"{_TITLES['lorenz']} left out: no customer has positive revenue")
-        draw("rf_heatmap", lambda: plot.rf_heatmap(scored))
-        if "segment" in scored.column_names:
+            return None
+
+        def segments():  # made once: the bars and the table show it
             report.segments = fig_data.segments(scored)
-        draw("segments", lambda: plot.segment_bars(scored))
+            return plot.segment_bars(summary=report.segments)
+
+        yield "lorenz", headline_and_lorenz
+        yield "rf_heatmap", lambda: plot.rf_heatmap(scored)
+        yield "segments", segments
     if "migration" in tables:
-        draw("migration", lambda: plot.migration_matrix(tables["migration"], order=order))
+        yield "migration", lambda: plot.migration_matrix(tables["migration"], order=order)
     if tl is not None:
-        _timeline_figures(tl, draw, report, order, with_migration="migration" not in tables)
+        yield "segment_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "segment"]), order=order)
+        if "lifecycle" in tl.schema.names:
+            yield "lifecycle_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "lifecycle"]), by="lifecycle")
+        if "migration" not in tables:
+            yield "migration", lambda: _timeline_migration(tl, report, order)
     if "cohorts" in tables:
-        draw("cohort_retention", lambda: plot.cohort_retention(tables["cohorts"]))
+        yield "cohort_retention", lambda: plot.cohort_retention(tables["cohorts"])
     if "alerts" in tables:
-        draw("alerts", lambda: plot.alerts(tables["alerts"]))
+        yield "alerts", lambda: plot.alerts(tables["alerts"])
     if "clusters" in tables:
-        draw("cluster_snake", lambda: plot.cluster_snake(tables["clusters"]))
-        draw("cluster_sizes", lambda: plot.cluster_sizes(tables["clusters"]))
+        yield "cluster_snake", lambda: plot.cluster_snake(tables["clusters"])
+        yield "cluster_sizes", lambda: plot.cluster_sizes(tables["clusters"])
     if "k_table" in tables:
-        draw("k_curve", lambda: plot.k_curve(tables["k_table"]))
+        yield "k_curve", lambda: plot.k_curve(tables["k_table"])
     if "clv" in tables:
-        draw("clv_probability_alive", lambda: plot.clv_matrix(tables["clv"], "probability_alive"))
-        draw("clv_expected_purchases", lambda: plot.clv_matrix(tables["clv"], "expected_purchases"))
+        yield "clv_probability_alive", lambda: plot.clv_matrix(tables["clv"], "probability_alive")
+        yield "clv_expected_purchases", lambda: plot.clv_matrix(tables["clv"], "expected_purchases")
+        yield "value_distribution", lambda: plot.value_distribution(tables["clv"])
     if "calibration" in tables:
-        draw("calibration", lambda: plot.calibration(tables["calibration"]))
-    if "clv" in tables:
-        draw("value_distribution", lambda: plot.value_distribution(tables["clv"]))
-    rank = {key: i for i, (key, _, _) in enumerate(FIGURES)}
-    report.figures.sort(key=lambda f: rank[f.key])
-    return report
+        yield "calibration", lambda: plot.calibration(tables["calibration"])
 
 
-def _timeline_figures(tl: _Timeline, draw, report: Report, order, *, with_migration: bool) -> None:
+def _timeline_migration(tl: _Timeline, report: Report, order):
+    """The migration between the timeline's last two snapshots (None and a note if it has one)."""
     from . import plot
+    from .migrations import migration
 
-    draw("segment_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "segment"]), order=order))
-    if "lifecycle" in tl.schema.names:
-        draw("lifecycle_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "lifecycle"]), by="lifecycle"))
-    if not with_migration:
-        return
     stamps = tl.stamps()
     if len(stamps) < 2:
         report.notes.append(f"{_TITLES['migration']} left out: the timeline has {len(stamps)} snapshot(s); "
                             f"migration needs two")
-        return
-    from .migrations import migration
-
+        return None
     earlier, later = tl.last_two(stamps[-2:])
-    draw("migration", lambda: plot.migration_matrix(migration(earlier, later), order=order))
+    return plot.migration_matrix(migration(earlier, later), order=order)
 
 
 def write_report(path=None, *, figures=None, **inputs) -> Report:

@@ -204,6 +204,11 @@ def test_migration_from_the_timeline_is_that_of_its_last_two_snapshots(inputs):
     assert [v["revenue"] for v in from_table] == pytest.approx([v["revenue"] for v in values], rel=1e-9)
 
 
+def test_one_and_two_threads_give_the_same_page(inputs):
+    pages = [build_report(**{k: inputs[k] for k in ALL_TABLES}, threads=t).html() for t in (1, 2)]
+    assert pages[0] == pages[1]
+
+
 def test_report_and_html_size_do_not_grow_with_customers(inputs, tmp_path):
     """A report of 20x the customers is the same size to within the digits of its numbers."""
     scores = pq.read_table(inputs["scores"])
