@@ -447,9 +447,11 @@ def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, cl
 def _warm_up(scores) -> None:
     """Import Altair, and load the kernels the score figures call by drawing the figures of
     the first rows of a scores file (the same column types: the same compiled kernels)."""
-    from . import figures as fig_data
-    from . import plot  # noqa: F401  (Altair)
+    import importlib
 
+    from . import figures as fig_data
+
+    importlib.import_module(".plot", __package__)  # imports Altair
     if scores is None or isinstance(scores, pa.Table):
         return
     try:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import altair as alt
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
