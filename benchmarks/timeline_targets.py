@@ -30,17 +30,18 @@ _JOBS = {
 state = rfmx.build_state(path, state=rfmx.TimelineState(period='month'))
 state.drop_index()
 earlier = None
-for as_of, table in state.snapshots():
+for as_of, table, state_rows in state.snapshots(with_state_rows=True):
     scored = score_table(table)
     if earlier is not None:
-        rfmx.migration(earlier, scored)
-    earlier = scored
+        rfmx.migration(earlier, scored, earlier_rows=rows_in_earlier(earlier_rows, state_rows))
+    earlier, earlier_rows = scored, state_rows
 """,
 }
 
 _CHILD = """
 import resource, sys, time
 import rfmx
+from rfmx.migrations import rows_in_earlier
 from rfmx.scores import score_table
 path = sys.argv[1]
 warm = rfmx.build_state(rfmx.generate_orders(2000, seed=1), state=rfmx.TimelineState(period='month'))

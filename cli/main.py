@@ -7,6 +7,7 @@ import sys
 import click
 
 from .aggregate import aggregate, demo
+from .alerts import alerts
 from .cluster import cluster
 from .clv import clv
 from .generate import generate
@@ -59,6 +60,7 @@ main.add_command(summary)
 main.add_command(cluster)
 main.add_command(clv)
 main.add_command(timeline)
+main.add_command(alerts)
 main.add_command(report)
 
 

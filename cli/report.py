@@ -16,7 +16,7 @@ TABLE_OPTIONS = (
     ("--k-table", "k_table", "A k comparison table (rfmx cluster --k-range ... --k-table)."),
     ("--clv", "clv", "A CLV table (rfmx clv -o, or rfmx score --clv)."),
     ("--calibration", "calibration", "A calibration vs holdout table (rfmx clv --calibration-out)."),
-    ("--alerts", "alerts", "An alerts table: customer_id and value_at_stake per row."),
+    ("--alerts", "alerts", "An alerts table (rfmx alerts -o): the top alerts by value at stake."),
 )
 
 

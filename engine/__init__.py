@@ -14,6 +14,8 @@ _LAZY = {
     "build_state": ("api", "build_state"),
     "RFMState": ("state", "RFMState"),
     "timeline": ("pipeline", "timeline"),
+    "lifecycle": ("stages", "lifecycle"),
+    "alerts": ("early_warnings", "alerts"),
     "TimelineState": ("history", "TimelineState"),
     "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),

@@ -590,23 +590,30 @@ def value_distribution(clv: pa.Table, column: str = "clv", *, per_decade: int = 
 
 # --- alerts ---------------------------------------------------------------------------------------
 
-#: The columns an alerts table must have: one row per customer to act on, and the value at stake.
+#: The columns an alerts table must have: one row per customer (and alert) to act on, and
+#: the value at stake — as ``rfmx alerts`` writes them.
 ALERT_COLUMNS = ("customer_id", "value_at_stake")
 
 
 def alerts(table: pa.Table, top: int = 25) -> pa.Table:
-    """The ``top`` alerts by ``value_at_stake`` (highest first): ``customer_id`` (as text),
-    ``value_at_stake`` and the table's other columns as text (at most 8, for tooltips).
-
-    rfmx has no alerts command yet; this is the contract its table will meet to appear
-    in the report: ``customer_id`` and a numeric ``value_at_stake`` per row."""
+    """The ``top`` rows of an alerts table (``rfmx alerts -o``) by ``value_at_stake``,
+    highest first: ``label`` (the customer id, with the alert's name and the snapshot date
+    when the table has ``alert`` and ``as_of_to`` columns, so that one customer's several
+    alerts stay apart), ``customer_id`` (as text), ``value_at_stake`` and the table's other
+    columns as text (at most 12, for tooltips)."""
     _require(table, ALERT_COLUMNS, "alerts")
     value, ok = _values(table, "value_at_stake")
     order = np.argsort(-np.where(ok, value, -np.inf), kind="stable")[:top]
     t = table.take(pa.array(order, pa.int64()))
-    out = {"customer_id": t.column("customer_id").cast(pa.string()),
+    ids = t.column("customer_id").cast(pa.string()).to_pylist()
+    parts = [ids]
+    for name, width in (("alert", None), ("as_of_to", 10)):
+        if name in t.column_names:
+            parts.append([None if v is None else str(v)[:width] for v in t.column(name).cast(pa.string()).to_pylist()])
+    labels = [" · ".join(p for p in row if p) for row in zip(*parts)]
+    out = {"label": pa.array(labels, pa.string()), "customer_id": pa.array(ids, pa.string()),
            "value_at_stake": t.column("value_at_stake").cast(pa.float64())}
-    for name in [c for c in t.column_names if c not in ALERT_COLUMNS][:8]:
+    for name in [c for c in t.column_names if c not in ALERT_COLUMNS][:12]:
         try:
             out[name] = t.column(name).cast(pa.string())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

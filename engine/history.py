@@ -40,7 +40,8 @@ from .state import (
     to_us,
 )
 
-__all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS"]
+__all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS",
+           "YEAR_PERIODS", "WINDOW_COLUMNS"]
 
 TIMELINE_STATE_FORMAT = "rfmx-timeline-state"
 TIMELINE_STATE_VERSION = STATE_VERSION
@@ -48,6 +49,12 @@ TIMELINE_STATE_VERSION = STATE_VERSION
 PERIODS = ("day", "week", "month", "quarter")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly"}
+#: periods in a year, for comparing a window with the same window a year earlier (weeks and
+#: days: whole weeks, so a window a year back starts on the same weekday)
+YEAR_PERIODS = {"day": 364, "week": 52, "month": 12, "quarter": 4}
+#: the columns ``snapshots(window=...)`` adds: net money (minor units) of the window, of the
+#: same window a year back, and of the last year
+WINDOW_COLUMNS = ("window_net_minor", "year_ago_net_minor", "year_net_minor")
 #: saved list columns: the buckets' periods, then one per field (``bucket_`` + field name)
 _BUCKET_COLUMNS = ("periods",) + tuple(f"bucket_{name}" for name in _FIELD_NAMES)
 _BUCKET_RANGES = {"bucket_n_orders": (0, None), "bucket_n_refunds": (0, None), "bucket_gross_minor": (0, None),
@@ -85,8 +92,8 @@ class TimelineState(RFMState):
     processes, medians): 1e7 lines (725 k customers, 2.56 M customer-months, 3.5 per
     customer) 0.81 GB against 0.61 GB for ``rfmx.aggregate``, in 0.66 s against 0.45 s;
     1e8 lines (7.25 M customers, 25.6 M customer-months) 3.03 GB against 1.18 GB, in 9.8 s
-    against 5.0 s.  :meth:`snapshots` adds one copy of the buckets in period order (80
-    bytes each), the running rows (64 per customer) and one result table.
+    against 5.0 s.  :meth:`snapshots` adds one copy of the buckets, customer by customer
+    (72 bytes each), the running rows (64 per customer) and one result table.
 
     Speed: a line of its customer's newest period, or a newer one, costs one random access
     more than in the RFM state (the customer's newest-bucket word) plus its bucket's row;
@@ -100,6 +107,9 @@ class TimelineState(RFMState):
                  timezone: str | None = None):
         self.period = _check_period(period)
         self.week_start = _check_week_start(week_start)
+        #: the last boundary whose alerts were reported (``rfmx alerts``), microseconds; saved
+        #: with the state so that the next run reports only what is new since
+        self.alerted_until_us: int | None = None
         super().__init__(customer, time, amount, order_id, since=since, until=until, amount_scale=amount_scale,
                          on_null=on_null, threads=threads, timezone=timezone)
 
@@ -354,7 +364,7 @@ class TimelineState(RFMState):
 
     # --- snapshots and buckets --------------------------------------------------------
 
-    def snapshots(self, as_of_dates=None):
+    def snapshots(self, as_of_dates=None, *, with_state_rows: bool = False, window: int | None = None):
         """The RFM table as of each of ``as_of_dates``: an iterator of ``(as_of, table)``
         with ``as_of`` ascending (a zone-aware ``datetime``).
 
@@ -362,55 +372,79 @@ class TimelineState(RFMState):
         them) or the state's ``until``.  Each table is what :meth:`rfmx.RFMState.finalize`
         gives for a state built over the lines before ``as_of`` (``rfmx.aggregate(source,
         as_of=as_of)``): the same columns, types and values, customers with a line before
-        ``as_of`` only (in another order: compare by ``customer_id``); see the module
+        ``as_of`` only, in the state's customer order (the order of :meth:`finalize`; for
+        input in time order, the order ``aggregate(as_of=...)`` gives); see the module
         docstring for order ids.
 
-        One pass: the buckets are read out in period order once, then each snapshot folds
-        the newly covered periods into running per-customer rows with the merge kernel
-        and finalizes them with the finalize kernel; one snapshot is in memory at a time.
+        ``with_state_rows``: yield ``(as_of, table, state_rows)`` instead, where
+        ``state_rows`` (int64, ascending) gives each table row's row in :meth:`finalize`'s
+        customer order — so two snapshots of one state are matched by position
+        (:func:`rfmx.migrations.rows_in_earlier`), without hashing the ids.
+
+        ``window`` (a number of periods): add three int64 columns (:data:`WINDOW_COLUMNS`):
+        ``window_net_minor`` (each customer's net money in the last ``window`` periods
+        before ``as_of``, minor units), ``year_ago_net_minor`` (the same periods one year
+        earlier: 12 months, 4 quarters, 52 weeks or 364 days back) and ``year_net_minor``
+        (the last year) — what lifecycle stages and alerts compare.
+
+        One pass: the buckets are read out once, customer by customer; each snapshot
+        folds the newly covered periods into running per-customer rows with the merge
+        kernel and finalizes them in the same step; one snapshot is in memory at a time.
         """
         self._check_usable()
         wanted = self._as_of_periods(as_of_dates)  # checked here, not at the first next()
-        return self._snapshots(wanted)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise RfmxError(f"window must be a whole number of periods >= 1, got {window!r}")
+        return self._snapshots(wanted, with_state_rows, window)
 
-    def _snapshots(self, wanted):
+    def _snapshots(self, wanted, with_state_rows, window):
         from .kernels import rfm as k
-        from .kernels.timeline import timeline_advance
+        from .kernels.timeline import timeline_snapshot
 
         if not wanted:
             return
         ids, _ = self._flat(with_rows=False)
         bucket_offsets, periods, rows = self._export()
         m = len(ids)
-        # Customers ranked by their first period: those with a line before a boundary are a
-        # prefix of the ranking, so each snapshot is a slice of it.
-        firsts = periods[bucket_offsets[:-1]] if m else np.empty(0, np.int64)
-        order = np.argsort(firsts, kind="stable")
-        firsts = firsts[order]
-        id_array = self._id_array(ids).take(pa.array(order)) if m else self._id_array(ids)
-        P = len(self._n)
-        c = max(1, -(-m // P))
-        run = k.new_aggregates((P, c))
-        pos = bucket_offsets[:-1][order].copy()
+        firsts = periods[bucket_offsets[:-1]] if m else np.empty(0, np.int64)  # each customer's first period
+        id_array = self._id_array(ids)
+        run = np.empty((1, m, k.N_FIELDS), dtype=np.int64)  # rows set by the kernel at their first bucket
+        pos = bucket_offsets[:-1].copy()
         has_oid = self.columns.order_id is not None
         unit = float(10 ** self.amount_scale)
         for as_of_us, q in wanted:
-            n_in = int(np.searchsorted(firsts, q, side="left"))
+            customers = np.flatnonzero(firsts < q)
+            n_in = len(customers)
+            ints = np.empty((7, n_in), dtype=np.int64)
+            floats = np.empty((4, n_in), dtype=np.float64)
+            has_orders = np.empty(n_in, dtype=np.bool_)
+            windows = np.empty((3 if window else 0, n_in), dtype=np.int64)
             with self._threads():
-                bad = timeline_advance(bucket_offsets, periods, rows, order, n_in, q, has_oid, run, pos)
-                if bad:
-                    raise RfmxError("a snapshot's money total left the exact range: the state is damaged")
-                n_part = np.clip(n_in - c * np.arange(P, dtype=np.int64), 0, c)
-                ints = np.empty((7, n_in), dtype=np.int64)
-                floats = np.empty((4, n_in), dtype=np.float64)
-                has_orders = np.empty(n_in, dtype=np.bool_)
-                k.rfm_finalize_partitioned(run, n_part, 0, P, local_day(as_of_us, self.timezone), US_PER_DAY,
-                                           unit, ints, floats, has_orders)
-            table = self._result_table(id_array.slice(0, n_in), ints, floats, has_orders, as_of_us)
-            # Back to the state's own customer order (partition, then first appearance), the
-            # order aggregate(as_of) gives for time-ordered input: scores with ties="first"
-            # break ties by row order, so a snapshot must not reorder its customers.
-            yield self._as_datetime(as_of_us), table.take(pa.array(np.argsort(order[:n_in], kind="stable")))
+                bad = timeline_snapshot(bucket_offsets, periods, rows, customers, q, has_oid, run, pos,
+                                        local_day(as_of_us, self.timezone), US_PER_DAY, unit, ints, floats,
+                                        has_orders, window or 0, YEAR_PERIODS[self.period], windows)
+            if bad:
+                raise RfmxError("a snapshot's money total left the exact range: the state is damaged")
+            ids_in = id_array if n_in == m else id_array.take(pa.array(customers))
+            table = self._result_table(ids_in, ints, floats, has_orders, as_of_us)
+            if window:
+                table = self._with_windows(table, windows, q, window, as_of_us)
+            as_of = self._as_datetime(as_of_us)
+            yield (as_of, table, customers) if with_state_rows else (as_of, table)
+
+    def _with_windows(self, table: pa.Table, windows: np.ndarray, q: int, window: int, as_of_us: int) -> pa.Table:
+        """``table`` with the window money columns, and in its metadata the calendar days
+        of the latest period and of the window (``rfmx.period_days``, ``rfmx.window_days``):
+        a customer whose tenure is at most the period's days had their first order in it."""
+        day = local_day(as_of_us, self.timezone)
+        starts = self._starts(np.array([q - 1, q - window], dtype=np.int64))
+        meta = dict(table.schema.metadata)
+        meta.update({b"rfmx.timeline.period": self.period.encode(), b"rfmx.window_periods": str(window).encode(),
+                     b"rfmx.period_days": str(day - local_day(int(starts[0]), self.timezone)).encode(),
+                     b"rfmx.window_days": str(day - local_day(int(starts[1]), self.timezone)).encode()})
+        for name, values in zip(WINDOW_COLUMNS, windows):
+            table = table.append_column(name, pa.array(values))
+        return table.replace_schema_metadata(meta)
 
     def buckets(self) -> pa.Table:
         """One row per (customer, period) with lines, customers together, periods ascending.
@@ -459,7 +493,7 @@ class TimelineState(RFMState):
             table = table.append_column(name, pa.LargeListArray.from_arrays(offs, pa.array(values)))
         meta = json.loads(base.schema.metadata[b"rfmx.state"])
         meta.update(format=TIMELINE_STATE_FORMAT, version=TIMELINE_STATE_VERSION, period=self.period,
-                    week_start=self.week_start)
+                    week_start=self.week_start, alerted_until_us=self.alerted_until_us)
         return table.replace_schema_metadata({"rfmx.state": json.dumps(meta)})
 
     @classmethod
@@ -479,6 +513,9 @@ class TimelineState(RFMState):
         if meta["period"] not in PERIODS or meta["week_start"] not in WEEKDAYS:
             key = "period" if meta["period"] not in PERIODS else "week_start"
             raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {meta[key]!r}")
+        alerted = meta.get("alerted_until_us")
+        if alerted is not None and (isinstance(alerted, bool) or not isinstance(alerted, int)):
+            raise RfmxError(f"{path}: damaged state file: metadata 'alerted_until_us' is {alerted!r}")
         lists = {}
         for name in _BUCKET_COLUMNS:
             if table.schema.field(name).type != pa.large_list(pa.int64()):
@@ -497,6 +534,7 @@ class TimelineState(RFMState):
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
                     week_start=meta["week_start"], since=meta["since_us"], until=meta["until_us"],
                     amount_scale=meta["amount_scale"], threads=threads, timezone=meta["timezone"])
+        state.alerted_until_us = alerted
         ids = state._restore(meta, table, path)
         if ids is None:
             return state
@@ -526,12 +564,11 @@ class TimelineState(RFMState):
         ids, rows = self._flat()
         bucket_offsets, periods, brows = self._export()
         m = len(ids)
-        run = k.new_aggregates((1, m))
+        run = np.empty((1, m, k.N_FIELDS), dtype=np.int64)
         pos = bucket_offsets[:-1].copy()
         has_oid = self.columns.order_id is not None
         with self._threads():
-            bad = timeline_advance(bucket_offsets, periods, brows, np.arange(m, dtype=np.int64), m,
-                                   np.iinfo(np.int64).max, has_oid, run, pos)
+            bad = timeline_advance(bucket_offsets, periods, brows, np.iinfo(np.int64).max, has_oid, run, pos)
         fields = [k.FIRST_ORDER, k.LAST_ORDER, k.N_REFUNDS, k.GROSS, k.REFUNDS] + ([] if has_oid else [k.N_ORDERS])
         differ = np.flatnonzero((run[0][:, fields] != rows[:, fields]).any(axis=1))
         if bad or len(differ) or (m and (np.diff(bucket_offsets) == 0).any()):

@@ -26,9 +26,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import RfmxError
-from .tables import combined, group_codes, money_column, numeric_column, readonly, summable
+from .tables import combined, group_codes, money_column, numeric_column, summable
 
-__all__ = ["migration", "migration_summary", "segment_changes", "NEW", "GONE", "NONE"]
+__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "earlier_rows_of", "segment_order",
+           "NEW", "GONE", "NONE"]
 
 NEW = "(new)"     # from-state: not in the earlier snapshot
 GONE = "(gone)"   # to-state: not in the later snapshot
@@ -113,6 +114,65 @@ def _join(a_ids: pa.Array, b_ids: pa.Array) -> tuple[np.ndarray, np.ndarray, np.
     return row_in_a, matched, np.flatnonzero(~seen)
 
 
+def rows_in_earlier(earlier_state_rows, later_state_rows) -> np.ndarray:
+    """For two snapshots of one timeline state: each later row's row in the earlier
+    snapshot (-1: not in it), from the ``state_rows`` that
+    :meth:`rfmx.TimelineState.snapshots` yields with ``with_state_rows=True``.  A lookup by
+    position (both lists ascending, one state's customers), not a join on the ids; pass
+    it to :func:`migration` / :func:`segment_changes` as ``earlier_rows``."""
+    from .kernels.scores import rows_of_ascending
+
+    out = np.empty(len(later_state_rows), dtype=np.int64)
+    if not rows_of_ascending(np.asarray(earlier_state_rows, dtype=np.int64),
+                             np.asarray(later_state_rows, dtype=np.int64), out):
+        raise RfmxError("state rows must be ascending, as TimelineState.snapshots(with_state_rows=True) gives them")
+    return out
+
+
+def _known_join(a_ids: pa.Array, b_ids: pa.Array, earlier_rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_join` from a given match (``earlier_rows``: each later row's earlier row,
+    -1 for none), checked instead of computed: in range, no earlier row matched twice, and
+    the same id on both sides of every match.  The caller answers for each table listing
+    a customer once (true of the snapshots of one state)."""
+    from .kernels.scores import check_match
+
+    row_in_a = np.asarray(earlier_rows)
+    if row_in_a.shape != (len(b_ids),) or row_in_a.dtype.kind not in "iu":
+        raise RfmxError(f"earlier_rows must be an integer array with one entry per row of the later snapshot "
+                        f"({len(b_ids)}), got {row_in_a.dtype} of shape {row_in_a.shape}")
+    row_in_a = row_in_a.astype(np.int64, copy=False)
+    ints = pa.types.is_int64(a_ids.type) and not a_ids.null_count and not b_ids.null_count
+    keys = (a_ids.to_numpy(), b_ids.to_numpy()) if ints else (np.empty(0, np.int64),) * 2
+    seen = np.zeros(len(a_ids), dtype=np.bool_)
+    bad = check_match(row_in_a, len(a_ids), keys[0], keys[1], seen)
+    if bad >= 0:
+        raise RfmxError(f"earlier_rows[{bad}] = {row_in_a[bad]} is not a row of the earlier snapshot's "
+                        f"{len(a_ids)} or matches one row twice; it does not belong to these two snapshots")
+    matched = row_in_a >= 0
+    if bad == -1 and not ints:
+        later = b_ids.filter(pa.array(matched)) if not matched.all() else b_ids
+        same = pc.equal(a_ids.take(pa.array(row_in_a[matched])), later).to_numpy(zero_copy_only=False)
+        if not same.all():
+            bad = -2 - int(np.flatnonzero(matched)[np.flatnonzero(~same)[0]])
+    if bad <= -2:
+        at = -2 - bad
+        raise RfmxError(f"earlier_rows matches later row {at} (customer_id {b_ids[at].as_py()!r}) to a row of "
+                        f"another customer; it does not belong to these two snapshots")
+    return row_in_a, matched, np.flatnonzero(~seen)
+
+
+def earlier_rows_of(earlier: pa.Table, later: pa.Table, earlier_rows=None) -> np.ndarray:
+    """Each row of ``later``'s row in ``earlier`` (-1: not in it), matched exactly on
+    ``customer_id`` (one hash pass), or ``earlier_rows`` (:func:`rows_in_earlier`) checked."""
+    _require(earlier, (_ID,), "earlier")
+    _require(later, (_ID,), "later")
+    return _match(*_matched_ids(earlier, later), earlier_rows)[0]
+
+
+def _match(a_ids: pa.Array, b_ids: pa.Array, earlier_rows):
+    return _join(a_ids, b_ids) if earlier_rows is None else _known_join(a_ids, b_ids, earlier_rows)
+
+
 def _as_of(table: pa.Table) -> str | None:
     raw = (table.schema.metadata or {}).get(b"rfmx.as_of")
     return raw.decode() if raw else None
@@ -129,8 +189,10 @@ def _check_as_of(a: str | None, b: str | None) -> None:
                         f"pass the snapshots in time order")
 
 
-def _segment_map(segments, earlier: pa.Table, later: pa.Table):
-    """(order best first, lapsed names) from ``segments`` or the tables' score metadata."""
+def segment_order(segments, earlier: pa.Table, later: pa.Table):
+    """(segment names best first, lapsed names, what they came from) from ``segments`` (a
+    map, a map name or path, or a list of names best first) or, when None, the segment map
+    recorded in the tables' score metadata (``rfm-grid`` when none is)."""
     from .segments import SegmentMap
 
     if isinstance(segments, (list, tuple)):
@@ -159,53 +221,54 @@ def _segment_map(segments, earlier: pa.Table, later: pa.Table):
     return smap.order, smap.lapsed, f"segment map '{smap.name}'"
 
 
-def _segment_index(table: pa.Table, by: str, position: dict, which: str, what: str) -> np.ndarray:
-    """Each row's segment as its position in the order (``position[NONE]`` for null)."""
+def _segment_index(table: pa.Table, by: str, position: dict, which: str, what: str):
+    """Each row's segment as ``(codes, remap)``: dictionary codes (-1: null) and each
+    code's position in the order, then ``position[NONE]`` for null."""
     codes, names = group_codes(table, by)
     unknown = [n for n in names if n not in position]
     if unknown:
         raise RfmxError(f"the {which} snapshot has segment '{unknown[0]}' in column '{by}', which {what} does "
                         f"not list; pass segments= the map the tables were scored with (or an order list)")
-    remap = np.array([position[n] for n in names] + [position[NONE]], dtype=np.int64)
-    return remap[np.where(codes < 0, len(names), codes)]
+    return codes, np.array([position[n] for n in names] + [position[NONE]], dtype=np.int64)
 
 
 @dataclass
-class _Pairs:
-    """Every customer of either snapshot as (from state, to state), and the later money."""
+class _Cells:
+    """The (from state, to state) matrix of two snapshots: customers and later money."""
 
-    from_state: np.ndarray     # int64 state index per customer
-    to_state: np.ndarray
-    money: np.ndarray          # int64 minor units or float64, the later snapshot's (0 if gone)
+    counts: np.ndarray         # (k, k) int64 customers
+    revenue: np.ndarray        # (k, k) int64 minor units or float64: the later snapshot's money
     unit: float
-    states: list               # state names; 0..k-1 the segment order, then NONE, NEW, GONE
+    states: list               # state names; 0..k-3 the segment order, then NONE, NEW, GONE
     lapsed: list
     as_of: tuple
 
 
-def _pairs(earlier: pa.Table, later: pa.Table, segments, by: str) -> _Pairs:
+def _cells(earlier: pa.Table, later: pa.Table, segments, by: str, earlier_rows) -> _Cells:
+    from .kernels.scores import migration_cells
+
     _require(earlier, (_ID, by), "earlier")
     _require(later, (_ID, by), "later")
     a_ids, b_ids = _matched_ids(earlier, later)
     money_name, unit = money_column(later)
     as_of = (_as_of(earlier), _as_of(later))
     _check_as_of(*as_of)
-    order, lapsed, what = _segment_map(segments, earlier, later)
+    order, lapsed, what = segment_order(segments, earlier, later)
     states = list(order) + [NONE, NEW, GONE]
     position = {s: i for i, s in enumerate(states)}
-    seg_a = _segment_index(earlier, by, position, "earlier", what)
-    seg_b = _segment_index(later, by, position, "later", what)
+    codes_a, remap_a = _segment_index(earlier, by, position, "earlier", what)
+    codes_b, remap_b = _segment_index(later, by, position, "later", what)
 
-    row_in_a, matched, gone = _join(a_ids, b_ids)
+    row_in_a, _, _ = _match(a_ids, b_ids, earlier_rows)
 
     col = numeric_column(later, money_name)
     money = summable(np.where(col.valid, col.values, 0) if col.valid is not None else col.values)
-    from_b = np.full(len(seg_b), position[NEW], dtype=np.int64)
-    from_b[matched] = seg_a[row_in_a[matched]]
-    from_state = np.concatenate([from_b, seg_a[gone]])
-    to_state = np.concatenate([seg_b, np.full(len(gone), position[GONE], dtype=np.int64)])
-    money = np.concatenate([money, np.zeros(len(gone), dtype=money.dtype)])
-    return _Pairs(from_state, to_state, money, unit, states, list(lapsed), as_of)
+    k = len(states)
+    counts = np.zeros(k * k, dtype=np.int64)
+    revenue = np.zeros(k * k, dtype=money.dtype)
+    migration_cells(row_in_a, codes_a, remap_a, codes_b, remap_b, money, position[NEW], position[GONE], counts,
+                    revenue, np.zeros(len(codes_a), dtype=np.bool_))
+    return _Cells(counts.reshape(k, k), revenue.reshape(k, k), unit, states, list(lapsed), as_of)
 
 
 def _with_as_of(data: dict, as_of: tuple, n: int) -> dict:
@@ -217,7 +280,8 @@ def _with_as_of(data: dict, as_of: tuple, n: int) -> dict:
 
 # --- the tables -----------------------------------------------------------------------
 
-def migration(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "segment") -> pa.Table:
+def migration(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "segment",
+              earlier_rows=None) -> pa.Table:
     """From-segment x to-segment counts of customers and of revenue between two snapshots.
 
     ``earlier``, ``later``: scored per-customer tables (:func:`rfmx.score`) with
@@ -236,30 +300,26 @@ def migration(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "s
     ``rfmx.as_of`` metadata, ISO 8601 strings) when either table carries it.  The
     ``(none)`` states and ``(gone)`` appear only when some customer is in them.
     """
-    from .kernels.scores import group_sums
-
-    p = _pairs(earlier, later, segments, by)
+    p = _cells(earlier, later, segments, by, earlier_rows)
     k = len(p.states)
-    cell = p.from_state * k + p.to_state
-    customers = np.bincount(cell, minlength=k * k)
-    revenue = group_sums(readonly(p.money), readonly(cell), np.int64(k * k))
-    exact = revenue.dtype.kind == "i"
+    exact = p.revenue.dtype.kind == "i"
     n_seg = k - 3
-    used = np.bincount(p.from_state, minlength=k) + np.bincount(p.to_state, minlength=k)
+    used = p.counts.sum(axis=0) + p.counts.sum(axis=1)
     optional = lambda s: [s] if used[s] else []  # noqa: E731
     froms = list(range(n_seg)) + optional(n_seg) + [n_seg + 1]
     tos = list(range(n_seg)) + optional(n_seg) + optional(n_seg + 2)
-    cells = np.array([f * k + t for f in froms for t in tos], dtype=np.int64)
     data = {
         "from_segment": pa.array([p.states[f] for f in froms for _ in tos], pa.string()),
         "to_segment": pa.array([p.states[t] for _ in froms for t in tos], pa.string()),
-        "customers": pa.array(customers[cells], pa.int64()),
-        "revenue": pa.array([(int(r) if exact else float(r)) / p.unit for r in revenue[cells]], pa.float64()),
+        "customers": pa.array([int(p.counts[f, t]) for f in froms for t in tos], pa.int64()),
+        "revenue": pa.array([(int(p.revenue[f, t]) if exact else float(p.revenue[f, t])) / p.unit
+                             for f in froms for t in tos], pa.float64()),
     }
-    return pa.table(_with_as_of(data, p.as_of, len(cells)))
+    return pa.table(_with_as_of(data, p.as_of, len(froms) * len(tos)))
 
 
-def migration_summary(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "segment") -> pa.Table:
+def migration_summary(earlier: pa.Table, later: pa.Table, *, segments=None, by: str = "segment",
+                      earlier_rows=None) -> pa.Table:
     """Per from-segment: how many customers, and the shares that stayed, moved up, moved
     down or lapsed.
 
@@ -274,19 +334,18 @@ def migration_summary(earlier: pa.Table, later: pa.Table, *, segments=None, by: 
     Columns: ``from_segment``, ``customers`` (int64), ``stayed``, ``up``, ``down``,
     ``lapsed`` (float64 shares of ``customers`` that sum to 1; null when it is 0), plus
     ``as_of_from``/``as_of_to`` as in :func:`migration`.  One row per segment of the map
-    in its order (``(none)`` last when present).
+    in its order (``(none)`` last when present).  ``earlier_rows`` as in :func:`migration`.
     """
-    p = _pairs(earlier, later, segments, by)
+    p = _cells(earlier, later, segments, by, earlier_rows)
     n_seg = len(p.states) - 3
-    none, new, gone = n_seg, n_seg + 1, n_seg + 2
-    old = p.from_state != new
-    f, t = p.from_state[old], p.to_state[old]
+    none, gone = n_seg, n_seg + 2
     is_lapsed = np.zeros(len(p.states), dtype=np.bool_)
     is_lapsed[[p.states.index(s) for s in p.lapsed if s in p.states[:n_seg]]] = True
     # state index == rank (0 best) for segments and NONE; GONE is handled as lapsed.
-    outcome = np.where(t == f, 0, np.where((t == gone) | (is_lapsed[t] & ~is_lapsed[f]), 3,
-                                           np.where(t < f, 1, 2)))
-    counts = np.bincount(f * 4 + outcome, minlength=4 * (n_seg + 1)).reshape(n_seg + 1, 4)
+    f, t = np.meshgrid(np.arange(n_seg + 1), np.arange(len(p.states)), indexing="ij")
+    outcome = np.where(t == f, 0, np.where((t == gone) | (is_lapsed[t] & ~is_lapsed[f]), 3, np.where(t < f, 1, 2)))
+    counts = np.zeros((n_seg + 1, 4), dtype=np.int64)
+    np.add.at(counts, (f, outcome), p.counts[: n_seg + 1])
     rows = list(range(n_seg)) + ([none] if counts[none].sum() else [])
     total = counts[rows].sum(axis=1)
     data = {"from_segment": pa.array([p.states[r] for r in rows], pa.string()),
@@ -298,7 +357,7 @@ def migration_summary(earlier: pa.Table, later: pa.Table, *, segments=None, by: 
 
 
 def segment_changes(earlier: pa.Table, later: pa.Table, *, by: str = "segment",
-                    tier: str = "value_tier") -> pa.Table:
+                    tier: str = "value_tier", earlier_rows=None) -> pa.Table:
     """The customers whose segment or value tier changed between two snapshots.
 
     Columns: ``customer_id`` (the later snapshot's id type; dictionary ids decoded, and
@@ -307,12 +366,12 @@ def segment_changes(earlier: pa.Table, later: pa.Table, *, by: str = "segment",
     ``later`` have ``from_segment`` ``(new)`` and a null ``from_tier``; customers absent
     from ``later`` have ``to_segment`` ``(gone)`` and a null ``to_tier``; a null segment
     stays null.  Rows: the later snapshot's order, then the gone customers in the earlier
-    snapshot's order.
+    snapshot's order.  ``earlier_rows`` as in :func:`migration`.
     """
     _require(earlier, (_ID, by, tier), "earlier")
     _require(later, (_ID, by, tier), "later")
     a_ids, b_ids = _matched_ids(earlier, later)
-    row_in_a, matched, gone = _join(a_ids, b_ids)
+    row_in_a, matched, gone = _match(a_ids, b_ids, earlier_rows)
 
     def labels(column: str, extra: list[str]):
         """Both tables' labels as codes into one name list (-1: null)."""

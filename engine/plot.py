@@ -249,18 +249,19 @@ def cohort_retention(cohorts: pa.Table, *, max_cohorts: int = 48, max_periods: i
 
 
 def alerts(table: pa.Table, top: int = 25) -> alt.Chart:
-    """The top alerts by value at stake (a table with ``customer_id`` and
-    ``value_at_stake``; see :data:`rfmx.figures.ALERT_COLUMNS`)."""
+    """The top alerts by value at stake (``rfmx alerts -o``: ``customer_id``,
+    ``value_at_stake`` and, shown in the tooltips, the alert and the customer's before/after)."""
     rows = figures.alerts(table, top=top)
-    extra = [c for c in rows.column_names if c not in figures.ALERT_COLUMNS]
+    extra = [c for c in rows.column_names if c not in figures.ALERT_COLUMNS + ("label",)]
     return alt.Chart(_data(rows)).mark_bar(color="#d62728").encode(
-        y=alt.Y("customer_id:N", sort="-x", title="customer"),
+        y=alt.Y("label:N", sort="-x", title="customer · alert · date", axis=alt.Axis(labelLimit=360)),
         x=alt.X("value_at_stake:Q", title="value at stake (money units)"),
         tooltip=[_tip("customer_id", "N", "customer"), _tip("value_at_stake", "Q", "value at stake", MONEY)]
         + [_tip(c, "N", c) for c in extra],
     ).properties(width=WIDTH, height=alt.Step(16),
-                 title=_title(f"Alerts: the top {rows.num_rows} fading customers by value at stake",
-                              "Start with the longest bars: these customers are worth the most and are slipping."))
+                 title=_title(f"Alerts: the top {rows.num_rows} by value at stake",
+                              "Start with the longest bars: these customers are worth the most and are slipping; "
+                              "hover for the segment, tier and lifecycle before and after."))
 
 
 # --- clusters -------------------------------------------------------------------------------------

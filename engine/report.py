@@ -94,7 +94,7 @@ INPUTS = {
     "calibration": Input("--calibration", "calibration vs holdout table", "rfmx clv --calibration-out",
                          ("bucket", "n_customers", "actual", "predicted"), None,
                          ("n_customers", "actual", "predicted")),
-    "alerts": Input("--alerts", "alerts table", "the alerts table (customer_id, value_at_stake)",
+    "alerts": Input("--alerts", "alerts table", "rfmx alerts -o",
                     ("customer_id", "value_at_stake"), None, ("value_at_stake",)),
 }
 
@@ -506,13 +506,22 @@ def _figure_jobs(tables: dict, tl, report: Report):
     if tl is not None:
         yield "segment_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "segment"]), order=order)
         if "lifecycle" in tl.schema.names:
-            yield "lifecycle_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "lifecycle"]), by="lifecycle")
+            from .stages import STAGES
+
+            yield "lifecycle_sizes", lambda: plot.segment_sizes(tl.pieces(["as_of", "lifecycle"]), by="lifecycle",
+                                                                order=STAGES)
         if "migration" not in tables:
             yield "migration", lambda: _timeline_migration(tl, report, order)
     if "cohorts" in tables:
         yield "cohort_retention", lambda: plot.cohort_retention(tables["cohorts"])
     if "alerts" in tables:
-        yield "alerts", lambda: plot.alerts(tables["alerts"])
+        def alerts():
+            if tables["alerts"].num_rows == 0:
+                report.notes.append(f"{_TITLES['alerts']} left out: the alerts table is empty (no alerts)")
+                return None
+            return plot.alerts(tables["alerts"])
+
+        yield "alerts", alerts
     if "clusters" in tables:
         yield "cluster_snake", lambda: plot.cluster_snake(tables["clusters"])
         yield "cluster_sizes", lambda: plot.cluster_sizes(tables["clusters"])

@@ -48,6 +48,8 @@ __all__ = [
     "rfm_merge_partitioned_int64",
     "rfm_merge_partitioned_bytes",
     "rfm_fields_partitioned",
+    "rfm_finalize_partitioned",
+    "finalize_row",
 ]
 
 _I64_MAX = np.iinfo(np.int64).max
@@ -469,6 +471,36 @@ OUT_FIRST, OUT_LAST, OUT_RECENCY, OUT_TENURE, OUT_N_ORDERS, OUT_N_REFUNDS, OUT_N
 OUT_MONETARY, OUT_AOV, OUT_GROSS, OUT_REFUNDS = range(4)
 
 
+@kernel(inline=True)
+def finalize_row(agg, p, c, i, as_of_day, us_per_day, unit, ints, floats, has_orders):
+    """Column ``i`` of the outputs of :func:`rfm_finalize_partitioned` from the row ``agg[p, c]``."""
+    orders = agg[p, c, N_ORDERS]
+    net = agg[p, c, GROSS] + agg[p, c, REFUNDS]
+    ints[OUT_N_ORDERS, i] = orders
+    ints[OUT_N_REFUNDS, i] = agg[p, c, N_REFUNDS]
+    ints[OUT_NET_MINOR, i] = net
+    floats[OUT_MONETARY, i] = net / unit
+    floats[OUT_GROSS, i] = agg[p, c, GROSS] / unit
+    floats[OUT_REFUNDS, i] = agg[p, c, REFUNDS] / unit
+    if orders > 0:
+        first = agg[p, c, FIRST_ORDER]
+        last = agg[p, c, LAST_ORDER]
+        has_orders[i] = True
+        ints[OUT_FIRST, i] = first
+        ints[OUT_LAST, i] = last
+        ints[OUT_RECENCY, i] = as_of_day - last // us_per_day
+        ints[OUT_TENURE, i] = as_of_day - first // us_per_day
+        floats[OUT_AOV, i] = (net / unit) / orders
+    else:
+        has_orders[i] = False
+        ints[OUT_FIRST, i] = 0
+        ints[OUT_LAST, i] = 0
+        ints[OUT_RECENCY, i] = 0
+        ints[OUT_TENURE, i] = 0
+        floats[OUT_AOV, i] = 0.0
+
+
+
 @kernel(parallel=True)
 def rfm_finalize_partitioned(agg, n, p_lo, p_hi, as_of_day, us_per_day, unit, ints, floats, has_orders):
     """Turn per-partition aggregate rows into output columns in one pass.
@@ -489,28 +521,4 @@ def rfm_finalize_partitioned(agg, n, p_lo, p_hi, as_of_day, us_per_day, unit, in
         start[p + 1] = start[p] + n[p]
     for p in prange(p_lo, p_hi):
         for c in range(n[p]):
-            i = start[p] + c
-            orders = agg[p, c, N_ORDERS]
-            net = agg[p, c, GROSS] + agg[p, c, REFUNDS]
-            ints[OUT_N_ORDERS, i] = orders
-            ints[OUT_N_REFUNDS, i] = agg[p, c, N_REFUNDS]
-            ints[OUT_NET_MINOR, i] = net
-            floats[OUT_MONETARY, i] = net / unit
-            floats[OUT_GROSS, i] = agg[p, c, GROSS] / unit
-            floats[OUT_REFUNDS, i] = agg[p, c, REFUNDS] / unit
-            if orders > 0:
-                first = agg[p, c, FIRST_ORDER]
-                last = agg[p, c, LAST_ORDER]
-                has_orders[i] = True
-                ints[OUT_FIRST, i] = first
-                ints[OUT_LAST, i] = last
-                ints[OUT_RECENCY, i] = as_of_day - last // us_per_day
-                ints[OUT_TENURE, i] = as_of_day - first // us_per_day
-                floats[OUT_AOV, i] = (net / unit) / orders
-            else:
-                has_orders[i] = False
-                ints[OUT_FIRST, i] = 0
-                ints[OUT_LAST, i] = 0
-                ints[OUT_RECENCY, i] = 0
-                ints[OUT_TENURE, i] = 0
-                floats[OUT_AOV, i] = 0.0
+            finalize_row(agg, p, c, start[p] + c, as_of_day, us_per_day, unit, ints, floats, has_orders)

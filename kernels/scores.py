@@ -43,6 +43,9 @@ __all__ = [
     "abc_thresholds",
     "classify_abc",
     "lorenz_sorted",
+    "rows_of_ascending",
+    "check_match",
+    "migration_cells",
 ]
 
 
@@ -620,3 +623,80 @@ def group_sums(x, group, n_groups):
         if g >= 0:
             out[g] += x[i]
     return out
+
+
+# --- migration between two snapshots --------------------------------------------------
+
+@kernel
+def rows_of_ascending(earlier, later, out):
+    """``out[i]``: the position of ``later[i]`` in ``earlier`` (-1: absent), for two strictly
+    ascending arrays (the state rows of two snapshots of one timeline).  One merge walk;
+    False (``out`` unusable) when either array is not strictly ascending."""
+    for a in (earlier, later):
+        for i in range(1, len(a)):
+            if a[i] <= a[i - 1]:
+                return False
+    j = 0
+    for i in range(len(later)):
+        v = later[i]
+        while j < len(earlier) and earlier[j] < v:
+            j += 1
+        out[i] = j if j < len(earlier) and earlier[j] == v else -1
+    return True
+
+
+@kernel
+def check_match(row_in_a, n_a, a_keys, b_keys, seen):
+    """Check a given match of later rows to earlier rows (``row_in_a[i]``: -1 or a row
+    below ``n_a``, none twice), marking the matched earlier rows in ``seen``; with int64
+    keys (``a_keys``/``b_keys`` non-empty) also that both sides of each match hold the
+    same key.  Returns -1 when all holds, else the first later row where it does not
+    (``-2 - i``: the keys differ)."""
+    compare = len(a_keys) > 0
+    for i in range(len(row_in_a)):
+        r = row_in_a[i]
+        if r < 0:
+            if r != -1:
+                return i
+            continue
+        if r >= n_a or seen[r]:
+            return i
+        seen[r] = True
+        if compare and a_keys[r] != b_keys[i]:
+            return -2 - i
+    return -1
+
+
+@kernel
+def migration_cells(row_in_a, codes_a, remap_a, codes_b, remap_b, money, new_state, gone_state, counts, revenue,
+                    seen):
+    """Customers and revenue per (from state, to state) cell, in one pass over the later
+    snapshot and one over the earlier.
+
+    Segments come as dictionary codes (-1: null) and a ``remap`` from code to state
+    (its last entry: the state of a null).  Later row ``i`` is in cell
+    ``from * k + to`` (``k = sqrt(len(counts))``) with ``from`` its earlier row's state
+    (``new_state`` when ``row_in_a[i] < 0``) and ``to`` its own, and adds ``money[i]``
+    to the cell's revenue; earlier rows no
+    later row matched (``seen``, all False in) go to ``(from, gone_state)`` with no money.
+    ``revenue`` int64 sums exactly (the caller has checked they cannot wrap) or float64.
+    """
+    k = np.int64(np.sqrt(len(counts)) + 0.5)
+    none_a = len(remap_a) - 1
+    none_b = len(remap_b) - 1
+    for i in range(len(codes_b)):
+        r = row_in_a[i]
+        if r < 0:
+            f = new_state
+        else:
+            seen[r] = True
+            c = codes_a[r]
+            f = remap_a[c if c >= 0 else none_a]
+        c = codes_b[i]
+        cell = f * k + remap_b[c if c >= 0 else none_b]
+        counts[cell] += 1
+        revenue[cell] += money[i]
+    for r in range(len(codes_a)):
+        if not seen[r]:
+            c = codes_a[r]
+            counts[remap_a[c if c >= 0 else none_a] * k + gone_state] += 1

@@ -36,8 +36,8 @@ from numba import prange
 from ._policy import kernel, prefetch
 from .customers import partition_of, probe_int64
 from .periods import period_of
-from .rfm import (N_FIELDS, accumulate, combine, encode_group_bytes, encode_group_int64, find_group_bytes, init_row,
-                  select_group)
+from .rfm import (GROSS, N_FIELDS, REFUNDS, accumulate, combine, encode_group_bytes, encode_group_int64,
+                  finalize_row, find_group_bytes, init_row, select_group)
 
 __all__ = [
     "find_bucket",
@@ -49,6 +49,7 @@ __all__ = [
     "timeline_export",
     "timeline_min_period",
     "timeline_advance",
+    "timeline_snapshot",
 ]
 
 _LOW32 = 0xFFFFFFFF
@@ -298,6 +299,10 @@ def timeline_bucket_counts(bhead, blink, n, offsets, count):
                 e = (blink[p, e] >> 32) - 1
 
 
+#: customers whose bucket chains :func:`timeline_export` walks side by side
+_EXPORT_LANES = 16
+
+
 @kernel(parallel=True)
 def timeline_export(bhead, blink, bagg, n, offsets, bucket_offsets, periods, rows):
     """Every customer's buckets, in period order: customer ``k``'s are
@@ -306,19 +311,43 @@ def timeline_export(bhead, blink, bagg, n, offsets, bucket_offsets, periods, row
     ``offsets`` (P + 1,): partition ``p``'s customers are ``offsets[p]:offsets[p + 1]``;
     ``periods`` (E,), ``rows`` (E, N_FIELDS).  Partitions in parallel: a partition's
     customers own a range of the outputs, so no two threads write the same place; the
-    result is the same for any number of threads."""
+    result is the same for any number of threads.
+
+    A chain is a walk of dependent random reads (each link names the next), so one walk
+    waits on memory at every step; the customers of a partition are walked
+    :data:`_EXPORT_LANES` at a time, a step of each in turn with the next links
+    prefetched, so that their misses overlap."""
     for p in prange(n.shape[0]):
         base = offsets[p]
-        for c in range(n[p]):
-            j = bucket_offsets[base + c + 1] - 1  # the chain runs newest first
-            e = (bhead[p, c] >> 32) - 1
-            while e >= 0:
-                word = blink[p, e]
-                periods[j] = _period32(word)
-                for f in range(N_FIELDS):
-                    rows[j, f] = bagg[p, e, f]
-                j -= 1
-                e = (word >> 32) - 1
+        e = np.empty(_EXPORT_LANES, dtype=np.int64)
+        j = np.empty(_EXPORT_LANES, dtype=np.int64)
+        for c0 in range(0, n[p], _EXPORT_LANES):
+            lanes = min(_EXPORT_LANES, n[p] - c0)
+            for g in range(lanes):
+                c = c0 + g
+                j[g] = bucket_offsets[base + c + 1] - 1  # the chain runs newest first
+                e[g] = (bhead[p, c] >> 32) - 1
+                if e[g] >= 0:
+                    prefetch(blink, p, e[g])
+                    prefetch(bagg, p, e[g])
+            active = lanes
+            while active > 0:
+                active = 0
+                for g in range(lanes):
+                    if e[g] < 0:
+                        continue
+                    word = blink[p, e[g]]
+                    jj = j[g]
+                    periods[jj] = _period32(word)
+                    for f in range(N_FIELDS):
+                        rows[jj, f] = bagg[p, e[g], f]
+                    j[g] = jj - 1
+                    nxt = (word >> 32) - 1
+                    e[g] = nxt
+                    if nxt >= 0:
+                        prefetch(blink, p, nxt)
+                        prefetch(bagg, p, nxt)
+                        active += 1
 
 
 @kernel(parallel=True)
@@ -333,26 +362,80 @@ def timeline_min_period(blink, bn, out):
         out[p] = lo
 
 
-@kernel(parallel=True)
-def timeline_advance(bucket_offsets, periods, rows, order, k, upto, has_order_id, run, pos):
-    """Fold into the running rows the buckets of periods before ``upto`` not folded yet.
-
-    Customers are taken in ``order`` (ranks ``0 .. k - 1``; customer ``order[r]`` of the
-    export of :func:`timeline_export`); rank ``r``'s running row is ``run[r // c, r % c]``
-    (``run``: (P, c, N_FIELDS), so :func:`rfmx.kernels.rfm.rfm_finalize_partitioned`
-    finalizes it as it is) and ``pos[r]`` its next bucket.  Buckets are combined in period
-    order with :func:`rfmx.kernels.rfm.combine`, exactly as a merge.  Returns the number
-    of customers whose money left int64 (0 for any state that was built without error).
-    """
-    c = run.shape[1]
-    bad = 0
-    for r in prange(k):
-        i = order[r]
-        j = pos[r]
-        hi = bucket_offsets[i + 1]
-        while j < hi and periods[j] < upto:
-            if combine(run, r // c, r % c, rows, j, has_order_id):
-                bad += 1
-            j += 1
-        pos[r] = j
+@kernel(inline=True)
+def _advance(bucket_offsets, periods, rows, k, upto, has_order_id, run, pos):
+    """Fold into customer ``k``'s running row ``run[0, k]`` its buckets from ``pos[k]`` on
+    that are of periods before ``upto``, in period order with
+    :func:`rfmx.kernels.rfm.combine` (exactly as a merge); True when its money left int64.
+    The row is set to the identities before the first bucket, so ``run`` may start empty."""
+    bad = False
+    j = pos[k]
+    hi = bucket_offsets[k + 1]
+    if j == bucket_offsets[k] and j < hi and periods[j] < upto:
+        init_row(run, 0, k)
+    while j < hi and periods[j] < upto:
+        if combine(run, 0, k, rows, j, has_order_id):
+            bad = True
+        j += 1
+    pos[k] = j
     return bad
+
+
+@kernel(parallel=True)
+def timeline_advance(bucket_offsets, periods, rows, upto, has_order_id, run, pos):
+    """Fold into every customer's running row (``run``: (1, m, N_FIELDS), customers as in
+    :func:`timeline_export`) its buckets of periods before ``upto`` not folded yet
+    (``pos[k]``: customer ``k``'s next bucket).  Returns the number of customers whose
+    money left int64 (0 for any state that was built without error)."""
+    bad = 0
+    for k in prange(run.shape[1]):
+        if _advance(bucket_offsets, periods, rows, k, upto, has_order_id, run, pos):
+            bad += 1
+    return bad
+
+
+@kernel(parallel=True)
+def timeline_snapshot(bucket_offsets, periods, rows, customers, upto, has_order_id, run, pos, as_of_day,
+                      us_per_day, unit, ints, floats, has_orders, window, lag, windows):
+    """The snapshot before period ``upto``: advance the running rows of ``customers``
+    (ascending customer indices of :func:`timeline_export`: those with a bucket before
+    ``upto``) as :func:`timeline_advance` does, and finalize each into column ``i`` of the
+    outputs of :func:`rfmx.kernels.rfm.rfm_finalize_partitioned` (``ints`` (7, n), ``floats``
+    (4, n), ``has_orders`` (n,) for ``n = len(customers)``).
+
+    ``windows`` (3, n) int64, or (0, n) for none: the net money (minor units) of the last
+    ``window`` periods before ``upto``, of the same periods ``lag`` periods earlier (a year
+    back), and of the last ``lag`` periods (the last year) — read from the buckets just
+    folded, a few steps back from ``pos``.
+
+    One pass: each customer's buckets are read in place (the export keeps a customer's
+    buckets together, customers in order, so the reads run forward through memory), and
+    the result keeps the state's customer order, so no sort and no gather follows.
+    Returns the number of customers whose money left int64."""
+    bad = 0
+    for i in prange(customers.shape[0]):
+        k = customers[i]
+        if _advance(bucket_offsets, periods, rows, k, upto, has_order_id, run, pos):
+            bad += 1
+        finalize_row(run, 0, k, i, as_of_day, us_per_day, unit, ints, floats, has_orders)
+        if windows.shape[0]:
+            windows[0, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - window, upto)
+            windows[1, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - window - lag, upto - lag)
+            windows[2, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - lag, upto)
+    return bad
+
+
+@kernel(inline=True)
+def _window_net(periods, rows, lo, hi, start, stop):
+    """Net money of the buckets ``lo <= j < hi`` (one customer's, in period order) whose
+    period is in ``[start, stop)``.  Gross and refunds are summed apart: each is a part of
+    the customer's total of its sign, so neither can leave int64, nor can their sum."""
+    gross = 0
+    refunds = 0
+    j = hi - 1
+    while j >= lo and periods[j] >= start:
+        if periods[j] < stop:
+            gross += rows[j, GROSS]
+            refunds += rows[j, REFUNDS]
+        j -= 1
+    return gross + refunds

@@ -328,3 +328,75 @@ def test_on_scored_snapshots():
     assert m["as_of_from"][0].as_py() < m["as_of_to"][0].as_py()
     summary = migration_summary(earlier, later)
     assert sum(summary["customers"].to_pylist()) == earlier.num_rows
+
+
+def true_match(earlier, later):
+    """Each later row's row in the earlier snapshot (-1: new), by a plain dict of the ids."""
+    row = {v: i for i, v in enumerate(earlier.column("customer_id").to_pylist())}
+    return np.array([row.get(v, -1) for v in later.column("customer_id").to_pylist()], dtype=np.int64)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(snapshots())
+def test_a_given_match_gives_the_same_tables(pair):
+    earlier, later = pair
+    rows = true_match(earlier, later)
+    assert migration(earlier, later, earlier_rows=rows).equals(migration(earlier, later))
+    assert migration_summary(earlier, later, earlier_rows=rows).equals(migration_summary(earlier, later))
+    assert segment_changes(earlier, later, earlier_rows=rows).equals(segment_changes(earlier, later))
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_a_wrong_match_is_refused(string_ids):
+    earlier = scored([1, 2, 3], ["Champions"] * 3, ["high"] * 3, [100, 200, 300], string_ids=string_ids)
+    later = scored([2, 1, 4], ["Lost"] * 3, ["low"] * 3, [1, 2, 3], string_ids=string_ids)
+    assert migration(earlier, later, earlier_rows=np.array([1, 0, -1])).equals(migration(earlier, later))
+    for rows, message in [([0, 1, -1], "another customer"), ([1, 1, -1], "matches one row twice"),
+                          ([1, 0, 3], "not a row"), ([1, 0, -2], "not a row"), ([1, 0], "one entry per row"),
+                          (np.array([1.0, 0.0, -1.0]), "integer array")]:
+        with pytest.raises(RfmxError, match=message) as err:
+            migration(earlier, later, earlier_rows=np.asarray(rows))
+        assert "\n" not in str(err.value)
+
+
+@given(st.lists(st.booleans(), max_size=60), st.lists(st.booleans(), max_size=60))
+def test_rows_in_earlier_is_the_position_lookup(in_a, in_b):
+    from rfmx.migrations import rows_in_earlier
+
+    a = np.flatnonzero(in_a)
+    b = np.flatnonzero(in_b)
+    where = {v: i for i, v in enumerate(a.tolist())}
+    assert rows_in_earlier(a, b).tolist() == [where.get(v, -1) for v in b.tolist()]
+
+
+def test_rows_in_earlier_needs_ascending_rows():
+    from rfmx.migrations import rows_in_earlier
+
+    with pytest.raises(RfmxError, match="ascending"):
+        rows_in_earlier([0, 2, 1], [0, 1, 2])
+    with pytest.raises(RfmxError, match="ascending"):
+        rows_in_earlier([0, 1], [1, 1])
+
+
+@pytest.mark.parametrize("string_ids", [False, True])
+def test_snapshots_match_by_state_rows(string_ids):
+    """A timeline's state rows locate each snapshot row in the state's customer order, and
+    matching consecutive snapshots by them gives the hash join's migration."""
+    from rfmx.migrations import rows_in_earlier
+    from rfmx.scores import score_table
+
+    orders = pa.Table.from_batches(list(rfmx.generate_orders(5000, seed=11, days=300, string_ids=string_ids)))
+    state = rfmx.build_state(orders, state=rfmx.TimelineState(period="month"))
+    everyone = state.finalize().column("customer_id")
+    earlier = earlier_rows = None
+    pairs = 0
+    for as_of, table, state_rows in state.snapshots(with_state_rows=True):
+        assert table.column("customer_id").equals(everyone.take(pa.array(state_rows)))
+        later = score_table(table)
+        if earlier is not None:
+            rows = rows_in_earlier(earlier_rows, state_rows)
+            assert migration(earlier, later, earlier_rows=rows).equals(migration(earlier, later))
+            assert segment_changes(earlier, later, earlier_rows=rows).equals(segment_changes(earlier, later))
+            pairs += 1
+        earlier, earlier_rows = later, state_rows
+    assert pairs >= 8

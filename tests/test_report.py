@@ -23,8 +23,8 @@ from rfmx import figures, plot
 from rfmx.report import FIGURES, build_report
 
 ALL_TABLES = ("scores", "timeline", "cohorts", "clusters", "k_table", "clv", "calibration")
-FROM_ALL = {"lorenz", "rf_heatmap", "segments", "migration", "segment_sizes", "cohort_retention", "cluster_snake",
-            "cluster_sizes", "k_curve", "clv_probability_alive", "clv_expected_purchases", "calibration",
+FROM_ALL = {"lorenz", "rf_heatmap", "segments", "migration", "segment_sizes", "lifecycle_sizes", "cohort_retention",
+            "cluster_snake", "cluster_sizes", "k_curve", "clv_probability_alive", "clv_expected_purchases", "calibration",
             "value_distribution"}
 
 
@@ -69,7 +69,7 @@ def test_report_of_every_table_is_one_offline_file(inputs, tmp_path):
     page = out.read_text(encoding="utf-8")
     assert set(_figures_in(page)) == FROM_ALL
     assert _figures_in(page) == [k for k, _, _ in FIGURES if k in FROM_ALL]   # page order
-    assert "13 figures" in r.stderr and "Not shown" not in page
+    assert f"{len(FROM_ALL)} figures" in r.stderr and "Not shown" not in page
     # self-contained: no external script, style, font or image; the Vega libraries are inline
     markup = re.sub(r"(<script\b[^>]*>).*?(</script>)", r"\1\2", page, flags=re.S | re.I)
     assert markup.count("<script") == 2 + len(FROM_ALL)   # the libraries, the drawing code, one spec each
@@ -151,20 +151,23 @@ def test_clv_columns_of_a_score_table_draw_what_they_can(inputs):
 
 
 def test_lifecycle_sizes_appear_when_the_snapshots_have_a_lifecycle(inputs, tmp_path):
-    snaps = pq.read_table(inputs["timeline"])
-    assert "lifecycle_sizes" not in {f.key for f in build_report(timeline=inputs["timeline"]).figures}
-    stage = pc.if_else(pc.less(snaps.column("recency_days"), 90), "active", "lapsing")
-    path = tmp_path / "with-lifecycle.parquet"
-    pq.write_table(snaps.append_column("lifecycle", stage), path)
-    report = build_report(timeline=path)
-    fig = next(f for f in report.figures if f.key == "lifecycle_sizes")
-    values = _values(fig.spec)
-    df = snaps.append_column("lifecycle", stage).to_pandas()
+    snaps = pq.read_table(inputs["timeline"])           # rfmx timeline adds each customer's lifecycle stage
+    assert "lifecycle" in snaps.column_names
+    without = tmp_path / "no-lifecycle.parquet"
+    pq.write_table(snaps.drop_columns(["lifecycle"]), without)
+    assert "lifecycle_sizes" not in {f.key for f in build_report(timeline=without).figures}
+    report = build_report(timeline=inputs["timeline"])
+    values = _values(next(f for f in report.figures if f.key == "lifecycle_sizes").spec)
+    df = snaps.to_pandas()
     expected = df.groupby(["as_of", "lifecycle"]).size()
     got = {(v["as_of"], v["label"]): v["customers"] for v in values}
     assert got and sum(got.values()) == len(df)
     for (stamp, label), c in expected.items():
         assert got[(stamp.strftime("%Y-%m-%d"), label)] == c
+    from rfmx.stages import STAGES
+
+    labels = list(dict.fromkeys(v["label"] for v in values))
+    assert labels == [s for s in STAGES if s in labels]  # new ... lost, in the stages' order
 
 
 def test_alerts_table_is_drawn_when_given(inputs, tmp_path):

@@ -16,10 +16,6 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 import pytest
 
 from reportdata import make_report_inputs, ok
@@ -88,22 +84,16 @@ class _Figures(HTMLParser):
 
 @pytest.fixture(scope="module")
 def page(tmp_path_factory):
-    """The report of every table rfmx makes, with a lifecycle column and an alerts table, so
-    that every figure the report knows is on the page."""
+    """The report of every table rfmx makes (the timeline with its lifecycle stages, and an
+    alerts table), so that every figure the report knows is on the page."""
     folder = tmp_path_factory.mktemp("browser")
     inputs = make_report_inputs(folder)
-    snaps = pq.read_table(inputs["timeline"])
-    lifecycle = folder / "snapshots-lifecycle.parquet"
-    pq.write_table(snaps.append_column(
-        "lifecycle", pc.if_else(pc.less(snaps.column("recency_days"), 120), "active", "lapsing")), lifecycle)
-    scores = pq.read_table(inputs["scores"])
     alerts = folder / "alerts.csv"
-    pcsv.write_csv(pa.table({"customer_id": scores.column("customer_id"),
-                             "value_at_stake": scores.column("monetary_total")}), alerts)
+    ok(run_cli("alerts", inputs["orders"], "--every", "month", "--start", "2025-01-01", "-o", alerts))
     out = folder / "report.html"
-    ok(run_cli("report", "--scores", inputs["scores"], "--timeline", lifecycle, "--cohorts", inputs["cohorts"],
-               "--clusters", inputs["clusters"], "--k-table", inputs["k_table"], "--clv", inputs["clv"],
-               "--calibration", inputs["calibration"], "--alerts", alerts, "-o", out))
+    ok(run_cli("report", "--scores", inputs["scores"], "--timeline", inputs["timeline"], "--cohorts",
+               inputs["cohorts"], "--clusters", inputs["clusters"], "--k-table", inputs["k_table"], "--clv",
+               inputs["clv"], "--calibration", inputs["calibration"], "--alerts", alerts, "-o", out))
     return out
 
 

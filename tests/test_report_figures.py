@@ -374,4 +374,21 @@ def test_alerts_top_by_value_at_stake():
     table = pa.table({"customer_id": [5, 6, 7, 8], "value_at_stake": [10.0, None, 30.0, 20.0],
                       "reason": ["a", "b", "c", "d"]})
     top = figures.alerts(table, top=2).to_pydict()
-    assert top == {"customer_id": ["7", "8"], "value_at_stake": [30.0, 20.0], "reason": ["c", "d"]}
+    assert top == {"label": ["7", "8"], "customer_id": ["7", "8"], "value_at_stake": [30.0, 20.0],
+                   "reason": ["c", "d"]}
+
+
+def test_alerts_of_rfmx_alerts_keep_each_alert_apart(inputs, tmp_path):
+    from badinput import run_cli
+    from reportdata import ok
+
+    out = tmp_path / "alerts.csv"
+    ok(run_cli("alerts", inputs["orders"], "--every", "month", "--start", "2025-01-01", "-o", out))
+    table = pcsv.read_csv(out)
+    df = table.to_pandas()
+    top = figures.alerts(table, top=10).to_pandas()
+    expected = df.sort_values("value_at_stake", ascending=False, kind="stable").head(10)
+    assert list(top.value_at_stake) == list(expected.value_at_stake)
+    assert list(top.label) == [f"{c} · {a} · {d[:10]}" for c, a, d in
+                               zip(expected.customer_id, expected.alert, expected.as_of_to.astype(str))]
+    assert top.label.is_unique and "segment_before" in top
