@@ -11,6 +11,7 @@ from .alerts import alerts
 from .cluster import cluster
 from .clv import clv
 from .generate import generate
+from .report import report
 from .score import score
 from .summary import summary
 from .timeline import timeline
@@ -60,6 +61,7 @@ main.add_command(cluster)
 main.add_command(clv)
 main.add_command(timeline)
 main.add_command(alerts)
+main.add_command(report)
 
 
 def run_guarded(fn, *args, **kwargs):

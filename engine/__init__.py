@@ -36,6 +36,9 @@ _LAZY = {
     "BGNBD": ("clv", "BGNBD"),
     "ParetoNBD": ("clv", "ParetoNBD"),
     "GammaGamma": ("clv", "GammaGamma"),
+    "build_report": ("report", "build_report"),
+    "write_report": ("report", "write_report"),
+    "plot": ("plot", None),  # the module: rfmx.plot.<figure>(...) (needs the report extra)
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -46,7 +49,8 @@ def __getattr__(name):
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        value = importlib.import_module(f".{module}", __name__)
+        value = value if attr is None else getattr(value, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'rfmx' has no attribute {name!r}")
