@@ -91,6 +91,17 @@ def demo(rows, out_dir, seed):
         write_table(scores, out)
         click.echo(f"rfmx demo: scored and segmented them in {elapsed:.2f} s -> {out}")
         click.echo("\n".join(segment_lines(segment_summary(scores))))
+        from importlib.util import find_spec
+
+        if find_spec("altair") and find_spec("vl_convert"):  # the report extra is installed
+            from rfmx.report import write_report
+
+            page = os.path.join(out_dir, "report.html")
+            write_report(page, scores=scores, title="rfmx demo: customer value report")
+            click.echo(f"rfmx demo: wrote the report -> {page} (open it in a browser; it works offline)")
+        else:
+            click.echo("rfmx demo: for an HTML report of these scores: pip install 'rfmx[report]', then "
+                       f"rfmx report --scores {out} -o report.html")
         click.echo(f"next: rfmx summary {out}")
 
     run_guarded(run)

@@ -7,9 +7,11 @@ import sys
 import click
 
 from .aggregate import aggregate, demo
+from .alerts import alerts
 from .cluster import cluster
 from .clv import clv
 from .generate import generate
+from .report import report
 from .score import score
 from .summary import summary
 from .timeline import timeline
@@ -58,6 +60,8 @@ main.add_command(summary)
 main.add_command(cluster)
 main.add_command(clv)
 main.add_command(timeline)
+main.add_command(alerts)
+main.add_command(report)
 
 
 def run_guarded(fn, *args, **kwargs):

@@ -14,6 +14,8 @@ _LAZY = {
     "build_state": ("api", "build_state"),
     "RFMState": ("state", "RFMState"),
     "timeline": ("pipeline", "timeline"),
+    "lifecycle": ("stages", "lifecycle"),
+    "alerts": ("early_warnings", "alerts"),
     "TimelineState": ("history", "TimelineState"),
     "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),
@@ -36,6 +38,9 @@ _LAZY = {
     "BGNBD": ("clv", "BGNBD"),
     "ParetoNBD": ("clv", "ParetoNBD"),
     "GammaGamma": ("clv", "GammaGamma"),
+    "build_report": ("report", "build_report"),
+    "write_report": ("report", "write_report"),
+    "plot": ("plot", None),  # the module: rfmx.plot.<figure>(...) (needs the report extra)
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
@@ -46,7 +51,8 @@ def __getattr__(name):
         import importlib
 
         module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(f".{module}", __name__), attr)
+        value = importlib.import_module(f".{module}", __name__)
+        value = value if attr is None else getattr(value, attr)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'rfmx' has no attribute {name!r}")

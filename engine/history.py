@@ -40,7 +40,8 @@ from .state import (
     to_us,
 )
 
-__all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS"]
+__all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "PERIODS", "WEEKDAYS",
+           "YEAR_PERIODS", "WINDOW_COLUMNS"]
 
 TIMELINE_STATE_FORMAT = "rfmx-timeline-state"
 TIMELINE_STATE_VERSION = STATE_VERSION
@@ -48,6 +49,12 @@ TIMELINE_STATE_VERSION = STATE_VERSION
 PERIODS = ("day", "week", "month", "quarter")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly"}
+#: periods in a year, for comparing a window with the same window a year earlier (weeks and
+#: days: whole weeks, so a window a year back starts on the same weekday)
+YEAR_PERIODS = {"day": 364, "week": 52, "month": 12, "quarter": 4}
+#: the columns ``snapshots(window=...)`` adds: net money (minor units) of the window, of the
+#: same window a year back, and of the last year
+WINDOW_COLUMNS = ("window_net_minor", "year_ago_net_minor", "year_net_minor")
 #: saved list columns: the buckets' periods, then one per field (``bucket_`` + field name)
 _BUCKET_COLUMNS = ("periods",) + tuple(f"bucket_{name}" for name in _FIELD_NAMES)
 _BUCKET_RANGES = {"bucket_n_orders": (0, None), "bucket_n_refunds": (0, None), "bucket_gross_minor": (0, None),
@@ -100,6 +107,9 @@ class TimelineState(RFMState):
                  timezone: str | None = None):
         self.period = _check_period(period)
         self.week_start = _check_week_start(week_start)
+        #: the last boundary whose alerts were reported (``rfmx alerts``), microseconds; saved
+        #: with the state so that the next run reports only what is new since
+        self.alerted_until_us: int | None = None
         super().__init__(customer, time, amount, order_id, since=since, until=until, amount_scale=amount_scale,
                          on_null=on_null, threads=threads, timezone=timezone)
 
@@ -231,9 +241,11 @@ class TimelineState(RFMState):
         self._refuse_wrapped(wrapped, ids, lambda r, customer: (
             f"{what}: merged, a period's money total of customer {customer} leaves the exact range"))
 
-    def _export(self):
+    def _export(self, by_field: bool = False):
         """``(bucket_offsets (m + 1,), periods (E,), rows (E, N_FIELDS))``: every customer's
-        buckets in period order, customers in the order of :meth:`_flat`."""
+        buckets in period order, customers in the order of :meth:`_flat`.  ``by_field``:
+        ``rows`` is the transpose of a (N_FIELDS, E) array, so each field is one contiguous
+        column (what a save writes) instead of each bucket one row (what snapshots read)."""
         from .kernels.rfm import N_FIELDS
         from .kernels.timeline import timeline_bucket_counts, timeline_export
 
@@ -244,7 +256,7 @@ class TimelineState(RFMState):
         bucket_offsets = np.zeros(m + 1, dtype=np.int64)
         E = self.n_buckets
         periods = np.empty(E, dtype=np.int64)
-        rows = np.empty((E, N_FIELDS), dtype=np.int64)
+        rows = np.empty((N_FIELDS, E), dtype=np.int64).T if by_field else np.empty((E, N_FIELDS), dtype=np.int64)
         if self._kind is not None and E:
             with self._threads():
                 timeline_bucket_counts(self._bhead, self._blink, self._n, offsets, count)
@@ -354,7 +366,7 @@ class TimelineState(RFMState):
 
     # --- snapshots and buckets --------------------------------------------------------
 
-    def snapshots(self, as_of_dates=None, *, with_state_rows: bool = False):
+    def snapshots(self, as_of_dates=None, *, with_state_rows: bool = False, window: int | None = None):
         """The RFM table as of each of ``as_of_dates``: an iterator of ``(as_of, table)``
         with ``as_of`` ascending (a zone-aware ``datetime``).
 
@@ -371,15 +383,23 @@ class TimelineState(RFMState):
         customer order — so two snapshots of one state are matched by position
         (:func:`rfmx.migrations.rows_in_earlier`), without hashing the ids.
 
+        ``window`` (a number of periods): add three int64 columns (:data:`WINDOW_COLUMNS`):
+        ``window_net_minor`` (each customer's net money in the last ``window`` periods
+        before ``as_of``, minor units), ``year_ago_net_minor`` (the same periods one year
+        earlier: 12 months, 4 quarters, 52 weeks or 364 days back) and ``year_net_minor``
+        (the last year) — what lifecycle stages and alerts compare.
+
         One pass: the buckets are read out once, customer by customer; each snapshot
         folds the newly covered periods into running per-customer rows with the merge
         kernel and finalizes them in the same step; one snapshot is in memory at a time.
         """
         self._check_usable()
         wanted = self._as_of_periods(as_of_dates)  # checked here, not at the first next()
-        return self._snapshots(wanted, with_state_rows)
+        if window is not None and (isinstance(window, bool) or not isinstance(window, int) or window < 1):
+            raise RfmxError(f"window must be a whole number of periods >= 1, got {window!r}")
+        return self._snapshots(wanted, with_state_rows, window)
 
-    def _snapshots(self, wanted, with_state_rows):
+    def _snapshots(self, wanted, with_state_rows, window):
         from .kernels import rfm as k
         from .kernels.timeline import timeline_snapshot
 
@@ -400,16 +420,33 @@ class TimelineState(RFMState):
             ints = np.empty((7, n_in), dtype=np.int64)
             floats = np.empty((4, n_in), dtype=np.float64)
             has_orders = np.empty(n_in, dtype=np.bool_)
+            windows = np.empty((3 if window else 0, n_in), dtype=np.int64)
             with self._threads():
                 bad = timeline_snapshot(bucket_offsets, periods, rows, customers, q, has_oid, run, pos,
                                         local_day(as_of_us, self.timezone), US_PER_DAY, unit, ints, floats,
-                                        has_orders)
+                                        has_orders, window or 0, YEAR_PERIODS[self.period], windows)
             if bad:
                 raise RfmxError("a snapshot's money total left the exact range: the state is damaged")
             ids_in = id_array if n_in == m else id_array.take(pa.array(customers))
             table = self._result_table(ids_in, ints, floats, has_orders, as_of_us)
+            if window:
+                table = self._with_windows(table, windows, q, window, as_of_us)
             as_of = self._as_datetime(as_of_us)
             yield (as_of, table, customers) if with_state_rows else (as_of, table)
+
+    def _with_windows(self, table: pa.Table, windows: np.ndarray, q: int, window: int, as_of_us: int) -> pa.Table:
+        """``table`` with the window money columns, and in its metadata the calendar days
+        of the latest period and of the window (``rfmx.period_days``, ``rfmx.window_days``):
+        a customer whose tenure is at most the period's days had their first order in it."""
+        day = local_day(as_of_us, self.timezone)
+        starts = self._starts(np.array([q - 1, q - window], dtype=np.int64))
+        meta = dict(table.schema.metadata)
+        meta.update({b"rfmx.timeline.period": self.period.encode(), b"rfmx.window_periods": str(window).encode(),
+                     b"rfmx.period_days": str(day - local_day(int(starts[0]), self.timezone)).encode(),
+                     b"rfmx.window_days": str(day - local_day(int(starts[1]), self.timezone)).encode()})
+        for name, values in zip(WINDOW_COLUMNS, windows):
+            table = table.append_column(name, pa.array(values))
+        return table.replace_schema_metadata(meta)
 
     def buckets(self) -> pa.Table:
         """One row per (customer, period) with lines, customers together, periods ascending.
@@ -450,7 +487,7 @@ class TimelineState(RFMState):
         offsets): ``periods`` (period indices of :mod:`rfmx.kernels.periods`) and
         ``bucket_<field>`` for each field of the customer row."""
         base = super().to_table()
-        bucket_offsets, periods, rows = self._export()
+        bucket_offsets, periods, rows = self._export(by_field=True)
         offs = pa.array(bucket_offsets)
         table = base
         for j, name in enumerate(_BUCKET_COLUMNS):
@@ -458,7 +495,7 @@ class TimelineState(RFMState):
             table = table.append_column(name, pa.LargeListArray.from_arrays(offs, pa.array(values)))
         meta = json.loads(base.schema.metadata[b"rfmx.state"])
         meta.update(format=TIMELINE_STATE_FORMAT, version=TIMELINE_STATE_VERSION, period=self.period,
-                    week_start=self.week_start)
+                    week_start=self.week_start, alerted_until_us=self.alerted_until_us)
         return table.replace_schema_metadata({"rfmx.state": json.dumps(meta)})
 
     @classmethod
@@ -478,6 +515,9 @@ class TimelineState(RFMState):
         if meta["period"] not in PERIODS or meta["week_start"] not in WEEKDAYS:
             key = "period" if meta["period"] not in PERIODS else "week_start"
             raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {meta[key]!r}")
+        alerted = meta.get("alerted_until_us")
+        if alerted is not None and (isinstance(alerted, bool) or not isinstance(alerted, int)):
+            raise RfmxError(f"{path}: damaged state file: metadata 'alerted_until_us' is {alerted!r}")
         lists = {}
         for name in _BUCKET_COLUMNS:
             if table.schema.field(name).type != pa.large_list(pa.int64()):
@@ -496,6 +536,7 @@ class TimelineState(RFMState):
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
                     week_start=meta["week_start"], since=meta["since_us"], until=meta["until_us"],
                     amount_scale=meta["amount_scale"], threads=threads, timezone=meta["timezone"])
+        state.alerted_until_us = alerted
         ids = state._restore(meta, table, path)
         if ids is None:
             return state
@@ -510,11 +551,15 @@ class TimelineState(RFMState):
         if state.n_buckets != len(periods):
             state._broken = f"{path}: damaged state file: a customer has two buckets for one period"
             raise RfmxError(state._broken)
-        state._check_buckets_add_up(path)
+        customer_rows = np.empty((table.num_rows, len(_FIELD_NAMES)), dtype=np.int64)
+        for j, name in enumerate(_FIELD_NAMES):
+            customer_rows[:, j] = table.column(name).to_numpy()
+        state._check_buckets_add_up(path, offsets, periods, rows, customer_rows)
         return state
 
-    def _check_buckets_add_up(self, path) -> None:
-        """Refuse a state whose buckets, combined, are not its customer rows.
+    def _check_buckets_add_up(self, path, bucket_offsets, periods, brows, rows) -> None:
+        """Refuse a saved state whose buckets, combined, are not its customer rows (the
+        file's own arrays: per customer, in the file's order, its buckets and its row).
 
         Compared: the fields that do not depend on the order of the lines (times, refunds,
         money; orders too without order ids: with them a customer whose lines were not in
@@ -522,9 +567,7 @@ class TimelineState(RFMState):
         from .kernels import rfm as k
         from .kernels.timeline import timeline_advance
 
-        ids, rows = self._flat()
-        bucket_offsets, periods, brows = self._export()
-        m = len(ids)
+        m = len(rows)
         run = np.empty((1, m, k.N_FIELDS), dtype=np.int64)
         pos = bucket_offsets[:-1].copy()
         has_oid = self.columns.order_id is not None

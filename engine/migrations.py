@@ -28,7 +28,8 @@ import pyarrow.compute as pc
 from .errors import RfmxError
 from .tables import combined, group_codes, money_column, numeric_column, summable
 
-__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "NEW", "GONE", "NONE"]
+__all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "earlier_rows_of", "segment_order",
+           "NEW", "GONE", "NONE"]
 
 NEW = "(new)"     # from-state: not in the earlier snapshot
 GONE = "(gone)"   # to-state: not in the later snapshot
@@ -160,6 +161,14 @@ def _known_join(a_ids: pa.Array, b_ids: pa.Array, earlier_rows) -> tuple[np.ndar
     return row_in_a, matched, np.flatnonzero(~seen)
 
 
+def earlier_rows_of(earlier: pa.Table, later: pa.Table, earlier_rows=None) -> np.ndarray:
+    """Each row of ``later``'s row in ``earlier`` (-1: not in it), matched exactly on
+    ``customer_id`` (one hash pass), or ``earlier_rows`` (:func:`rows_in_earlier`) checked."""
+    _require(earlier, (_ID,), "earlier")
+    _require(later, (_ID,), "later")
+    return _match(*_matched_ids(earlier, later), earlier_rows)[0]
+
+
 def _match(a_ids: pa.Array, b_ids: pa.Array, earlier_rows):
     return _join(a_ids, b_ids) if earlier_rows is None else _known_join(a_ids, b_ids, earlier_rows)
 
@@ -180,8 +189,10 @@ def _check_as_of(a: str | None, b: str | None) -> None:
                         f"pass the snapshots in time order")
 
 
-def _segment_map(segments, earlier: pa.Table, later: pa.Table):
-    """(order best first, lapsed names) from ``segments`` or the tables' score metadata."""
+def segment_order(segments, earlier: pa.Table, later: pa.Table):
+    """(segment names best first, lapsed names, what they came from) from ``segments`` (a
+    map, a map name or path, or a list of names best first) or, when None, the segment map
+    recorded in the tables' score metadata (``rfm-grid`` when none is)."""
     from .segments import SegmentMap
 
     if isinstance(segments, (list, tuple)):
@@ -242,7 +253,7 @@ def _cells(earlier: pa.Table, later: pa.Table, segments, by: str, earlier_rows) 
     money_name, unit = money_column(later)
     as_of = (_as_of(earlier), _as_of(later))
     _check_as_of(*as_of)
-    order, lapsed, what = _segment_map(segments, earlier, later)
+    order, lapsed, what = segment_order(segments, earlier, later)
     states = list(order) + [NONE, NEW, GONE]
     position = {s: i for i, s in enumerate(states)}
     codes_a, remap_a = _segment_index(earlier, by, position, "earlier", what)

@@ -174,9 +174,9 @@ def _parse_toml(text: str, source: str) -> dict:
         raise RfmxError(f"{source}: malformed TOML: {exc}") from None
 
 
-def _locate(text: str, key: str, segment: int | None = None) -> int | None:
+def _locate(text: str, key: str, segment: int | None = None, table: str = "segment") -> int | None:
     """1-based line of ``key = ...`` at the top level (``segment`` None) or in the
-    ``segment``-th ``[[segment]]`` table (the header's line if the key is not found)."""
+    ``segment``-th ``[[table]]`` table (the header's line if the key is not found)."""
     current = None   # None: top level; -1: another table; i: i-th [[segment]]
     seen = -1
     header = None
@@ -184,7 +184,7 @@ def _locate(text: str, key: str, segment: int | None = None) -> int | None:
     for no, line in enumerate(text.splitlines(), 1):
         s = line.strip()
         if s.startswith("[["):
-            if re.match(r"^\[\[\s*segment\s*\]\]", s):
+            if re.match(rf"^\[\[\s*{table}\s*\]\]", s):
                 seen += 1
                 current = seen
                 if seen == segment:
@@ -202,7 +202,8 @@ def _locate(text: str, key: str, segment: int | None = None) -> int | None:
 
 @dataclass
 class Condition:
-    """``lo <= field <= hi`` or ``field in values``; ``code_strings`` for rfm_code sets."""
+    """``lo <= field <= hi`` or ``field in values``; ``code_strings`` for rfm_code sets,
+    ``labels`` for a field that holds names (e.g. a lifecycle map's ``previous_stage``)."""
 
     field: str
     lo: float = -math.inf
@@ -210,6 +211,7 @@ class Condition:
     values: tuple | None = None
     code_strings: tuple | None = None
     text: str = ""
+    labels: tuple | None = None
 
 
 @dataclass
@@ -240,6 +242,9 @@ class SegmentMap:
     Build with :meth:`from_toml`, :meth:`load` (a path) or :meth:`builtin`; apply with
     :meth:`assign` (normally through :func:`rfmx.score`).
     """
+
+    #: the name of the rule tables in the TOML (``[[segment]]``; ``[[stage]]`` for lifecycle)
+    table = "segment"
 
     def __init__(self, name: str, rules: list, *, bins: int | None = None, default: str | None = None,
                  description: str = "", source: str = "<map>", text: str = "", weights=None, tiers=None,
@@ -286,16 +291,25 @@ class SegmentMap:
         return cls.builtin(s)
 
     @classmethod
-    def from_toml(cls, text: str, source: str = "<map>") -> "SegmentMap":
+    def from_toml(cls, text: str, source: str = "<map>", *, table: str = "segment",
+                  label_fields: tuple | dict = ()) -> "SegmentMap":
+        """Parse a map.  ``table``: the name of its rule tables (``[[segment]]``; a
+        lifecycle map has ``[[stage]]``); ``label_fields``: fields whose conditions take
+        names, resolved to positions — a tuple of fields that name the map's own segments
+        (``previous_stage = "lost"``: positions in :meth:`names`), or a dict from field to
+        its list of names (None: the map's own)."""
         doc = _parse_toml(text, source)
+        if not isinstance(label_fields, dict):
+            label_fields = dict.fromkeys(label_fields)
+        top_keys = tuple(table if k == "segment" else k for k in _TOP_KEYS)
 
         def where(key, seg=None):
-            line = _locate(text, key, seg)
+            line = _locate(text, key, seg, table)
             return f"{source} line {line}" if line else source
 
         for key in doc:
-            if key not in _TOP_KEYS:
-                raise RfmxError(f"{where(key)}: unknown key '{key}'; a map has {', '.join(_TOP_KEYS)}")
+            if key not in top_keys:
+                raise RfmxError(f"{where(key)}: unknown key '{key}'; a map has {', '.join(top_keys)}")
         name = doc.get("name", Path(source).stem if source.endswith(".toml") else source)
         if not isinstance(name, str):
             raise RfmxError(f"{where('name')}: 'name' must be a string")
@@ -305,22 +319,22 @@ class SegmentMap:
         default = doc.get("default")
         if default is not None and (not isinstance(default, str) or not default):
             raise RfmxError(f"{where('default')}: 'default' must be a segment name (a string)")
-        segs = doc.get("segment", [])
+        segs = doc.get(table, [])
         if not isinstance(segs, list) or not all(isinstance(s, dict) for s in segs):
-            raise RfmxError(f"{where('segment')}: 'segment' must be an array of tables ([[segment]])")
+            raise RfmxError(f"{where(table)}: '{table}' must be an array of tables ([[{table}]])")
         if not segs and default is None:
-            raise RfmxError(f"{source}: the map has no [[segment]] rules and no default")
+            raise RfmxError(f"{source}: the map has no [[{table}]] rules and no default")
         rules = []
         for i, seg in enumerate(segs):
             sname = seg.get("name")
             if not isinstance(sname, str) or not sname:
-                raise RfmxError(f"{where('name', i)}: [[segment]] number {i + 1} needs a name (a string)")
+                raise RfmxError(f"{where('name', i)}: [[{table}]] number {i + 1} needs a name (a string)")
             conds = []
             for key, value in seg.items():
                 if key in ("name", "description"):
                     continue
-                conds.append(_condition(key, value, f"{where(key, i)}: segment '{sname}'"))
-            rules.append(Rule(sname, conds, _locate(text, "name", i), i))
+                conds.append(_condition(key, value, f"{where(key, i)}: {table} '{sname}'", key in label_fields))
+            rules.append(Rule(sname, conds, _locate(text, "name", i, table), i))
         weights = doc.get("weights")
         if weights is not None and not isinstance(weights, dict):
             raise RfmxError(f"{where('weights')}: 'weights' must be a table ([weights])")
@@ -329,6 +343,7 @@ class SegmentMap:
             raise RfmxError(f"{where('tiers')}: 'tiers' must be a table ([tiers])")
         smap = cls(name, rules, bins=bins, default=default, description=doc.get("description", ""),
                    source=source, text=text, weights=weights, tiers=tiers)
+        smap.table = table
         names = smap.names()
         for key in ("order", "lapsed"):
             if key not in doc:
@@ -353,6 +368,17 @@ class SegmentMap:
                 smap.lapsed = list(value)
         if "lapsed" not in doc:
             smap.lapsed = smap.order[-1:]
+        for rule in rules:
+            for c in rule.conditions:
+                if c.labels is None:
+                    continue
+                known = label_fields[c.field] if label_fields[c.field] is not None else names
+                what = f"{table}; the map's {table}s" if label_fields[c.field] is None else "name; names"
+                unknown = [v for v in c.labels if v not in known]
+                if unknown:
+                    raise RfmxError(f"{where(c.field, rule.index)}: {table} '{rule.segment}': {c.field}: unknown "
+                                    f"{what.split(';')[0]} '{unknown[0]}';{what.split(';')[1]}: {', '.join(known)}")
+                c.values = tuple(float(known.index(v)) for v in c.labels)
         return smap
 
     # --- checks -----------------------------------------------------------------------
@@ -361,7 +387,7 @@ class SegmentMap:
         return {c.field for r in self.rules for c in r.conditions}
 
     def _where(self, rule: Rule, field: str | None = None) -> str:
-        line = _locate(self.text, field, rule.index) if field and self.text else rule.line
+        line = _locate(self.text, field, rule.index, self.table) if field and self.text else rule.line
         return f"{self.source} line {line}" if line else self.source
 
     def check_bins(self, q: int) -> None:
@@ -532,7 +558,34 @@ class SegmentMap:
             rule_of = self._match(mat, field_index)
             seg = np.where(rule_of >= 0, seg_of_rule[rule_of], default_idx).astype(seg_type)
             first = np.bincount(rule_of + 1, minlength=n_rules + 1).astype(np.int64)
-        unassigned = int(first[0])
+        return seg, names, self._coverage(first, never, n)
+
+    def label(self, columns: dict) -> tuple[np.ndarray, list[str], dict]:
+        """Apply a map whose rules read plain numeric columns (``columns``: name -> array,
+        NaN for a missing value, which satisfies no condition), such as a lifecycle map.
+
+        Returns what :meth:`assign` returns: the index into the names per row (-1: none),
+        the names, and the coverage report (customers per rule, rules that never match).
+        """
+        for rule in self.rules:
+            for c in rule.conditions:
+                if c.field not in columns:
+                    raise RfmxError(f"{self._where(rule, c.field)}: {self.table} '{rule.segment}': unknown field "
+                                    f"'{c.field}'; fields: {', '.join(columns)}")
+        fields = sorted(self.fields())
+        field_index = {f: i for i, f in enumerate(fields)}
+        n = len(next(iter(columns.values()))) if columns else 0
+        mat = np.vstack([np.asarray(columns[f], dtype=np.float64) for f in fields]) if fields else np.empty((0, n))
+        rule_of = self._match(mat, field_index)
+        names, seg_of_rule, default_idx, seg_type = self._segment_codes()
+        seg = np.where(rule_of >= 0, seg_of_rule[rule_of], default_idx).astype(seg_type)
+        first = np.bincount(rule_of + 1, minlength=len(self.rules) + 1).astype(np.int64)
+        never = {r.index: self._static_never(r, 0) for r in self.rules}
+        return seg, names, self._coverage(first, never, n)
+
+    def _coverage(self, first: np.ndarray, never: dict, n: int) -> dict:
+        """The report of a map applied to ``n`` customers: ``first[0]`` matched no rule,
+        ``first[i + 1]`` took rule ``i``; ``never``: why a rule can never match, or None."""
         rules = []
         for rule in self.rules:
             count = int(first[rule.index + 1])
@@ -540,13 +593,18 @@ class SegmentMap:
             status = "ok" if count else ("never matches" if reason else "no customers")
             rules.append({"segment": rule.segment, "rule": rule.index + 1, "line": rule.line, "customers": count,
                           "status": status, "reason": reason})
-        info = {"map": self.name, "source": self.source, "default": self.default, "customers": n,
-                "unassigned": unassigned, "rules": rules,
+        return {"map": self.name, "source": self.source, "default": self.default, "customers": n,
+                "unassigned": int(first[0]), "rules": rules,
                 "never_match": [r for r in rules if r["status"] != "ok"]}
-        return seg, names, info
 
 
-def _condition(key: str, value, where: str) -> Condition:
+def _condition(key: str, value, where: str, names: bool = False) -> Condition:
+    if names:
+        vals = value if isinstance(value, list) else [value]
+        if not vals or not all(isinstance(v, str) and v for v in vals):
+            raise RfmxError(f"{where}: {key} takes a name or a list of names, e.g. \"lost\" or [\"lost\", "
+                            f"\"declining\"]")
+        return Condition(key, values=(), labels=tuple(vals), text=f"in {vals}")
     if key == "rfm_code":
         vals = value if isinstance(value, list) else [value]
         if not vals or not all(isinstance(v, str) for v in vals):

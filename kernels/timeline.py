@@ -36,8 +36,8 @@ from numba import prange
 from ._policy import kernel, prefetch
 from .customers import partition_of, probe_int64
 from .periods import period_of
-from .rfm import (N_FIELDS, accumulate, combine, encode_group_bytes, encode_group_int64, finalize_row,
-                  find_group_bytes, init_row, select_group)
+from .rfm import (GROSS, N_FIELDS, REFUNDS, accumulate, combine, encode_group_bytes, encode_group_int64,
+                  finalize_row, find_group_bytes, init_row, select_group)
 
 __all__ = [
     "find_bucket",
@@ -396,12 +396,17 @@ def timeline_advance(bucket_offsets, periods, rows, upto, has_order_id, run, pos
 
 @kernel(parallel=True)
 def timeline_snapshot(bucket_offsets, periods, rows, customers, upto, has_order_id, run, pos, as_of_day,
-                      us_per_day, unit, ints, floats, has_orders):
+                      us_per_day, unit, ints, floats, has_orders, window, lag, windows):
     """The snapshot before period ``upto``: advance the running rows of ``customers``
     (ascending customer indices of :func:`timeline_export`: those with a bucket before
     ``upto``) as :func:`timeline_advance` does, and finalize each into column ``i`` of the
     outputs of :func:`rfmx.kernels.rfm.rfm_finalize_partitioned` (``ints`` (7, n), ``floats``
     (4, n), ``has_orders`` (n,) for ``n = len(customers)``).
+
+    ``windows`` (3, n) int64, or (0, n) for none: the net money (minor units) of the last
+    ``window`` periods before ``upto``, of the same periods ``lag`` periods earlier (a year
+    back), and of the last ``lag`` periods (the last year) — read from the buckets just
+    folded, a few steps back from ``pos``.
 
     One pass: each customer's buckets are read in place (the export keeps a customer's
     buckets together, customers in order, so the reads run forward through memory), and
@@ -413,4 +418,24 @@ def timeline_snapshot(bucket_offsets, periods, rows, customers, upto, has_order_
         if _advance(bucket_offsets, periods, rows, k, upto, has_order_id, run, pos):
             bad += 1
         finalize_row(run, 0, k, i, as_of_day, us_per_day, unit, ints, floats, has_orders)
+        if windows.shape[0]:
+            windows[0, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - window, upto)
+            windows[1, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - window - lag, upto - lag)
+            windows[2, i] = _window_net(periods, rows, bucket_offsets[k], pos[k], upto - lag, upto)
     return bad
+
+
+@kernel(inline=True)
+def _window_net(periods, rows, lo, hi, start, stop):
+    """Net money of the buckets ``lo <= j < hi`` (one customer's, in period order) whose
+    period is in ``[start, stop)``.  Gross and refunds are summed apart: each is a part of
+    the customer's total of its sign, so neither can leave int64, nor can their sum."""
+    gross = 0
+    refunds = 0
+    j = hi - 1
+    while j >= lo and periods[j] >= start:
+        if periods[j] < stop:
+            gross += rows[j, GROSS]
+            refunds += rows[j, REFUNDS]
+        j -= 1
+    return gross + refunds

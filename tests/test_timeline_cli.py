@@ -104,8 +104,21 @@ def test_incremental_timeline_equals_one_pass(history, tmp_path):
     (["--every", "day", "--max-snapshots", "5"], r"snapshots of up to [\d,]+ customers .* more than "
                                                   r"--max-snapshots 5", 2),
     (["--as-of", "2025-01-01"], r"--as-of: a timeline has many as-of dates", 2),
+    (["--lifecycle-map", "MISSING"], r"missing.toml: file not found", 1),
+    (["--lifecycle-map", "BADFIELD"], r"stages.toml line 3: stage 'x': unknown field 'spend'; fields: recency_days", 1),
+    (["--lifecycle-map", "BADTOML"], r"stages.toml: malformed TOML", 1),
+    (["--lifecycle-map", "BADFIELD", "--lost-days", "30"], r"lifecycle thresholds apply to the default map", 1),
+    (["--decline", "1.5"], r"Invalid value for '--decline'", 2),
+    (["--no-lifecycle", "--lifecycle-out", "FLOWS"], r"--no-lifecycle: drop --lifecycle-map", 2),
 ])
 def test_bad_timeline_options(history, tmp_path, args, pattern, code):
+    stages = tmp_path / "stages.toml"
+    if "BADFIELD" in args:
+        stages.write_text('default = "a"\n[[stage]]\nspend = { gt = 1 }\nname = "x"\n')
+    if "BADTOML" in args:
+        stages.write_text('[[stage]\n')
+    names = {"MISSING": tmp_path / "missing.toml", "BADFIELD": stages, "BADTOML": stages, "FLOWS": tmp_path / "f.csv"}
+    args = [names.get(a, a) for a in args]
     fails_cleanly(["timeline", history, *args, "-o", tmp_path / "out.parquet"], pattern, tmp_path,
                   exit_code=code)
 
