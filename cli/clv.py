@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .options import check_state_timezone, column_options, read_options, report_state, show_progress, stream_options
+from .options import (check_state_timezone, column_options, order_sources, read_options, report_state, show_progress,
+                      stream_options)
 
 
 @click.command()
@@ -150,7 +151,7 @@ def build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since
                           timezone=read_options()["timezone"])
     if not sources:
         return state
-    return build_state(list(sources), customer, time_col, amount, order_id, state=state, on_null=on_null,
+    return build_state(order_sources(sources), customer, time_col, amount, order_id, state=state, on_null=on_null,
                        threads=threads, batch_size=batch_size, progress=show_progress(progress), delimiter=delimiter,
                        **read_options())
 

@@ -46,13 +46,19 @@ def score_options(f):
     return wrapper
 
 
+#: Commands whose -o is a per-customer (or per-snapshot) table, so it can also be a database
+#: table or standard output; any other command's -o is a file of its own kind (rfmx report's page).
+TABLE_OUTPUT_COMMANDS = frozenset({"aggregate", "score", "timeline", "cluster", "clv", "alerts"})
+
+
 def location_options(f):
     """--query/--table/--if-exists/--password-file/--format: SOURCES and -o as databases or pipes.
 
-    The command receives its ``sources`` with database URIs and ``-`` turned into source
-    objects, and its ``output`` as a destination object when it is a database or ``-``:
-    the commands themselves never see the difference (see :mod:`rfmx.databases`,
-    :mod:`rfmx.pipes`).
+    A database or ``-`` as -o reaches the command as a destination object
+    (:class:`rfmx.databases.DatabaseTable`, :class:`rfmx.pipes.Stdout`) that its
+    ``CommandFiles`` writes like a file; SOURCES stay as given and become source objects
+    where the orders are read (:func:`order_sources`).  The commands never see the
+    difference.  Option combinations that cannot work are usage errors before anything runs.
     """
     @click.option("--query", default=None, metavar="SQL",
                   help="Read the orders of a database SOURCE with this query (its columns are mapped like a file's).")
@@ -68,17 +74,17 @@ def location_options(f):
                   help="What -o - writes to standard output: CSV, JSON Lines or an Arrow IPC stream [default: csv].")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
-        query, table = kwargs.pop("query"), kwargs.pop("table")
-        if_exists, password_file = kwargs.pop("if_exists"), kwargs.pop("password_file")
-        stream_format = kwargs.pop("stream_format")
         from rfmx.errors import RfmxError
 
+        options = {name: kwargs.pop(name) for name in ("query", "table", "if_exists", "password_file",
+                                                        "stream_format")}
         try:
-            sources, output = _locations(kwargs["sources"], kwargs["output"], query, table, if_exists,
-                                         password_file, stream_format)
-        except RfmxError as exc:  # a bad URI or password file: one line, as inside the command
+            output = _output(kwargs.get("sources", ()), kwargs.get("output"), **options)
+        except RfmxError as exc:  # a bad URI: one line, as inside the command
             raise click.ClickException(str(exc)) from None
-        kwargs["sources"], kwargs["output"] = sources, output
+        if output is None or isinstance(output, str):
+            return f(*args, **kwargs)
+        kwargs["output"] = output
         if str(output) != "-":
             return f(*args, **kwargs)
         # Standard output carries the result: whatever the command prints for people (the
@@ -88,16 +94,20 @@ def location_options(f):
     return wrapper
 
 
-def _locations(sources, output, query, table, if_exists, password_file, stream_format):
-    """SOURCES and -o with databases and ``-`` as the engine's objects; usage errors for
-    options that do not fit them."""
-    from rfmx.databases import DatabaseSource, DatabaseTable, database_kind
-    from rfmx.pipes import StdinSource, Stdout
+def _output(sources, output, *, query, table, if_exists, password_file, stream_format):
+    """-o as a destination object when it is a database or ``-`` (else as given); usage
+    errors for options that do not fit SOURCES and -o.  Notes for :func:`order_sources`
+    what a database SOURCE is read with."""
+    from rfmx.databases import DatabaseTable, database_kind
 
     ctx = click.get_current_context()
     databases = [s for s in sources if database_kind(s) is not None]
-    output_is_database = output not in (None, "-") and database_kind(output) is not None
-    if sources.count("-") > 1:
+    special = output == "-" or (output is not None and database_kind(output) is not None)
+    if special and ctx.command.name not in TABLE_OUTPUT_COMMANDS:
+        raise click.UsageError(f"-o: rfmx {ctx.command.name} writes a file, not a database table or standard "
+                               f"output; give its path")
+    output_is_database = special and output != "-"
+    if list(sources).count("-") > 1:
         raise click.UsageError("standard input (-) can be read once")
     if stream_format is not None and output != "-":
         raise click.UsageError("--format is what -o - writes to standard output; a file's format follows its suffix")
@@ -123,24 +133,38 @@ def _locations(sources, output, query, table, if_exists, password_file, stream_f
         raise click.UsageError("--table is for a database SOURCE or -o to a database")
     if password_file is not None and not any(database_kind(x) == "postgresql" for x in [*databases, output]):
         raise click.UsageError("--password-file is for a PostgreSQL SOURCE or -o")
+    ctx.meta["rfmx.locations"] = {"query": query, "table": source_table, "password_file": password_file}
+    if output == "-":
+        from rfmx.pipes import Stdout
 
+        # The data goes to the real standard output, kept before the command's own prints are redirected.
+        return Stdout(stream_format or "csv", stream=sys.stdout.buffer)
+    if output_is_database:
+        pg = database_kind(output) == "postgresql"
+        return DatabaseTable(output, table, if_exists=if_exists, password_file=password_file if pg else None)
+    return output
+
+
+def order_sources(sources) -> list:
+    """The command's SOURCES as :func:`rfmx.api.build_state` reads them: database URIs (and
+    database files) as :class:`rfmx.databases.DatabaseSource` with --query/--table, ``-`` as
+    standard input, paths as they are."""
+    from rfmx.databases import DatabaseSource, database_kind
+    from rfmx.pipes import StdinSource
+
+    ctx = click.get_current_context(silent=True)
+    found = (ctx.meta.get("rfmx.locations") if ctx is not None else None) or {}
     resolved = []
     for s in sources:
+        kind = database_kind(s)
         if s == "-":
             resolved.append(StdinSource())
-        elif s in databases:
-            pg = database_kind(s) == "postgresql"
-            resolved.append(DatabaseSource(s, query=query, table=source_table,
-                                           password_file=password_file if pg else None))
+        elif kind is not None:
+            resolved.append(DatabaseSource(s, query=found.get("query"), table=found.get("table"),
+                                           password_file=found.get("password_file") if kind == "postgresql" else None))
         else:
             resolved.append(s)
-    if output == "-":
-        # The data goes to the real standard output, kept before the command's own prints are redirected.
-        output = Stdout(stream_format or "csv", stream=sys.stdout.buffer)
-    elif output_is_database:
-        pg = database_kind(output) == "postgresql"
-        output = DatabaseTable(output, table, if_exists=if_exists, password_file=password_file if pg else None)
-    return tuple(resolved), output
+    return resolved
 
 
 def stream_options(f):
@@ -203,7 +227,7 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
 
     state = (state_class or RFMState).load(state_in, threads=threads) if state_in else None
     if state is None and new_state is not None:
-        return build_state(list(sources) or None, customer, time_col, amount, order_id, state=new_state,
+        return build_state(order_sources(sources) or None, customer, time_col, amount, order_id, state=new_state,
                            on_null=on_null, threads=threads, batch_size=batch_size,
                            progress=show_progress(progress), delimiter=delimiter, **read_options())
     if state is not None:
@@ -220,7 +244,8 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
             raise RfmxError(f"{state_in}: the state keeps amounts with {state.amount_scale} decimals, "
                             f"not --amount-scale {amount_scale}")
         check_state_timezone(state, state_in)
-    return build_state(list(sources) or None, customer, time_col, amount, order_id, as_of=as_of if state is None else None,
+    return build_state(order_sources(sources) or None, customer, time_col, amount, order_id,
+                       as_of=as_of if state is None else None,
                        since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
                        batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter,
                        **read_options())

@@ -29,6 +29,7 @@ COMMANDS = {  # command -> options for both runs (small and deterministic)
     "timeline": ["--every", "quarter"],
     "cluster": ["-k", "3", "--seed", "1", "--n-init", "2"],
     "clv": ["--no-spend"],
+    "alerts": [],
 }
 
 
@@ -360,6 +361,8 @@ BAD = [  # id, args after the command ({pg} is the server's URI, {dead} one nobo
      r"--if-exists is for -o to a database table", 2),
     ("--format with a file -o", ["{file}", "-o", "r.parquet", "--format", "jsonl"],
      r"--format is what -o - writes", 2),
+    ("a report into a database", ["{file}", "-o", "{pg}", "--table", "page"],
+     r"-o: rfmx report writes a file, not a database table or standard output", 2, ("report",)),
     ("a password file for SQLite", ["sqlite:///x.sqlite", "--table", "t", "--password-file", "pw", "-o", "r.parquet"],
      r"--password-file is for a PostgreSQL SOURCE or -o", 2),
     ("a URI password and a password file", ["postgresql://rfmx:pw@127.0.0.1:1/shop", "--table", "t",
@@ -368,17 +371,24 @@ BAD = [  # id, args after the command ({pg} is the server's URI, {dead} one nobo
 ]
 
 
-@pytest.mark.parametrize("command", ["aggregate", "score", "clv"])
-@pytest.mark.parametrize("case", BAD, ids=[c[0] for c in BAD])
+def _bad_cases():
+    for case in BAD:
+        name, args, pattern, *more = case
+        code = more[0] if more else 1
+        for command in (more[1] if len(more) > 1 else ("aggregate", "score", "clv")):
+            yield pytest.param((name, args, pattern, code), command, id=f"{command}: {name}")
+
+
+@pytest.mark.parametrize("case, command", list(_bad_cases()))
 def test_bad_database_input(shop, postgres, case, command, tmp_path, monkeypatch):
-    name, args, pattern, *code = case
+    name, args, pattern, code = case
     monkeypatch.chdir(tmp_path)
     (tmp_path / "pw").write_text("secret\n")
     values = {"pg": postgres.uri(), "dead": f"postgresql://rfmx@127.0.0.1:{closed_port()}/shop",
               "file": str(shop / "orders.parquet")}
     args = [a.format(**values) for a in args]
     before = tables_in(postgres.uri())
-    line = fails_cleanly([command, *args], pattern, tmp_path, exit_code=code[0] if code else 1)
+    line = fails_cleanly([command, *args], pattern, tmp_path, exit_code=code)
     assert "secret" not in line and "pw@" not in line
     assert tables_in(postgres.uri()) == before
     assert sorted(os.listdir(tmp_path)) == ["pw"]
@@ -436,3 +446,10 @@ def test_a_table_never_replaces_the_table_it_reads(shop):
     with pytest.raises(rfmx.RfmxError, match=r"-o duckdb:///.*shop\.duckdb \[table orders\] would overwrite the input "
                                              r"source .*shop\.duckdb \[table main\.orders\]"):
         files.check()
+
+
+def test_report_reads_orders_from_a_database(shop, postgres, tmp_path):
+    """rfmx report scores orders from a database like any SOURCE (its -o stays a file)."""
+    pytest.importorskip("altair", reason="rfmx report needs the [report] extra")
+    run_ok("report", postgres.uri(), "--table", "orders", "-o", tmp_path / "r.html")
+    assert (tmp_path / "r.html").read_text().lstrip().lower().startswith("<!doctype html")
