@@ -5,8 +5,13 @@ INTERNALERROR instead of reporting the failure: hypothesis' plugin imports libcs
 suggest an ``@example`` patch), and libcst triggers a DeprecationWarning from
 mypy_extensions at import.  Importing it here once, with that warning ignored, keeps
 failure reports readable; nothing else is silenced.
+
+The session fixture ``postgres`` is a throwaway PostgreSQL server for the database tests.
 """
+import os
 import warnings
+
+import pytest
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -14,11 +19,6 @@ with warnings.catch_warnings():
         import hypothesis.extra._patching  # noqa: F401
     except ImportError:  # libcst missing: hypothesis skips the patch suggestion itself
         pass
-
-
-import os  # noqa: E402
-
-import pytest  # noqa: E402
 
 
 @pytest.fixture(scope="session")
