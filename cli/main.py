@@ -10,6 +10,7 @@ from .aggregate import aggregate, demo
 from .alerts import alerts
 from .cluster import cluster
 from .clv import clv
+from .config import ConfigError, apply as apply_config, command_config_option, config_group
 from .generate import generate
 from .report import report
 from .score import score
@@ -45,11 +46,22 @@ class OneLineErrors(click.Group):
 
 @click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="rfmx")
-def main():
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), default=None, metavar="FILE",
+              help="Settings from this TOML file instead of ./rfmx.toml and ./pyproject.toml [tool.rfmx].")
+@click.pass_context
+def main(ctx, config_file):
     """rfmx: exact, streaming RFM customer-value scoring.
 
+    \b
     Quick start:  rfmx demo
+    Settings every command shares (columns, time zone, segment map, ...) can live in
+    ./rfmx.toml; see rfmx config show.
     """
+    try:
+        apply_config(ctx, config_file)
+    except ConfigError as exc:
+        # raised by the command's own --config check, after its --help had the chance to run
+        ctx.meta["rfmx.config.error"] = exc
 
 
 main.add_command(generate)
@@ -62,6 +74,9 @@ main.add_command(clv)
 main.add_command(timeline)
 main.add_command(alerts)
 main.add_command(report)
+for _command in list(main.commands.values()):
+    command_config_option(_command)
+main.add_command(config_group)
 
 
 def run_guarded(fn, *args, **kwargs):

@@ -103,16 +103,29 @@ def _output(sources, output, *, query, table, if_exists, password_file, stream_f
     ctx = click.get_current_context()
     databases = [s for s in sources if database_kind(s) is not None]
     special = output == "-" or (output is not None and database_kind(output) is not None)
+    output_is_database = special and output != "-"
+    # A project config sets these for every command (e.g. `table = "orders"` beside a
+    # database `sources`); where one does not apply to this run it is left out, not refused:
+    # only an option typed on the command line that cannot work is a usage error.
+    applies = {"query": bool(databases), "table": bool(databases) or output_is_database,
+               "password_file": any(database_kind(x) == "postgresql" for x in [*databases, output]),
+               "stream_format": output == "-"}
+    if not applies["query"] and not given_on_command_line(ctx, "query"):
+        query = None
+    if not applies["table"] and not given_on_command_line(ctx, "table"):
+        table = None
+    if not applies["password_file"] and not given_on_command_line(ctx, "password_file"):
+        password_file = None
+    if not applies["stream_format"] and not given_on_command_line(ctx, "stream_format"):
+        stream_format = None
     if special and ctx.command.name not in TABLE_OUTPUT_COMMANDS:
         raise click.UsageError(f"-o: rfmx {ctx.command.name} writes a file, not a database table or standard "
                                f"output; give its path")
-    output_is_database = special and output != "-"
     if list(sources).count("-") > 1:
         raise click.UsageError("standard input (-) can be read once")
     if stream_format is not None and output != "-":
         raise click.UsageError("--format is what -o - writes to standard output; a file's format follows its suffix")
-    if ctx.get_parameter_source("if_exists") not in (None, click.core.ParameterSource.DEFAULT) \
-            and not output_is_database:
+    if given_on_command_line(ctx, "if_exists") and not output_is_database:
         raise click.UsageError("--if-exists is for -o to a database table")
     source_table = table
     if output_is_database:
@@ -143,6 +156,13 @@ def _output(sources, output, *, query, table, if_exists, password_file, stream_f
         pg = database_kind(output) == "postgresql"
         return DatabaseTable(output, table, if_exists=if_exists, password_file=password_file if pg else None)
     return output
+
+
+def given_on_command_line(ctx: click.Context, name: str) -> bool:
+    """Whether option ``name`` was typed for this run (not a default, nor a project config's value)."""
+    return ctx.get_parameter_source(name) in (click.core.ParameterSource.COMMANDLINE,
+                                              click.core.ParameterSource.ENVIRONMENT,
+                                              click.core.ParameterSource.PROMPT)
 
 
 def order_sources(sources) -> list:
