@@ -300,3 +300,25 @@ def report_state(state) -> None:
     if state.amounts_rounded:
         parts.append(f"{state.amounts_rounded:,} amounts rounded to {state.amount_scale} decimals")
     click.echo("rfmx: " + ", ".join(parts), err=True)
+
+
+def renamed_option(old: str, new: str, dest: str, **attrs):
+    """Keep ``old``, an option's former name, working as ``new`` (whose parameter is ``dest``):
+    hidden from --help and from configs, and a one-line note on stderr when used, so
+    existing scripts keep running while they are updated.  ``attrs``: the click option's
+    type and the like, as ``new`` has them."""
+    alias = f"{dest}__as_{old.lstrip('-').replace('-', '_')}"
+
+    def decorate(f):
+        @click.option(old, alias, hidden=True, default=None, **attrs)
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            value = kwargs.pop(alias)
+            if value is not None:
+                if given_on_command_line(click.get_current_context(), dest):
+                    raise click.UsageError(f"{old} is the former name of {new}: give {new} only")
+                click.echo(f"rfmx: {old} is deprecated; use {new}", err=True)
+                kwargs[dest] = value
+            return f(*args, **kwargs)
+        return wrapper
+    return decorate

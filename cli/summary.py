@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
+from .options import renamed_option
+
 FORMATS = ("text", "json", "csv")
-TABLES = ("all", "segments", "concentration", "abc")
+SECTIONS = ("all", "segments", "concentration", "abc")
 
 
 def _num(x, digits=1) -> str:
@@ -69,6 +71,21 @@ def coverage_lines(info: dict | None) -> list[str]:
     return out
 
 
+def top_lines(top) -> list[str]:
+    """The most valuable customers (``rfmx.concentration.top_customers``) as text lines."""
+    names = {"customer_id": "customer", "segment": "segment", "value_tier": "tier", "monetary_total": "money",
+             "n_orders": "orders", "recency_days": "recency d"}
+    cols = top.column_names
+    rows = []
+    for r in top.to_pylist():
+        rows.append([str(r["customer_id"])] + [
+            "-" if r[c] is None else (_num(r[c], 2) if c == "monetary_total" else
+                                      f"{r[c]:,}" if isinstance(r[c], int) else str(r[c]))
+            for c in cols[1:]])
+    left = 1 + sum(c in ("segment", "value_tier") for c in cols)
+    return _grid([names[c] for c in cols], rows, left=left)
+
+
 def text_report(result: dict, table: str = "all", header: str | None = None) -> str:
     """The whole summary (``rfmx.concentration.summary``) as text."""
     lines = []
@@ -90,6 +107,9 @@ def text_report(result: dict, table: str = "all", header: str | None = None) -> 
     if table in ("all", "segments") and result["segments"] is not None:
         lines.append("Segments")
         lines += ["  " + s for s in segment_lines(result["segments"])]
+    if result.get("top") is not None:
+        lines.append(f"Top {result['top'].num_rows:,} customers by net money")
+        lines += ["  " + s for s in top_lines(result["top"])]
     return "\n".join(lines)
 
 
@@ -105,7 +125,9 @@ def json_report(result: dict, table: str = "all") -> str:
         doc["abc"] = result["abc"].to_pylist()
     if table in ("all", "segments"):
         doc["segments"] = result["segments"].to_pylist() if result["segments"] is not None else None
-    return json.dumps(doc, indent=2)
+    if result.get("top") is not None:
+        doc["top_customers"] = result["top"].to_pylist()
+    return json.dumps(doc, indent=2, default=str)
 
 
 def csv_report(result: dict, table: str) -> str:
@@ -114,7 +136,9 @@ def csv_report(result: dict, table: str) -> str:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
-    if table == "concentration":
+    if result.get("top") is not None:
+        t = result["top"]
+    elif table == "concentration":
         conc = result["concentration"]
         names = ["customers", "revenue"] + [f"top_{p}_percent_share" for p in conc["top_shares"]] + ["gini"]
         values = [conc["customers"], conc["revenue"]] + list(conc["top_shares"].values()) + [conc["gini"]]
@@ -135,13 +159,24 @@ def csv_report(result: dict, table: str) -> str:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Write here instead of printing (format from --format, else from the suffix .txt/.json/.csv).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=None, help="text (default), json or csv.")
-@click.option("--table", "which", type=click.Choice(TABLES), default=None,
-              help="Which table: all (default; csv needs one: segments by default), segments, concentration, abc.")
-def summary(source, output, fmt, which):
+@click.option("--section", "which", type=click.Choice(SECTIONS), default=None,
+              help="Which part: all (default; csv needs one: segments by default), segments, concentration, abc.")
+@renamed_option("--table", "--section", "which", type=click.Choice(SECTIONS))
+@click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Also list the N most valuable customers by net money: customer, segment, tier, money, orders, "
+                   "recency (with --format csv, the CSV is this list).")
+def summary(source, output, fmt, which, top):
     """Revenue concentration, ABC classes and the segment summary of a scored table.
 
+    \b
+    Examples:
+      rfmx summary scores.parquet
+      rfmx summary scores.parquet --top 20
+      rfmx summary scores.parquet --format csv --section abc -o abc.csv
+
     SOURCE is the output of `rfmx score` (Parquet, Arrow or CSV).  A table from
-    `rfmx aggregate` is scored first with the default options.
+    `rfmx aggregate` is scored first with the default options.  -o is a file (.txt, .json,
+    .csv); without it the summary goes to standard output.
     """
     from .main import run_guarded
 
@@ -150,8 +185,8 @@ def summary(source, output, fmt, which):
         fmt = {"json": "json", "csv": "csv"}.get(suffix, "text")
     if which is None:
         which = "segments" if fmt == "csv" else "all"
-    if fmt == "csv" and which == "all":
-        raise click.UsageError("CSV holds one table: use --table segments, concentration or abc")
+    if fmt == "csv" and which == "all" and top is None:
+        raise click.UsageError("CSV holds one table: use --section segments, concentration or abc")
 
     def run():
         from rfmx.outputs import CommandFiles
@@ -160,7 +195,7 @@ def summary(source, output, fmt, which):
             report(files)
 
     def report(files):
-        from rfmx.concentration import summary as summarize
+        from rfmx.concentration import summary as summarize, top_customers
         from rfmx.scores import read_table, score_table
 
         table = read_table(source)
@@ -168,6 +203,7 @@ def summary(source, output, fmt, which):
             click.echo(f"rfmx: {source} has no scores; scoring it with the default options", err=True)
             table = score_table(table)
         result = summarize(table)
+        result["top"] = top_customers(table, top) if top is not None else None
         if fmt == "json":
             text = json_report(result, which)
         elif fmt == "csv":

@@ -15,7 +15,7 @@ import pyarrow as pa
 from .errors import RfmxError
 from .tables import group_codes, money_column, numeric_column, readonly, summable
 
-__all__ = ["concentration", "abc_classes", "abc_summary", "segment_summary", "summary", "TOP_PERCENTS",
+__all__ = ["concentration", "abc_classes", "abc_summary", "segment_summary", "summary", "top_customers", "TOP_PERCENTS",
            "ABC_PERCENTS"]
 
 TOP_PERCENTS = (1, 5, 10, 20, 50)
@@ -199,3 +199,25 @@ def summary(table: pa.Table) -> dict:
     """Everything ``rfmx summary`` prints: ``{"concentration": dict, "abc": Table, "segments": Table}``."""
     return {"concentration": concentration(table), "abc": abc_summary(table),
             "segments": segment_summary(table) if "segment" in table.column_names else None}
+
+
+#: the columns of :func:`top_customers`, those a scored table has
+TOP_COLUMNS = ("customer_id", "segment", "value_tier", "monetary_total", "n_orders", "recency_days")
+
+
+def top_customers(table: pa.Table, n: int) -> pa.Table:
+    """The ``n`` most valuable customers of a per-customer table, by net money
+    (``monetary_minor``, exact; equal money keeps the table's order), with their segment,
+    value tier, money, orders and recency (the columns of :data:`TOP_COLUMNS` it has)."""
+    if n < 1:
+        raise RfmxError(f"top: the number of customers must be >= 1, got {n}")
+    key = "monetary_minor" if "monetary_minor" in table.column_names else "monetary_total"
+    if key not in table.column_names:
+        raise RfmxError(f"the table has no money column (monetary_minor or monetary_total); "
+                        f"columns: {', '.join(table.column_names)}")
+    import pyarrow.compute as pc
+
+    # Arrow's sort is stable: customers with equal money keep the table's order
+    order = pc.array_sort_indices(table.column(key), order="descending", null_placement="at_end")
+    picked = table.take(order.slice(0, n))
+    return picked.select([c for c in TOP_COLUMNS if c in table.column_names])

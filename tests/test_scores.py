@@ -406,9 +406,9 @@ def test_cli_summary_formats(orders_file, tmp_path):
     js = tmp_path / "summary.json"
     assert CliRunner().invoke(main, ["summary", str(out), "-o", str(js)]).exit_code == 0
     assert json.loads(js.read_text()) == doc
-    res = CliRunner().invoke(main, ["summary", str(out), "--format", "csv", "--table", "abc"])
+    res = CliRunner().invoke(main, ["summary", str(out), "--format", "csv", "--section", "abc"])
     assert res.stdout.splitlines()[0] == '"class","customers","customer_share","revenue","revenue_share"'
-    res = CliRunner().invoke(main, ["summary", str(out), "--format", "csv", "--table", "all"])
+    res = CliRunner().invoke(main, ["summary", str(out), "--format", "csv", "--section", "all"])
     assert res.exit_code != 0 and "CSV holds one table" in res.output
 
 
