@@ -9,15 +9,22 @@ from .options import build_state_from_options, column_options, report_state, str
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Per-customer aggregates: .parquet, .csv or .arrow/.feather.")
+              help="Per-customer aggregates: .parquet, .csv, .arrow/.feather, a database (with --table) or - (standard output, --format).")
 @column_options
 @stream_options
 def aggregate(sources, output, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
               amount_scale, on_null, delimiter, state_in, state_out, progress):
-    """Per-customer RFM aggregates of order histories (files, directories, globs).
+    """Per-customer RFM aggregates of order histories.
 
-    Streams SOURCES (Parquet, Arrow IPC/Feather, CSV) in order; with --state-in the
-    lines are folded into a saved state, so only new orders are read.
+    \b
+    Examples:
+      rfmx aggregate orders.parquet -o rfm.parquet
+      rfmx aggregate 'exports/*.csv' --customer user_id --time created_at --amount total -o rfm.csv
+      rfmx aggregate new.parquet --state-in s.arrow --state-out s.arrow -o rfm.parquet
+
+    Streams SOURCES (Parquet, Arrow IPC/Feather or CSV files, directories, globs, a
+    database with --query or --table, or - for standard input) in order; with --state-in
+    the lines are folded into a saved state, so only new orders are read.
     """
     from .main import run_guarded
 
@@ -51,7 +58,13 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
               help="Folder for the sample history and the results.")
 @click.option("--seed", type=int, default=0, show_default=True)
 def demo(rows, out_dir, seed):
-    """Generate a sample order history and score it: the quick start."""
+    """Generate a sample order history and score it: the quick start.
+
+    \b
+    Examples:
+      rfmx demo
+      rfmx demo --rows 100000 --out /tmp/rfmx-demo
+    """
     from .main import run_guarded
 
     def run():

@@ -15,7 +15,7 @@ ALERTS_FOUND = 3
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="The alerts, most value at stake first: .parquet, .csv or .arrow.")
+              help="The alerts, most value at stake first: .parquet, .csv, .arrow, a database (with --table) or - (standard output, --format).")
 @click.option("--every", type=click.Choice(PERIODS), default="day", show_default=True,
               help="The period of the timeline state: a run compares consecutive boundaries (run it once a period).")
 @click.option("--week-start", type=click.Choice(WEEKDAYS), default="monday", show_default=True,

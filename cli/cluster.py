@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, stream_options
+from .options import build_state_from_options, column_options, report_state, segments_option, stream_options
 
 
 def profile_lines(profiles) -> list[str]:
@@ -53,7 +53,7 @@ def k_table_lines(table) -> list[str]:
 @click.option("--k-range", default=None, metavar="A..B",
               help="Compare k = A..B (or a list 2,4,8): inertia, variance explained and silhouette, printed.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Per-customer aggregates + a 'cluster' column: .parquet, .csv or .arrow/.feather.")
+              help="Per-customer aggregates + a 'cluster' column: .parquet, .csv, .arrow/.feather, a database (with --table) or - (standard output, --format).")
 @click.option("--features", default="recency_days,n_orders,monetary_total", show_default=True,
               help="Per-customer columns to cluster on, comma-separated.")
 @click.option("--scaling", type=click.Choice(["zscore", "robust", "none"]), default="zscore", show_default=True,
@@ -83,9 +83,7 @@ def k_table_lines(table) -> list[str]:
               help="Save the fitted model (features, scaling, centres) as JSON.")
 @click.option("--model-in", type=click.Path(dir_okay=False), default=None,
               help="Place customers with a saved model (JSON) instead of fitting one.")
-@click.option("--segments", default="rfm-grid", show_default=True,
-              help="Segment map whose most common segment per cluster the profiles show (as rfmx score), "
-                   "or 'none'.")
+@segments_option
 @column_options
 @stream_options
 def cluster(sources, k, k_range, output, features, scaling, log_features, n_init, max_iter, tol, seed, init_sample,
@@ -94,7 +92,14 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
             state_out, progress):
     """k-means clusters of customers on log RFM features, with a profile per cluster.
 
-    Streams SOURCES (or --state-in) into the per-customer table, standardizes the
+    \b
+    Examples:
+      rfmx cluster orders.parquet -k 6 -o clusters.parquet --model-out clusters.json
+      rfmx cluster orders.parquet --k-range 2..10 --k-table k.csv
+      rfmx cluster new.parquet --model-in clusters.json -o clusters.csv
+
+    Streams SOURCES (files, globs, a database with --query/--table, - for standard input;
+    or --state-in) into the per-customer table, standardizes the
     features, fits k-means (k-means++ seeding, parallel Lloyd), writes each customer's
     cluster to -o and prints one line per cluster: size, revenue share, mean and median
     recency, orders and money, and a label read from the centre.  --k-range compares k

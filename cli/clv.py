@@ -3,22 +3,29 @@ from __future__ import annotations
 
 import click
 
-from .options import (check_state_timezone, column_options, order_sources, read_options, report_state, show_progress,
-                      stream_options)
+from .options import (check_state_timezone, column_options, order_sources, read_options, renamed_option, report_state,
+                      show_progress, stream_options)
+
+#: what --horizon counts: lifetimes' monthly cash flows by default, as saved jobs expect
+HORIZON_UNITS = ("day", "week", "month")
 
 
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Per-customer summary and predictions: .parquet, .csv or .arrow/.feather.")
+              help="Per-customer summary and predictions: .parquet, .csv, .arrow/.feather, a database (with "
+                   "--table) or - (standard output).")
 @click.option("--model", "model_name", type=click.Choice(["bgnbd", "pareto"]), default="bgnbd", show_default=True,
               help="Purchase/dropout model: BG/NBD or Pareto/NBD.")
 @click.option("--holdout-start", default=None,
               help="Fit on the orders before this date and compare predictions with the orders from it on.")
 @click.option("--horizon", type=click.IntRange(min=1), default=12, show_default=True,
-              help="CLV and expected purchases over this many months.")
+              help="CLV and expected purchases over this many --horizon-unit periods (12 months by default).")
+@click.option("--horizon-unit", type=click.Choice(HORIZON_UNITS), default="month", show_default=True,
+              help="The unit of --horizon, and the step of the discounted cash flow; independent of --unit (the "
+                   "model's time unit), so --horizon 12 stays 12 months whatever --unit is.")
 @click.option("--discount", type=click.FloatRange(min=-1, min_open=True), default=0.01, show_default=True,
-              help="Monthly discount rate of the CLV.")
+              help="Monthly discount rate of the CLV (compounded per day or week with --horizon-unit).")
 @click.option("--period", type=click.Choice(["day", "week", "month"]), default="day", show_default=True,
               help="Purchases in one period count once.")
 @click.option("--unit", type=click.Choice(["day", "week", "month"]), default=None,
@@ -27,27 +34,41 @@ from .options import (check_state_timezone, column_options, order_sources, read_
               help="L2 penalty on the parameters (lifetimes' penalizer_coef).")
 @click.option("--spend/--no-spend", default=True, show_default=True,
               help="Fit Gamma-Gamma on spend and output expected spend and CLV.")
-@click.option("--save-model", type=click.Path(dir_okay=False), default=None, help="Save the fitted purchase model (JSON).")
-@click.option("--save-spend-model", type=click.Path(dir_okay=False), default=None, help="Save the Gamma-Gamma model (JSON).")
-@click.option("--load-model", type=click.Path(dir_okay=False), default=None,
+@click.option("--model-out", type=click.Path(dir_okay=False), default=None,
+              help="Save the fitted purchase model (JSON).")
+@click.option("--spend-model-out", type=click.Path(dir_okay=False), default=None,
+              help="Save the Gamma-Gamma model (JSON).")
+@click.option("--model-in", type=click.Path(dir_okay=False), default=None,
               help="Predict with this saved purchase model instead of fitting one.")
-@click.option("--load-spend-model", type=click.Path(dir_okay=False), default=None,
+@click.option("--spend-model-in", type=click.Path(dir_okay=False), default=None,
               help="Predict spend with this saved Gamma-Gamma model instead of fitting one.")
+@renamed_option("--save-model", "--model-out", "model_out", type=click.Path(dir_okay=False))
+@renamed_option("--save-spend-model", "--spend-model-out", "spend_model_out", type=click.Path(dir_okay=False))
+@renamed_option("--load-model", "--model-in", "model_in", type=click.Path(dir_okay=False))
+@renamed_option("--load-spend-model", "--spend-model-in", "spend_model_in", type=click.Path(dir_okay=False))
 @click.option("--calibration-out", type=click.Path(dir_okay=False), default=None,
               help="With --holdout-start: write the predicted-vs-actual table (.csv, .parquet, ...).")
 @column_options
 @stream_options
-def clv(sources, output, model_name, holdout_start, horizon, discount, period, unit, penalizer, spend,
-        save_model, save_spend_model, load_model, load_spend_model, calibration_out, customer, time_col, amount,
+def clv(sources, output, model_name, holdout_start, horizon, horizon_unit, discount, period, unit, penalizer, spend,
+        model_out, spend_model_out, model_in, spend_model_in, calibration_out, customer, time_col, amount,
         order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
     """Customer lifetime value: fit BG/NBD (or Pareto/NBD) and Gamma-Gamma on order histories.
 
-    Streams SOURCES into a BTYD summary (frequency, recency, T, monetary value per
-    customer), fits the models by maximum likelihood, prints the parameters with standard
-    errors, and writes per customer: probability_alive, expected_purchases (over
-    --horizon months), expected_spend and clv.  With --holdout-start the models are fitted
-    on the calibration period and a predicted-vs-actual table by calibration frequency is
-    printed.  --state-in/--state-out hold a BTYD state (purchase periods per customer).
+    \b
+    Examples:
+      rfmx clv orders.parquet --unit week -o clv.parquet --model-out bgnbd.json
+      rfmx clv new.parquet --unit week --model-in bgnbd.json --horizon 26 --horizon-unit week -o clv.csv
+      rfmx clv orders.parquet --holdout-start 2025-07-01 --calibration-out check.csv
+
+    Streams SOURCES (files, globs, a database with --query/--table, or - for standard
+    input) into a BTYD summary (frequency, recency, T, monetary value per customer), fits
+    the models by maximum likelihood, prints the parameters with standard errors on
+    stderr, and writes per customer: probability_alive, expected_purchases (over --horizon
+    --horizon-unit periods), expected_spend and clv.  With --holdout-start the models are
+    fitted on the calibration period and a predicted-vs-actual table by calibration
+    frequency is printed.  --state-in/--state-out hold a BTYD state (purchase periods per
+    customer).
     """
     from .main import run_guarded
 
@@ -59,11 +80,11 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
     def run():
         from rfmx.outputs import CommandFiles
 
-        files = (CommandFiles().read("SOURCES", *sources).read("--load-model", load_model)
-                 .read("--load-spend-model", load_spend_model)
+        files = (CommandFiles().read("SOURCES", *sources).read("--model-in", model_in)
+                 .read("--spend-model-in", spend_model_in)
                  .state("--state-in", state_in, "--state-out", state_out)
                  .write("-o", output, table=True).write("--calibration-out", calibration_out, table=True)
-                 .write("--save-model", save_model).write("--save-spend-model", save_spend_model))
+                 .write("--model-out", model_out).write("--spend-model-out", spend_model_out))
         with files:  # checks every output before anything is read; commits them together at the end
             fit_and_predict(files)
 
@@ -75,8 +96,8 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
 
         cls = BGNBD if model_name == "bgnbd" else ParetoNBD
         # a damaged model file fails before any input is read
-        loaded = cls.load(load_model) if load_model else None
-        loaded_spend = GammaGamma.load(load_spend_model) if spend and load_spend_model else None
+        loaded = cls.load(model_in) if model_in else None
+        loaded_spend = GammaGamma.load(spend_model_in) if spend and spend_model_in else None
         state = build_btyd_state(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
                                  amount_scale, on_null, delimiter, state_in, progress, period=period)
         if state_out:
@@ -90,7 +111,7 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
 
         with kernel_threads(threads):  # --threads holds for the fits and predictions too
             summary_unit = summary.schema.metadata[b"rfmx.btyd.unit"].decode()
-            if load_model:
+            if model_in:
                 model = loaded
                 if model.time_unit_ not in (None, summary_unit):
                     raise click.UsageError(f"the saved model measures time in {model.time_unit_}s but the summary in "
@@ -98,23 +119,24 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                 model.time_unit_ = summary_unit
             else:
                 model = cls(penalizer=penalizer).fit(summary)
-            click.echo(model.summary())
-            if save_model:
-                files.save("--save-model", model)
+            # the fitted parameters are diagnostics, on stderr as in `rfmx score --clv`
+            click.echo(model.summary(), err=True)
+            if model_out:
+                files.save("--model-out", model)
             spend_model = None
             if spend:
-                if load_spend_model:
+                if spend_model_in:
                     spend_model = loaded_spend
                 else:
                     spend_model = GammaGamma(penalizer=penalizer).fit(summary)
                     report_zero_spend(spend_model)
-                click.echo(spend_model.summary())
+                click.echo(spend_model.summary(), err=True)
                 ind = getattr(spend_model, "independence_", None)
                 if ind:
                     click.echo(f"  frequency-spend correlation (Gamma-Gamma assumes ~0): r = {ind['pearson_r']:.3f} "
-                               f"over {ind['n']:,} repeat buyers (p = {ind['p_value']:.3g})")
-                if save_spend_model:
-                    files.save("--save-spend-model", spend_model)
+                               f"over {ind['n']:,} repeat buyers (p = {ind['p_value']:.3g})", err=True)
+                if spend_model_out:
+                    files.save("--spend-model-out", spend_model)
             if holdout_start:
                 check = calibration_holdout_table(model, summary)
                 click.echo("calibration vs holdout: mean repeat purchases in the holdout by calibration frequency")
@@ -124,7 +146,8 @@ def clv(sources, output, model_name, holdout_start, horizon, discount, period, u
                 if calibration_out:
                     files.write_table("--calibration-out", check)
             if output:
-                table = add_clv_columns(summary, model, spend_model, horizon=horizon, discount=discount)
+                table = add_clv_columns(summary, model, spend_model, horizon=horizon, discount=discount,
+                                        horizon_unit=horizon_unit)
                 files.write_table("-o", table)
                 click.echo(f"rfmx clv: wrote {table.num_rows:,} customers to {output}", err=True)
 
@@ -169,7 +192,7 @@ def clv_score_step(options: dict):
         click.echo(model.summary() + "\n" + spend.summary(), err=True)
         report_zero_spend(spend)
         return add_clv_columns(table, model, spend, summary=summary, horizon=options["clv_horizon"],
-                               discount=options["clv_discount"])
+                               discount=options["clv_discount"], horizon_unit=options["clv_horizon_unit"])
     return step
 
 

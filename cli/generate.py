@@ -22,6 +22,12 @@ from .options import show_progress
 def generate(out, rows, customers, seed, start, days, string_ids, refund_rate, lines_per_order, decimal_amounts, files, progress):
     """Write a realistic synthetic order history to OUT (.parquet, .csv, .arrow).
 
+    \b
+    Examples:
+      rfmx generate orders.parquet --rows 10000000
+      rfmx generate orders.csv --rows 50000 --string-ids --seed 7
+      rfmx generate orders/ --rows 100000000 --files 16
+
     Power-law orders per customer, lognormal amounts, multi-line orders, refunds;
     deterministic by --seed.  Columns: customer_id, order_id, order_time, amount.
     """

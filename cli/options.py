@@ -20,6 +20,24 @@ def column_options(f):
     return wrapper
 
 
+#: commands whose result is about segments over time: --segments none leaves them nothing to do
+SEGMENTS_REQUIRED = frozenset({"timeline", "alerts"})
+
+
+def _check_segments(ctx, param, value):
+    if value == "none" and ctx.command.name in SEGMENTS_REQUIRED:
+        raise click.BadParameter(f"none: rfmx {ctx.command.name} follows customers' segments; give rfm-grid, "
+                                 f"pymc-quartiles or a FILE.toml")
+    return value
+
+
+def segments_option(f):
+    """--segments, the same values for every command: a built-in map, a TOML file, or none."""
+    return click.option("--segments", default="rfm-grid", show_default=True, callback=_check_segments,
+                        help="Segment map: rfm-grid, pymc-quartiles, a FILE.toml of rules, or none (no segment "
+                             "column; not for timeline and alerts).")(f)
+
+
 def score_options(f):
     """--bins/--ties/--monetary/--cuts/--segments/--weights/--tiers: how customers are scored
     (``rfmx score`` and ``rfmx timeline``)."""
@@ -33,8 +51,7 @@ def score_options(f):
     @click.option("--cuts", multiple=True, metavar="DIM=V1,V2,...",
                   help="Fixed cut points instead of quantiles for recency, frequency or monetary, BINS-1 "
                        "ascending values, e.g. recency=30,90,180,365 (repeat for several dimensions).")
-    @click.option("--segments", default="rfm-grid", show_default=True,
-                  help="Segment map: rfm-grid, pymc-quartiles or a FILE.toml of rules.")
+    @segments_option
     @click.option("--weights", default=None,
                   help="Value-score weights, e.g. monetary=40,frequency=25,recency=20,tenure_days=15, or a "
                        "FILE.toml with a [weights] table [default: equal weights on R, F, M scores].")
@@ -225,6 +242,18 @@ def read_options() -> dict:
     ctx = click.get_current_context(silent=True)
     found = ctx.meta.get("rfmx.read") if ctx is not None else None
     return dict(found) if found else {"customer_type": "auto", "round": None, "timezone": None}
+
+
+def files_only_output(command: click.Command) -> click.Command:
+    """For a command whose -o is a file of its own kind (not in :data:`TABLE_OUTPUT_COMMANDS`):
+    hide --if-exists and --format, which only -o to a database or ``-`` uses, and say that
+    --table names a database SOURCE's table.  Hidden options are not config keys either."""
+    for param in command.params:
+        if param.name in ("if_exists", "stream_format"):
+            param.hidden = True
+        elif param.name == "table":
+            param.help = "A database SOURCE's table of orders (instead of --query)."
+    return command
 
 
 def show_progress(flag):

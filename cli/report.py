@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, score_options, stream_options
+from .options import build_state_from_options, column_options, files_only_output, report_state, score_options, \
+    stream_options
 
 # (option name, build_report keyword, what it takes)
 TABLE_OPTIONS = (
@@ -27,6 +28,7 @@ def table_options(f):
     return f
 
 
+@files_only_output
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -53,7 +55,8 @@ def report(sources, output, figures_dir, title, scores, timeline, migration, coh
           --clusters clusters.parquet --k-table k.csv --clv clv.parquet --calibration check.csv -o report.html
       rfmx report --scores scores.parquet --figures figures/   # SVG and PNG files for slides
 
-    A table without the columns of one figure gives the report without it and a note; a
+    SOURCES are order files, globs, a database (with --query or --table) or - for
+    standard input.  A table without the columns of one figure gives the report without it and a note; a
     file that is not the rfmx table it is given as is an error.  Needs the report extra:
     pip install 'rfmx[report]'.
     """

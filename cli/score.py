@@ -25,16 +25,20 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
                              parse_tiers, parse_weights, score_table)
     from rfmx.segments import SegmentMap
 
-    smap = SegmentMap.resolve(options["segments"])
-    bins = options["bins"] if options["bins"] is not None else (smap.bins or DEFAULT_BINS)
+    # --segments none: scores, value score and tier without a segment column
+    smap = SegmentMap.resolve(options["segments"]) if options["segments"] != "none" else None
+    bins = options["bins"] if options["bins"] is not None else ((smap and smap.bins) or DEFAULT_BINS)
     q = check_bins(bins)
-    smap.check_bins(q)
-    if not options.get("clv"):  # CLV adds columns that rules may name: checked on the table then
-        smap.check_fields(AGGREGATE_FIELDS)
-    weights = parse_weights(options["weights"]) if options["weights"] is not None else smap.weights
+    if smap is not None:
+        smap.check_bins(q)
+        if not options.get("clv"):  # CLV adds columns that rules may name: checked on the table then
+            smap.check_fields(AGGREGATE_FIELDS)
+    weights = (parse_weights(options["weights"]) if options["weights"] is not None
+               else smap.weights if smap is not None else None)
     if weights is not None and not options.get("clv"):
         check_feature_names(parse_weights(weights), AGGREGATE_FIELDS)
-    tiers = parse_tiers(options["tiers"]) if options["tiers"] is not None else smap.tiers
+    tiers = (parse_tiers(options["tiers"]) if options["tiers"] is not None
+             else smap.tiers if smap is not None else None)
     cuts = parse_cuts(list(options["cuts"]), q)
 
     steps = [("score", functools.partial(score_table, bins=q, ties=options["ties"], monetary=options["monetary"],
@@ -63,27 +67,39 @@ def run_steps(table, steps):
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Per-customer aggregates + scores + segments: .parquet, .csv or .arrow/.feather.")
+              help="Per-customer aggregates + scores + segments: .parquet, .csv, .arrow/.feather, a database "
+                   "(with --table) or - (standard output).")
 @score_options
 @click.option("--clv", type=click.Choice(["bgnbd", "pareto"]), default=None,
               help="Add probability_alive, expected_purchases, expected_spend and clv from this BTYD model "
                    "+ Gamma-Gamma (see rfmx clv); --state-in/--state-out then hold a BTYD state.")
-@click.option("--clv-horizon", type=click.IntRange(min=1), default=12, show_default=True, help="CLV horizon in months.")
+@click.option("--clv-horizon", type=click.IntRange(min=1), default=12, show_default=True,
+              help="CLV horizon in --clv-horizon-unit periods (12 months by default).")
+@click.option("--clv-horizon-unit", type=click.Choice(("day", "week", "month")), default="month", show_default=True,
+              help="The unit of --clv-horizon (as rfmx clv --horizon-unit).")
 @click.option("--clv-discount", type=click.FloatRange(min=-1, min_open=True), default=0.01, show_default=True,
               help="Monthly discount rate of the CLV.")
 @click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="K",
               help="Add a 'cluster' column: k-means with K clusters on log R, F, M (see rfmx cluster).")
 @column_options
 @stream_options
-def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_discount,
-          clusters, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter,
+def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
+          clv_discount, clusters, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter,
           state_in, state_out, progress):
-    """Scores, RFM codes, segments and value tiers of order histories (files, directories, globs).
+    """Scores, RFM codes, segments and value tiers of order histories.
 
-    Streams SOURCES once into the per-customer state (or starts from --state-in, so a
-    saved state is re-scored without rescanning), finalizes it, adds exact quantile R, F,
-    M scores, the RFM code, the value score and tier, the segment and the ABC class,
-    writes the table to -o and prints the segment summary.
+    \b
+    Examples:
+      rfmx score orders/*.parquet -o scores.parquet
+      rfmx score orders.parquet --segments pymc-quartiles --bins 4 --clv bgnbd --clusters 6 -o scores.csv
+      rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
+
+    SOURCES are files, directories, globs, a database (with --query or --table) or - for
+    standard input.  Streams SOURCES once into the per-customer state (or starts from
+    --state-in, so a saved state is re-scored without rescanning), finalizes it, adds exact
+    quantile R, F, M scores, the RFM code, the value score and tier, the segment (none
+    with --segments none) and the ABC class, writes the table to -o and prints the
+    segment summary.
     """
     from .main import run_guarded
     from .summary import coverage_lines, segment_lines
@@ -91,7 +107,8 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
     if not sources and not state_in:
         raise click.UsageError("give at least one SOURCE or --state-in")
     options = dict(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
-                   tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_discount=clv_discount, as_of=as_of,
+                   tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_horizon_unit=clv_horizon_unit,
+                   clv_discount=clv_discount, as_of=as_of,
                    clusters=clusters, threads=threads)
 
     def run():
@@ -130,6 +147,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
                    + (f" -> {output}" if output else ""), err=True)
         for line in coverage_lines(info["segments"]):
             click.echo(f"rfmx: {line}", err=True)
-        click.echo("\n".join(segment_lines(segment_summary(table))))
+        if "segment" in table.column_names:
+            click.echo("\n".join(segment_lines(segment_summary(table))))
 
     run_guarded(run)

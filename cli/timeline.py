@@ -14,7 +14,8 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 @click.argument("sources", nargs=-1, type=click.Path())
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="Scored snapshots as one long table (as_of, customer, aggregates, scores, segment, tier), "
-                   "written snapshot by snapshot: .parquet (a row group per snapshot), .csv or .arrow.")
+                   "written snapshot by snapshot: .parquet (a row group per snapshot), .csv, .arrow, a database "
+                   "(with --table) or - (standard output, --format).")
 @click.option("--every", type=click.Choice(PERIODS), default="month", show_default=True,
               help="One snapshot per period boundary; also the state's bucket size.")
 @click.option("--week-start", type=click.Choice(WEEKDAYS), default="monday", show_default=True,

@@ -166,7 +166,7 @@ def ipc_file(table: pa.Table, damage: str):
 
 
 def model(kind: str, edit: Callable[[dict], object]):
-    """A real saved model (``cluster --model-out`` or ``clv --save-model``) edited by ``edit``;
+    """A real saved model (``cluster --model-out`` or ``clv --model-out``) edited by ``edit``;
     NaN written as Python's json writes it (a ``NaN`` literal)."""
     def build(path, ctx):
         doc = json.loads(Path(ctx.saved[kind]).read_text(encoding="utf-8"))
@@ -281,10 +281,13 @@ ROWS = [
         {"a.parquet": orders([1], [5]), "m.json": model("clusters", lambda doc: None)},
         ["a.parquet", "--model-in", "m.json", "--model-out", "m.json"],
         r"--model-out m\.json would overwrite the input --model-in m\.json", commands=("cluster",)),
-    Row("output: --save-model is the --load-model model",
+    Row("output: clv --model-out is the --model-in model",
         {"a.parquet": orders([1], [5]), "m.json": model("bgnbd", lambda doc: None)},
-        ["a.parquet", "--load-model", "m.json", "--save-model", "m.json"],
-        r"--save-model m\.json would overwrite the input --load-model m\.json", commands=("clv",)),
+        ["a.parquet", "--model-in", "m.json", "--model-out", "m.json"],
+        r"--model-out m\.json would overwrite the input --model-in m\.json", commands=("clv",)),
+    Row("options: a former option name beside its new name",
+        {"a.parquet": orders([1], [5])}, ["a.parquet", "--save-model", "a.json", "--model-out", "b.json"],
+        r"--save-model is the former name of --model-out: give --model-out only", commands=("clv",), exit_code=2),
     Row("output: -o and --state-out the same file",
         {"a.parquet": orders([1], [5])}, ["a.parquet", "-o", "same.arrow", "--state-out", "./same.arrow"],
         r"(-o|--state-out) (\./)?same\.arrow and (-o|--state-out) (\./)?same\.arrow are the same file"),
@@ -444,7 +447,7 @@ ROWS = [
         r"m\.json: n_clusters is 5 but the model has 2 cluster centres", commands=("cluster",)),
     Row("damaged: BG/NBD model without a parameter",
         {"a.parquet": orders([1, 2, 3], [5, 6, 7]), "m.json": model("bgnbd", setitem("params.b", DROP))},
-        ["a.parquet", "--load-model", "m.json", "-o", "r.parquet"],
+        ["a.parquet", "--model-in", "m.json", "-o", "r.parquet"],
         r"m\.json: missing BG/NBD parameter 'b'", commands=("clv",)),
 
     # --- 9. options out of range -----------------------------------------------------------------------
@@ -472,6 +475,47 @@ ROWS = [
     Row("options: --clv-discount -2",
         {"h.parquet": history()}, ["h.parquet", "--clv", "bgnbd", "--clv-discount", "-2", "-o", "r.parquet"],
         usage_error("--clv-discount", r"-2.0 is not in the range x>-1"), commands=("score",), exit_code=2),
+    Row("options: --segments none where segments are the point",
+        {"a.parquet": orders([1], [5])}, ["a.parquet", "--segments", "none", "-o", "r.parquet"],
+        usage_error("--segments", r"none: rfmx timeline follows customers' segments"), commands=("timeline",),
+        exit_code=2),
+    Row("options: --horizon-unit year",
+        {"a.parquet": orders([1], [5])}, ["a.parquet", "--horizon-unit", "year", "-o", "r.parquet"],
+        usage_error("--horizon-unit", r"'year' is not one of 'day', 'week', 'month'"), commands=("clv",),
+        exit_code=2),
+
+    # --- 10. the project config (rfmx.toml in the working directory) ------------------------------------
+    Row("config: an unknown key",
+        {"a.parquet": orders([1], [5]), "rfmx.toml": 'customer = "customer_id"\ncustomr = "user_id"\n'},
+        ["a.parquet", "-o", "r.parquet"],
+        r"^Error: rfmx\.toml:2: unknown key 'customr' at the top level: no rfmx command has an option --customr$",
+        exit_code=2),
+    Row("config: a key of another command",
+        {"a.parquet": orders([1], [5]), "rfmx.toml": "[aggregate]\nbins = 4\n"},
+        ["a.parquet", "-o", "r.parquet"],
+        r"rfmx\.toml:2: unknown key 'bins' in \[aggregate\]: rfmx aggregate has no option --bins",
+        commands=("aggregate",), exit_code=2),
+    Row("config: a wrong type",
+        {"a.parquet": orders([1], [5]), "rfmx.toml": 'amount-scale = "2"\n'},
+        ["a.parquet", "-o", "r.parquet"], r"rfmx\.toml:1: amount-scale = \"2\": expected an integer", exit_code=2),
+    Row("config: a value out of range",
+        {"a.parquet": orders([1], [5]), "rfmx.toml": "[clv]\nhorizon = 0\n"},
+        ["a.parquet", "-o", "r.parquet"], r"rfmx\.toml:2: horizon = 0: 0 is not in the range x>=1",
+        commands=("clv",), exit_code=2),
+    Row("config: a table that is no rfmx command",
+        {"a.parquet": orders([1], [5]), "rfmx.toml": "[scores]\nbins = 4\n"},
+        ["a.parquet", "-o", "r.parquet"], r"rfmx\.toml:1: unknown section \[scores\]: not an rfmx command",
+        exit_code=2),
+    Row("config: not TOML",
+        {"a.parquet": orders([1], [5]), "rfmx.toml": "customer = \n"},
+        ["a.parquet", "-o", "r.parquet"], r"rfmx\.toml: malformed TOML", exit_code=2),
+    Row("config: --config FILE that does not exist",
+        {"a.parquet": orders([1], [5])}, ["a.parquet", "--config", "team.toml", "-o", "r.parquet"],
+        r"team\.toml: config file not found", exit_code=2),
+    Row("config: the column mapping from rfmx.toml (works)",
+        {"a.parquet": orders([1, 1, 2], [5, 6, 7]).rename_columns(["user", "created", "total"]),
+         "rfmx.toml": 'customer = "user"\ntime = "created"\namount = "total"\n'},
+        ["a.parquet", "-o", "r.parquet"], None, commands=RFM, totals={1: 1100, 2: 700}),
     Row("options: --since with a --state-in state",
         {"s.arrow": state()}, ["--state-in", "s.arrow", "--since", "2024-01-01", "-o", "r.parquet"],
         r"--since cannot change the window of a saved state", exit_code=2),
@@ -499,7 +543,7 @@ def saved(tmp_path_factory):
     history = files["history"]
     for args in (["generate", history, "--rows", "600", "--customers", "40", "--seed", "3", "--no-progress"],
                  ["aggregate", history, "--state-out", files["rfm"]],
-                 ["clv", history, "--state-out", files["btyd"], "--save-model", files["bgnbd"], "--no-spend"],
+                 ["clv", history, "--state-out", files["btyd"], "--model-out", files["bgnbd"], "--no-spend"],
                  ["cluster", history, "-k", "2", "--model-out", files["clusters"], "--segments", "none"]):
         result = run_cli(*args)
         assert result.exit_code == 0, (args, result.stderr, result.exception)

@@ -485,3 +485,63 @@ def test_decimal_amounts_from_parquet_are_exact(bad_dir):
     got = result_rows(pq.read_table(bad_dir / "r.parquet"))
     assert got[1]["monetary_minor"] == 0 and got[1]["n_refunds"] == 1
     assert got[2]["monetary_minor"] == 1234567890199
+
+
+# --- one CLI: examples, names, --segments, summary --top ------------------------------------------
+
+COMMANDS = ("generate", "aggregate", "demo", "score", "summary", "cluster", "clv", "timeline", "alerts", "report",
+            "config")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_help_ends_with_examples(command):
+    text = ok(rfmx_cli(command, "--help")).output
+    examples = text[text.index("Examples:"):].splitlines()[1:]
+    assert sum(line.strip().startswith("rfmx ") for line in examples) >= 2, text
+
+
+def test_report_help_shows_only_the_options_that_apply():
+    text = ok(rfmx_cli("report", "--help")).output
+    assert "--if-exists" not in text and "--format" not in text
+    assert "A database SOURCE's table of orders" in text
+    assert "--if-exists" in ok(rfmx_cli("score", "--help")).output
+
+
+def test_segments_none_is_one_value_everywhere(orders, tmp_path):
+    out = tmp_path / "s.parquet"
+    ok(rfmx_cli("score", orders, "--segments", "none", "-o", out))
+    scored = pq.read_table(out)
+    assert "segment" not in scored.column_names and "value_tier" in scored.column_names
+    with_map = pq.read_table(ok(rfmx_cli("score", orders, "-o", tmp_path / "m.parquet")) and tmp_path / "m.parquet")
+    assert scored.column("r_score").equals(with_map.column("r_score"))
+    ok(rfmx_cli("cluster", orders, "-k", 3, "--segments", "none", "-o", tmp_path / "c.parquet"))
+    for command in ("timeline", "alerts"):
+        r = rfmx_cli(command, orders, "--segments", "none", "-o", tmp_path / "t.parquet")
+        assert r.exit_code == 2 and "follows customers' segments" in r.stderr
+
+
+def test_summary_top_lists_the_most_valuable_customers(orders, tmp_path):
+    scores = tmp_path / "s.parquet"
+    ok(rfmx_cli("score", orders, "-o", scores))
+    table = pq.read_table(scores)
+    r = ok(rfmx_cli("summary", scores, "--top", 5))
+    lines = r.stdout.splitlines()
+    at = lines.index("Top 5 customers by net money")
+    assert lines[at + 1].split() == ["customer", "segment", "tier", "money", "orders", "recency", "d"]
+    best = table.sort_by([("monetary_minor", "descending")]).slice(0, 5)
+    assert [line.split()[0] for line in lines[at + 2:at + 7]] == [str(c) for c in best.column("customer_id").to_pylist()]
+    got = pcsv.read_csv(pa.py_buffer(ok(rfmx_cli("summary", scores, "--top", 3, "--format", "csv")).stdout.encode()))
+    assert got.column_names == ["customer_id", "segment", "value_tier", "monetary_total", "n_orders", "recency_days"]
+    assert got.column("monetary_total").to_pylist() == best.column("monetary_total").to_pylist()[:3]
+    doc = json.loads(ok(rfmx_cli("summary", scores, "--top", 2, "--format", "json")).stdout)
+    assert [r["customer_id"] for r in doc["top_customers"]] == best.column("customer_id").to_pylist()[:2]
+
+
+def test_summary_section_and_its_former_name(orders, tmp_path):
+    scores = tmp_path / "s.parquet"
+    ok(rfmx_cli("score", orders, "-o", scores))
+    new = ok(rfmx_cli("summary", scores, "--section", "abc", "--format", "csv"))
+    old = ok(rfmx_cli("summary", scores, "--table", "abc", "--format", "csv"))
+    assert new.stdout == old.stdout
+    assert old.stderr.strip() == "rfmx: --table is deprecated; use --section"
+    assert "--table" not in ok(rfmx_cli("summary", "--help")).output

@@ -25,11 +25,12 @@ def test_clv_holdout_run(runner, tmp_path):
     out, cal, model = tmp_path / "clv.parquet", tmp_path / "cal.csv", tmp_path / "bg.json"
     res = runner.invoke(main, ["clv", *ARGS, "--model", "bgnbd", "--holdout-start", "1997-10-01", "--unit", "week",
                                "--horizon", "12", "--discount", "0.01", "-o", str(out), "--calibration-out", str(cal),
-                               "--save-model", str(model)])
+                               "--model-out", str(model)])
     assert res.exit_code == 0, res.output
-    assert "alpha = 4.4136" in res.output and "log-likelihood -9582.43" in res.output and "(se 0.378" in res.output
-    assert "p = 6.2" in res.output and "frequency-spend correlation" in res.output
-    assert "7+" in res.output
+    # fitted parameters are diagnostics: on stderr, as with rfmx score --clv; the check table on stdout
+    assert "alpha = 4.4136" in res.stderr and "log-likelihood -9582.43" in res.stderr and "(se 0.378" in res.stderr
+    assert "p = 6.2" in res.stderr and "frequency-spend correlation" in res.stderr
+    assert "alpha" not in res.stdout and "7+" in res.stdout
     t = pq.read_table(out)
     assert t.num_rows == 2357
     for c in ("frequency_cal", "frequency_holdout", "probability_alive", "expected_purchases", "expected_spend", "clv"):
@@ -42,13 +43,13 @@ def test_clv_holdout_run(runner, tmp_path):
 
     # predict with the saved model: same numbers, no refit
     out2 = tmp_path / "clv2.parquet"
-    res = runner.invoke(main, ["clv", *ARGS, "--holdout-start", "1997-10-01", "--unit", "week", "--load-model",
+    res = runner.invoke(main, ["clv", *ARGS, "--holdout-start", "1997-10-01", "--unit", "week", "--model-in",
                                str(model), "--no-spend", "-o", str(out2)])
     assert res.exit_code == 0, res.output
     t2 = pq.read_table(out2)
     np.testing.assert_array_equal(t2.column("probability_alive").to_numpy(), t.column("probability_alive").to_numpy())
     assert "clv" not in t2.column_names
-    res = runner.invoke(main, ["clv", *ARGS, "--load-model", str(model), "-o", str(out2)])
+    res = runner.invoke(main, ["clv", *ARGS, "--model-in", str(model), "-o", str(out2)])
     assert res.exit_code != 0 and "pass --unit week" in res.output
 
 
@@ -133,7 +134,7 @@ def test_clv_is_identical_whatever_the_order_of_the_input_files(runner, tmp_path
         order = rng.permutation(4)
         out, model, spend = (tmp_path / f"{trial}-{name}" for name in ("clv.parquet", "bg.json", "gg.json"))
         res = runner.invoke(main, ["clv", *[str(files[i]) for i in order], "--time", "date", "--as-of", "1998-07-01",
-                                   "-o", str(out), "--save-model", str(model), "--save-spend-model", str(spend)])
+                                   "-o", str(out), "--model-out", str(model), "--spend-model-out", str(spend)])
         assert res.exit_code == 0, res.output
         fitted = [{k: v for k, v in json.loads(p.read_text()).items() if k != "optimizer"} for p in (model, spend)]
         results.append((fitted, pq.read_table(out).sort_by("customer_id")))
@@ -144,14 +145,14 @@ def test_clv_is_identical_whatever_the_order_of_the_input_files(runner, tmp_path
 
 
 @pytest.mark.parametrize("option, content, message", [
-    ("--load-model", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
+    ("--model-in", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
                      '"params": {"r": 0.24, "alpha": NaN, "a": 0.79, "b": 2.4}}', "BG/NBD parameter 'alpha' is nan"),
-    ("--load-model", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
+    ("--model-in", '{"format": "rfmx-clv-model", "version": 1, "model": "bgnbd", '
                      '"params": {"r": 0.24, "alpha": 4.4, "a": -0.79, "b": 2.4}}', "parameter 'a' must be positive"),
-    ("--load-model", "not json", "not an rfmx CLV model file"),
-    ("--load-spend-model", '{"format": "rfmx-clv-model", "version": 1, "model": "gamma_gamma", '
+    ("--model-in", "not json", "not an rfmx CLV model file"),
+    ("--spend-model-in", '{"format": "rfmx-clv-model", "version": 1, "model": "gamma_gamma", '
                            '"params": {"p": 6.2, "q": 3.7}}', "missing Gamma-Gamma parameter 'v'"),
-    ("--load-spend-model", '{"format": "rfmx-clv-model", "version": 1, "model": "gammagamma", '
+    ("--spend-model-in", '{"format": "rfmx-clv-model", "version": 1, "model": "gammagamma", '
                            '"params": {"p": 6.2, "q": 3.7, "v": 15}}', "unknown model 'gammagamma'"),
 ])
 def test_clv_with_a_damaged_model_file_writes_nothing(tmp_path, option, content, message):
@@ -163,3 +164,43 @@ def test_clv_with_a_damaged_model_file_writes_nothing(tmp_path, option, content,
     out.mkdir()
     fails_cleanly(["clv", *ARGS, option, model, "-o", out / "clv.parquet", "--state-out", out / "s.arrow"],
                   rf"model\.json: .*{message}", out)
+
+
+def test_former_model_option_names_still_work_with_a_note(runner, tmp_path):
+    new, old = tmp_path / "new", tmp_path / "old"
+    for folder, names in ((new, ("--model-out", "--spend-model-out")), (old, ("--save-model", "--save-spend-model"))):
+        folder.mkdir()
+        res = runner.invoke(main, ["clv", *ARGS, "--unit", "week", "-o", str(folder / "clv.parquet"), names[0],
+                                   str(folder / "bg.json"), names[1], str(folder / "gg.json")])
+        assert res.exit_code == 0, res.output
+    assert "rfmx: --save-model is deprecated; use --model-out" in res.stderr
+    assert "rfmx: --save-spend-model is deprecated; use --spend-model-out" in res.stderr
+    assert pq.read_table(new / "clv.parquet").equals(pq.read_table(old / "clv.parquet"))
+    res = runner.invoke(main, ["clv", *ARGS, "--unit", "week", "--load-model", str(old / "bg.json"),
+                               "--load-spend-model", str(old / "gg.json"), "-o", str(old / "again.parquet")])
+    assert res.exit_code == 0, res.output
+    assert "--load-model is deprecated; use --model-in" in res.stderr
+    assert pq.read_table(old / "again.parquet").equals(pq.read_table(old / "clv.parquet"))
+    assert "--save-model" not in runner.invoke(main, ["clv", "--help"]).output  # hidden
+
+
+def test_horizon_unit(runner, tmp_path):
+    def clv_total(*args):
+        out = tmp_path / "clv.parquet"
+        res = runner.invoke(main, ["clv", *ARGS, "--unit", "week", "-o", str(out), *args])
+        assert res.exit_code == 0, res.output
+        t = pq.read_table(out)
+        return t.column("clv").to_numpy().sum(), t.column("expected_purchases").to_numpy()
+
+    months, purchases_12m = clv_total("--horizon", "12")
+    assert clv_total("--horizon", "12", "--horizon-unit", "month")[0] == months  # the default: months
+    weeks, purchases_52w = clv_total("--horizon", "52", "--horizon-unit", "week")
+    # 52 weeks is 11.97 lifetimes months: nearly the same value and purchases, discounted per week
+    assert abs(weeks / months - 1) < 0.01
+    np.testing.assert_allclose(purchases_52w, purchases_12m, rtol=0.01)
+    days, _ = clv_total("--horizon", "360", "--horizon-unit", "day")
+    assert abs(days / months - 1) < 0.01
+    # --unit does not change what --horizon counts
+    out = tmp_path / "d.parquet"
+    assert runner.invoke(main, ["clv", *ARGS, "--unit", "day", "-o", str(out)]).exit_code == 0
+    assert abs(pq.read_table(out).column("clv").to_numpy().sum() / months - 1) < 0.05

@@ -199,6 +199,10 @@ def time_index(tx, T):
     return uniq[:k].view(np.float64).copy(), ids[: len(tx)].copy(), ids[len(tx):].copy()
 
 
+#: months per step of a CLV horizon, with lifetimes' month of 30 days or 4.345 weeks
+MONTHS_PER = {"day": 1 / 30.0, "week": 1 / 4.345, "month": 1.0}
+
+
 def _units_per_month(unit: str | None, scale: float) -> float:
     """Model time units per month, with lifetimes' factors (30 days, 4.345 weeks, 1 month)."""
     from .summary import UNIT_DAYS
@@ -590,17 +594,22 @@ class _TransactionModel(_Model):
         return float(e[0]) if np.ndim(t) == 0 else e
 
     def value_weights(self, data=None, *, frequency=None, recency=None, T=None, horizon: int = 12,
-                      discount: float = 0.01, unit: str | None = None, scale: float | None = None):
-        """(probability alive, expected purchases over ``horizon`` months, discounted purchase
-        weight) per customer; CLV = expected spend x the weight (lifetimes' monthly method)."""
+                      discount: float = 0.01, unit: str | None = None, scale: float | None = None,
+                      horizon_unit: str = "month"):
+        """(probability alive, expected purchases over ``horizon`` periods of ``horizon_unit``,
+        discounted purchase weight) per customer; CLV = expected spend x the weight
+        (lifetimes' monthly method; with ``"week"`` or ``"day"`` steps the monthly
+        ``discount`` is compounded over each step's share of a month)."""
+        if horizon_unit not in MONTHS_PER:
+            raise RfmxError(f"horizon_unit must be 'day', 'week' or 'month', got {horizon_unit!r}")
         if int(horizon) != horizon or horizon < 1:
-            raise RfmxError(f"horizon must be a whole number of months >= 1, got {horizon}")
+            raise RfmxError(f"horizon must be a whole number of {horizon_unit}s >= 1, got {horizon}")
         if not (np.isfinite(discount) and discount > -1):
             raise RfmxError(f"discount must be a monthly rate > -1, got {discount}")
         factor = _units_per_month(unit or self.time_unit_, self.time_scale_ if scale is None else scale)
-        steps = np.arange(1, int(horizon) + 1, dtype=np.float64)
-        times = steps * factor
-        disc = (1.0 + discount) ** -steps
+        months = np.arange(1, int(horizon) + 1, dtype=np.float64) * MONTHS_PER[horizon_unit]
+        times = months * factor
+        disc = (1.0 + discount) ** -months
         x, tx, T_ = customers_from(data, frequency, recency, T)
         alive, expected, vw = self._run(x, tx, T_, times, disc, every=False)
         return alive, expected[:, 0], vw

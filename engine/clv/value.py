@@ -16,13 +16,16 @@ CLV_COLUMNS = ("probability_alive", "expected_purchases", "expected_spend", "clv
 
 def customer_lifetime_value(model, spend_model, data=None, *, frequency=None, recency=None, T=None,
                             monetary_value=None, horizon: int = 12, discount: float = 0.01,
-                            unit: str | None = None) -> np.ndarray:
-    """Discounted CLV over ``horizon`` months, per customer (lifetimes' method).
+                            unit: str | None = None, horizon_unit: str = "month") -> np.ndarray:
+    """Discounted CLV over ``horizon`` periods of ``horizon_unit`` (default months), per
+    customer (lifetimes' method).
 
     For each month k = 1..horizon: expected purchases in month k (from ``model``, BG/NBD or
     Pareto/NBD) x expected spend per purchase (``spend_model``, Gamma-Gamma) / (1 + discount)**k.
-    ``unit``: the model's time unit (default: from the summary it was fitted on); months are
-    30 days or 4.345 weeks, as in lifetimes.
+    With ``horizon_unit`` ``"week"`` or ``"day"`` the steps are weeks or days and the monthly
+    ``discount`` is compounded over each step's share of a month.  ``unit``: the model's time
+    unit (default: from the summary it was fitted on); months are 30 days or 4.345 weeks, as
+    in lifetimes.
     """
     if data is not None:
         x, m = _pick(data, "frequency"), _pick(data, "monetary_value")
@@ -30,15 +33,16 @@ def customer_lifetime_value(model, spend_model, data=None, *, frequency=None, re
         x, m = np.asarray(frequency, dtype=np.float64), np.asarray(monetary_value, dtype=np.float64)
     spend = spend_model.expected_spend(frequency=x, monetary_value=m)
     _, _, weight = model.value_weights(data, frequency=frequency, recency=recency, T=T, horizon=horizon,
-                                       discount=discount, unit=unit)
+                                       discount=discount, unit=unit, horizon_unit=horizon_unit)
     return spend * weight
 
 
 def add_clv_columns(table: pa.Table, model, spend_model=None, *, summary: pa.Table | None = None,
                     horizon: int = 12, discount: float = 0.01, unit: str | None = None,
-                    key: str = "customer_id") -> pa.Table:
+                    key: str = "customer_id", horizon_unit: str = "month") -> pa.Table:
     """``table`` with :data:`CLV_COLUMNS` appended: ``probability_alive``,
-    ``expected_purchases`` (over ``horizon`` months), and with ``spend_model``
+    ``expected_purchases`` (over ``horizon`` periods of ``horizon_unit``, default months),
+    and with ``spend_model``
     ``expected_spend`` and ``clv`` (discounted at the monthly ``discount`` rate).
 
     ``summary``: the BTYD summary to predict from, matched to ``table`` on ``key`` (e.g. an
@@ -46,7 +50,8 @@ def add_clv_columns(table: pa.Table, model, spend_model=None, *, summary: pa.Tab
     summary row (customers with refunds only) get nulls.
     """
     src = table if summary is None else summary
-    alive, expected, weight = model.value_weights(src, horizon=horizon, discount=discount, unit=unit)
+    alive, expected, weight = model.value_weights(src, horizon=horizon, discount=discount, unit=unit,
+                                                  horizon_unit=horizon_unit)
     cols = {"probability_alive": alive, "expected_purchases": expected}
     if spend_model is not None:
         x, m = _pick(src, "frequency"), _pick(src, "monetary_value")
