@@ -10,7 +10,7 @@ from .calendar import UTC, US_PER_DAY, check_timezone
 from .columns import ColumnMap, check_rounding
 from .errors import RfmxError
 from .progress import Progress
-from .sources import iter_batches
+from .sources import iter_batches, known_rows
 from .state import RFMState
 
 __all__ = ["aggregate", "build_state"]
@@ -68,7 +68,7 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        with Progress(progress) as bar:
+        with Progress(progress, total=known_rows(source) if progress else None) as bar:
             for where, row0, batch in batches:
                 if state.on_null == "error":
                     _raise_on_nulls(batches, where, row0, batch, state.columns)

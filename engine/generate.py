@@ -157,7 +157,7 @@ def write_orders(path, n_rows: int = 1_000_000, *, files: int = 1, progress: boo
     batches = generate_orders(n_rows, **options)
     per_file = -(-n_rows // len(targets))
     written = []
-    with Progress(progress, label="rfmx generate") as bar:
+    with Progress(progress, label="rfmx generate", total=n_rows) as bar:
         pending = None
         for target in targets:
             with atomic_path(target) as tmp:

@@ -684,6 +684,27 @@ def _object_batches(source, columns: ColumnMap, since_us, until_us, batch_size: 
         row0 += item.num_rows
 
 
+def known_rows(source) -> int | None:
+    """The rows ``source`` holds when its files say so without being read (Parquet footers),
+    for progress; None when any part is not a Parquet file or path (CSV, Arrow IPC,
+    databases, in-memory objects) or cannot be opened (reading it reports why)."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    try:
+        for item in _items(source):
+            if not isinstance(item, (str, os.PathLike)) or os.fspath(item) == "-":
+                return None
+            for path, fmt in _expand(item):
+                if fmt != "parquet":
+                    return None
+                for f in (_dir_files(path) if os.path.isdir(path) else [path]):
+                    total += pq.ParquetFile(f).metadata.num_rows
+    except (RfmxError, OSError, pa.ArrowException):
+        return None
+    return total
+
+
 def _items(source) -> list:
     """A list or tuple of sources (not of batches: those are one stream), flattened."""
     if isinstance(source, (list, tuple)) and not all(isinstance(x, (pa.RecordBatch, pa.Table)) for x in source):

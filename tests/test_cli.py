@@ -201,8 +201,36 @@ def test_aggregate_directory_glob_and_csv_sources(orders, tmp_path):
 
 def test_progress_goes_to_stderr(orders, tmp_path):
     result = ok(rfmx_cli("aggregate", orders, "-o", tmp_path / "r.parquet", "--progress"))
-    assert re.search(r"4,000 rows, [\d.]+ M rows/s", result.stderr)
+    # Parquet footers give the total: the percentage; stderr is no terminal here: plain lines
+    assert re.search(r"4,000 / 4,000 rows \(100\.0 %\), [\d.]+ M rows/s", result.stderr)
+    assert "\r" not in result.stderr
     assert "rows/s" not in result.stdout
+    csv = tmp_path / "o.csv"
+    pcsv.write_csv(pq.read_table(orders), csv)
+    result = ok(rfmx_cli("aggregate", csv, "-o", tmp_path / "r2.parquet", "--progress"))
+    assert re.search(r"rfmx: 4,000 rows, [\d.]+ M rows/s", result.stderr)  # CSV: no total without reading it
+
+
+def test_progress_lines_percentage_and_time_left():
+    import io
+
+    from rfmx.progress import Progress, format_duration
+
+    log = io.StringIO()
+    with Progress(True, total=1000, stream=log, every=0) as bar:
+        bar.advance(250, customers=10)
+        bar.advance(250)
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue() and len(lines) == 3
+    assert re.fullmatch(r"rfmx: 250 / 1,000 rows \(25\.0 %\), [\d.]+ M rows/s, 10 customers, [\d.]+ s, .* left",
+                        lines[0])
+    assert lines[1].startswith("rfmx: 500 / 1,000 rows (50.0 %)") and lines[1].endswith("left")
+    assert lines[2].startswith("rfmx: 500 / 1,000 rows (50.0 %)") and "left" not in lines[2]  # the last line
+    term = io.StringIO()
+    with Progress(True, total=None, stream=term, interactive=True) as bar:
+        bar.advance(5)
+    assert term.getvalue().startswith("\rrfmx: 5 rows, ") and term.getvalue().endswith("\n")
+    assert [format_duration(s) for s in (4.4, 75, 3723)] == ["4 s", "1:15", "1:02:03"]
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv header only", "arrow"])
