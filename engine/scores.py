@@ -130,12 +130,18 @@ def parse_weights(spec) -> dict[str, float]:
 def parse_tiers(spec) -> tuple[tuple[str, float], ...]:
     """Value tiers, best first, as ``(name, percent of customers)``; shares sum to 100.
 
-    ``"high=20,medium=30,low=50"``, a dict (insertion order is best first), or None for
-    the default (top 20 % high, next 30 % medium, the rest low).
+    ``"high=20,medium=30,low=50"``, a dict (insertion order is best first), pairs as this
+    function returns them (so parsing twice is harmless), or None for the default (top
+    20 % high, next 30 % medium, the rest low).
     """
     if spec is None:
         return DEFAULT_TIERS
-    items = spec.items() if isinstance(spec, dict) else _pairs(str(spec), "tiers")
+    if isinstance(spec, dict):
+        items = spec.items()
+    elif isinstance(spec, (tuple, list)):
+        items = spec
+    else:
+        items = _pairs(str(spec), "tiers")
     tiers = []
     for name, value in items:
         share = _number(value, f"tiers: '{name}'")

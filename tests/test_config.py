@@ -54,12 +54,14 @@ def test_a_run_from_a_config_equals_the_run_with_flags(history, folder):
     write("rfmx.toml", MAPPING + 'timezone = "Asia/Tokyo"\namount-scale = 3\n\n[score]\nbins = 4\nties = "first"\n'
                                  'segments = "pymc-quartiles"\n'
                                  'weights = {monetary = 40, frequency = 30, recency = 30}\n'
+                                 'tiers = {high = 10, medium = 30, low = 60}\ncuts = ["recency=30,90,180"]\n'
                                  f'sources = ["{history}"]\n')
     r = run_cli("score", "-o", "from_config.parquet")
     assert r.exit_code == 0, r.stderr
     typed = ["score", history, "--customer", "user_id", "--time", "created_at", "--amount", "total", "--order-id",
              "order_no", "--timezone", "Asia/Tokyo", "--amount-scale", "3", "--bins", "4", "--ties", "first",
-             "--segments", "pymc-quartiles", "--weights", "monetary=40,frequency=30,recency=30", "-o", "typed.parquet", "--config", "/dev/null"]
+             "--segments", "pymc-quartiles", "--weights", "monetary=40,frequency=30,recency=30",
+             "--tiers", "high=10,medium=30,low=60", "--cuts", "recency=30,90,180", "-o", "typed.parquet", "--config", "/dev/null"]
     r = run_cli(*typed)
     assert r.exit_code == 0, r.stderr
     assert pq.read_table("from_config.parquet").equals(pq.read_table("typed.parquet"))
