@@ -85,6 +85,7 @@ def _key_lines(text: str) -> dict[tuple[str, ...], int]:
         header = _HEADER.match(line)
         if header:
             table = tuple(part.strip().strip("\"'") for part in header.group(1).split("."))
+            lines.setdefault(("[]", *table), n)  # the table's own header line
             continue
         key = _KEY.match(line)
         if key:
@@ -119,17 +120,12 @@ class ConfigFile:
         parts = (*self.prefix, *([section] if section else []))
         line = self._lines.get((*parts, key)) if key is not None else None
         if line is None and section:
-            line = _section_line(self._lines, parts)
+            line = self._lines.get(("[]", *parts))
         return f"{self.path}:{line}" if line else self.path
 
     def table_name(self, section: str | None) -> str:
         parts = (*self.prefix, *([section] if section else []))
         return f"[{'.'.join(parts)}]" if parts else "the top level"
-
-
-def _section_line(lines: dict, parts: tuple) -> int | None:
-    found = [n for k, n in lines.items() if k[:len(parts)] == parts]
-    return min(found) - 1 if found else None
 
 
 def discover(explicit: str | None = None) -> list[ConfigFile]:

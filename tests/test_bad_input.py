@@ -515,7 +515,7 @@ ROWS = [
     Row("config: the column mapping from rfmx.toml (works)",
         {"a.parquet": orders([1, 1, 2], [5, 6, 7]).rename_columns(["user", "created", "total"]),
          "rfmx.toml": 'customer = "user"\ntime = "created"\namount = "total"\n'},
-        ["a.parquet", "-o", "r.parquet"], None, commands=RFM, totals={1: 1100, 2: 700}),
+        ["a.parquet", "-o", "r.parquet"], None, commands=("aggregate", "score"), totals={1: 1100, 2: 700}),
     Row("options: --since with a --state-in state",
         {"s.arrow": state()}, ["--state-in", "s.arrow", "--since", "2024-01-01", "-o", "r.parquet"],
         r"--since cannot change the window of a saved state", exit_code=2),

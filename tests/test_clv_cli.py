@@ -204,3 +204,13 @@ def test_horizon_unit(runner, tmp_path):
     out = tmp_path / "d.parquet"
     assert runner.invoke(main, ["clv", *ARGS, "--unit", "day", "-o", str(out)]).exit_code == 0
     assert abs(pq.read_table(out).column("clv").to_numpy().sum() / months - 1) < 0.05
+
+
+def test_score_clv_horizon_unit(runner, tmp_path):
+    totals = []
+    for args in (["--clv-horizon", "12"], ["--clv-horizon", "52", "--clv-horizon-unit", "week"]):
+        out = tmp_path / "s.parquet"
+        res = runner.invoke(main, ["score", *ARGS, "--clv", "bgnbd", "-o", str(out), *args])
+        assert res.exit_code == 0, res.output
+        totals.append(np.nansum(pq.read_table(out).column("clv").to_numpy(zero_copy_only=False)))
+    assert abs(totals[1] / totals[0] - 1) < 0.01

@@ -123,6 +123,8 @@ def test_config_show_lists_the_files_and_settings(folder):
     ("bnis = 4\n", r"rfmx\.toml:1: unknown key 'bnis' at the top level: no rfmx command has an option --bnis"),
     ("[score]\nhorizon = 4\n", r"rfmx\.toml:2: unknown key 'horizon' in \[score\]: rfmx score has no option"),
     ("[scroe]\nbins = 4\n", r"rfmx\.toml:1: unknown section \[scroe\]: not an rfmx command"),
+    ("# team settings\n\n[score]\nbins = 4\n\n[scroe]\n# nothing yet\nbins = 4\n",
+     r"rfmx\.toml:6: unknown section \[scroe\]"),
     ("[score]\nbins = \"4\"\n", r"rfmx\.toml:2: bins = \"4\": expected an integer \(rfmx score --bins\)"),
     ("amount-scale = 19\n", r"rfmx\.toml:1: amount-scale = 19: 19 is not in the range 0<=x<=18"),
     ("[score]\nties = \"last\"\n", r"rfmx\.toml:2: ties = \"last\": 'last' is not one of 'keep', 'first'"),

@@ -71,7 +71,7 @@ def no_leftovers(folder) -> None:
 
 INPUT_FILES = {"SOURCES": "orders.parquet", "SOURCE": "scores.parquet", "--state-in": "state.arrow",
                "--segments": "map.toml", "--weights": "weights.toml", "--model-in": "model.json",
-               "--load-model": "model.json", "--load-spend-model": "model.json"}
+               "--spend-model-in": "model.json"}
 
 # (command, output option, input option, other options): every output option of every command
 PAIRS = [
@@ -92,8 +92,8 @@ PAIRS = [
     ("clv", "-o", "SOURCES", []),
     ("clv", "--state-out", "SOURCES", []),
     ("clv", "--calibration-out", "SOURCES", ["--holdout-start", "2025-06-01"]),
-    ("clv", "--save-model", "--load-spend-model", []),
-    ("clv", "--save-spend-model", "--load-model", []),
+    ("clv", "--model-out", "--spend-model-in", []),
+    ("clv", "--spend-model-out", "--model-in", []),
     ("summary", "-o", "SOURCE", []),
 ]
 
@@ -168,7 +168,7 @@ def test_output_beside_a_glob_is_written(work, history):
     ("aggregate", ["-o", "{w}/r.arrow", "--state-out", "./r.arrow"]),
     ("cluster", ["-o", "{w}/r.csv", "--profiles", "{w}/hard.csv"]),
     ("cluster", ["-k", "3", "--k-range", "2..3", "--k-table", "{w}/k.csv", "--profiles", "{w}/k.csv"]),
-    ("clv", ["--save-model", "{w}/m.json", "--save-spend-model", "{w}/link.json"]),
+    ("clv", ["--model-out", "{w}/m.json", "--spend-model-out", "{w}/link.json"]),
     ("clv", ["-o", "{w}/r.csv", "--holdout-start", "2025-06-01", "--calibration-out", "{w}/r.csv"]),
 ])
 def test_two_outputs_that_are_the_same_file_are_refused(work, monkeypatch, command, args):
@@ -247,8 +247,8 @@ def test_score_whose_segment_map_fails_after_the_scan(folded, history):
 
 def test_clv_that_fails_after_the_purchase_model(folded, history):
     (folded / "spend.json").write_text('{"format": "something else"}\n')
-    fails_late(["clv", history / "new.parquet", "--state-out", folded / "btyd.arrow", "--save-model",
-                folded / "m.json", "--load-spend-model", folded / "spend.json", "-o", folded / "clv.parquet"],
+    fails_late(["clv", history / "new.parquet", "--state-out", folded / "btyd.arrow", "--model-out",
+                folded / "m.json", "--spend-model-in", folded / "spend.json", "-o", folded / "clv.parquet"],
                r"spend\.json: not an rfmx CLV model", folded)
 
 
