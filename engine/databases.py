@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from .columns import ColumnMap, check_columns
 from .errors import RfmxError
+from .locations import database_kind, url_scheme
 from .sinks import Destination
 from .sources import SourceObject
 
@@ -50,9 +51,6 @@ __all__ = ["DatabaseSource", "DatabaseTable", "database_kind", "IF_EXISTS"]
 #: What writing a table does when it already exists: refuse, replace it, or add the rows.
 IF_EXISTS = ("fail", "replace", "append")
 
-_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": "sqlite", "duckdb": "duckdb"}
-_SUFFIXES = {".duckdb": "duckdb", ".sqlite": "sqlite", ".sqlite3": "sqlite"}
-_HEADERS = ((b"SQLite format 3\0", 0, "sqlite"), (b"DUCK", 8, "duckdb"))
 _NAMES = {"postgresql": "PostgreSQL", "sqlite": "SQLite", "duckdb": "DuckDB"}
 _DRIVERS = {"postgresql": ("adbc_driver_postgresql", "adbc-driver-postgresql"),
             "sqlite": ("adbc_driver_sqlite", "adbc-driver-sqlite"),
@@ -64,36 +62,6 @@ _INGEST_MODE = {"fail": "create", "replace": "replace", "append": "create_append
 _DRIVER_BATCH = 1 << 15
 # Where an unqualified table name lives (PostgreSQL: the search path's first schema, asked).
 _DEFAULT_SCHEMA = {"duckdb": "main", "sqlite": None}
-
-
-def _scheme(text: str) -> str | None:
-    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
-    return m.group(1).lower() if m else None
-
-
-def database_kind(location) -> str | None:
-    """``"postgresql"``, ``"sqlite"`` or ``"duckdb"`` if ``location`` names a database — a
-    URI, a file with a database suffix, an existing ``.db`` file with a database header —
-    else None."""
-    if not isinstance(location, (str, os.PathLike)):
-        return None
-    text = os.fspath(location)
-    scheme = _scheme(text)
-    if scheme is not None:
-        return _SCHEMES.get(scheme)
-    suffix = Path(text).suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
-    if suffix == ".db":
-        try:
-            with open(text, "rb") as f:
-                head = f.read(16)
-        except OSError:
-            return None
-        for magic, at, kind in _HEADERS:
-            if head[at:at + len(magic)] == magic:
-                return kind
-    return None
 
 
 # --- where, and with which password -------------------------------------------------------------
@@ -140,7 +108,7 @@ def _locate(location, password_file=None) -> _Location:
     if password_file is not None:
         raise RfmxError(f"{text}: a password file is for PostgreSQL; {_NAMES[kind]} files have no password")
     path = text
-    if _scheme(text) is not None:
+    if url_scheme(text) is not None:
         rest = text.split("://", 1)[1]
         if not rest.startswith("/") or len(rest) < 2:
             raise RfmxError(f"{text}: write {kind}:///PATH (three slashes; four for an absolute path)")

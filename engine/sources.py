@@ -69,9 +69,11 @@ def _named_source(item):
         from .pipes import StdinSource
 
         return StdinSource()
-    from .databases import DatabaseSource, database_kind
+    from .locations import database_kind
 
     if database_kind(item) is not None:
+        from .databases import DatabaseSource
+
         return DatabaseSource(item)  # refuses: without a query or a table there is nothing to read
     return item
 
