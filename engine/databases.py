@@ -43,6 +43,7 @@ import pyarrow as pa
 from .columns import ColumnMap, check_columns
 from .errors import RfmxError
 from .locations import database_kind, url_scheme
+from .readahead import read_ahead
 from .sinks import Destination
 from .sources import SourceObject
 
@@ -199,51 +200,6 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
     return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
 
 
-def _read_ahead(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """The reader's batches, each read one step ahead on a thread while the caller works on
-    the one before: the driver's decoding (binary COPY, SQLite's stepping; the GIL released)
-    overlaps rfmx's conversions and kernels.  At most ``depth`` batches wait, so memory stays
-    bounded whatever the table's size; the driver's errors reach the caller."""
-    import queue
-    import threading
-
-    done = object()
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for batch in reader:
-                if not put(batch):
-                    return
-            put(done)
-        except BaseException as exc:  # the caller raises it (driver errors included)
-            put(exc)
-
-    thread = threading.Thread(target=read, name="rfmx-database-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = out.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _mapped(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
     columns = []
     for name in names:
@@ -290,7 +246,7 @@ class DatabaseSource(SourceObject):
                         return relation.to_arrow_reader(batch_size), None
                     return relation.fetch_arrow_reader(batch_size), None
             cursor = conn.cursor()
-            # Batches of at most _DRIVER_BATCH rows: the reader thread (_read_ahead) and the
+            # Batches of at most _DRIVER_BATCH rows: the reader thread (read_ahead) and the
             # kernels then overlap (one big batch would leave nothing to overlap).
             rows = min(batch_size, _DRIVER_BATCH)
             if loc.kind == "sqlite":
@@ -326,7 +282,7 @@ class DatabaseSource(SourceObject):
             names = columns.names()
             row0 = 0
             try:
-                for batch in _read_ahead(reader):
+                for batch in read_ahead(reader, name="rfmx-database-reader"):
                     if batch.num_rows:
                         yield self.label, row0, _mapped(batch, names)
                         row0 += batch.num_rows
