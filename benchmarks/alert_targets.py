@@ -75,6 +75,7 @@ def main() -> None:
     ap.add_argument("--work", default=None, help="work folder (default: a temporary one)")
     args = ap.parse_args()
     work = args.work or tempfile.mkdtemp(prefix="rfmx-alerts-")
+    os.makedirs(work, exist_ok=True)
     history, today, day_rows = split(args.orders, work)
     state = os.path.join(work, "state.arrow")
     seconds, peak, _ = rfmx("alerts", history, "--every", args.every, "--state-out", state)

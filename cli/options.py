@@ -115,7 +115,7 @@ def _output(sources, output, *, query, table, if_exists, password_file, stream_f
     """-o as a destination object when it is a database or ``-`` (else as given); usage
     errors for options that do not fit SOURCES and -o.  Notes for :func:`order_sources`
     what a database SOURCE is read with."""
-    from rfmx.databases import DatabaseTable, database_kind
+    from rfmx.locations import database_kind  # the drivers and pyarrow.dataset only when a database is named
 
     ctx = click.get_current_context()
     databases = [s for s in sources if database_kind(s) is not None]
@@ -170,6 +170,8 @@ def _output(sources, output, *, query, table, if_exists, password_file, stream_f
         # The data goes to the real standard output, kept before the command's own prints are redirected.
         return Stdout(stream_format or "csv", stream=sys.stdout.buffer)
     if output_is_database:
+        from rfmx.databases import DatabaseTable
+
         pg = database_kind(output) == "postgresql"
         return DatabaseTable(output, table, if_exists=if_exists, password_file=password_file if pg else None)
     return output
@@ -186,8 +188,7 @@ def order_sources(sources) -> list:
     """The command's SOURCES as :func:`rfmx.api.build_state` reads them: database URIs (and
     database files) as :class:`rfmx.databases.DatabaseSource` with --query/--table, ``-`` as
     standard input, paths as they are."""
-    from rfmx.databases import DatabaseSource, database_kind
-    from rfmx.pipes import StdinSource
+    from rfmx.locations import database_kind
 
     ctx = click.get_current_context(silent=True)
     found = (ctx.meta.get("rfmx.locations") if ctx is not None else None) or {}
@@ -195,8 +196,12 @@ def order_sources(sources) -> list:
     for s in sources:
         kind = database_kind(s)
         if s == "-":
+            from rfmx.pipes import StdinSource
+
             resolved.append(StdinSource())
         elif kind is not None:
+            from rfmx.databases import DatabaseSource
+
             resolved.append(DatabaseSource(s, query=found.get("query"), table=found.get("table"),
                                            password_file=found.get("password_file") if kind == "postgresql" else None))
         else:

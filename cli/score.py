@@ -114,7 +114,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
     def run():
         import time
 
-        from rfmx.concentration import segment_summary
+        from rfmx.concentration import with_segment_summary
         from rfmx.outputs import CommandFiles
         from rfmx.scores import score_info
 
@@ -139,6 +139,10 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
             # The CLV step still reads the BTYD state; otherwise the result takes its memory over.
             table = run_steps(state.finalize(as_of, consume=not clv), steps)
             elapsed = time.perf_counter() - start
+            # printed below; stored with the table, so a report over the file reads it back
+            segments_table = None
+            if "segment" in table.column_names:  # --segments none: no segments to summarize
+                table, segments_table = with_segment_summary(table)
             if output:
                 files.write_table("-o", table)
         report_state(state)
@@ -147,7 +151,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
                    + (f" -> {output}" if output else ""), err=True)
         for line in coverage_lines(info["segments"]):
             click.echo(f"rfmx: {line}", err=True)
-        if "segment" in table.column_names:
-            click.echo("\n".join(segment_lines(segment_summary(table))))
+        if segments_table is not None:
+            click.echo("\n".join(segment_lines(segments_table)))
 
     run_guarded(run)

@@ -15,8 +15,8 @@ import pyarrow as pa
 from .errors import RfmxError
 from .tables import group_codes, money_column, numeric_column, readonly, summable
 
-__all__ = ["concentration", "abc_classes", "abc_summary", "segment_summary", "summary", "top_customers", "TOP_PERCENTS",
-           "ABC_PERCENTS"]
+__all__ = ["concentration", "abc_classes", "abc_summary", "segment_summary", "with_segment_summary",
+           "stored_segment_summary", "summary", "top_customers", "TOP_PERCENTS", "ABC_PERCENTS"]
 
 TOP_PERCENTS = (1, 5, 10, 20, 50)
 ABC_PERCENTS = (80, 95)   # A: customers making the first 80 % of revenue, B: the next 15 %, C: the rest
@@ -113,6 +113,54 @@ def _grouped_stats(table: pa.Table, column: str, group: np.ndarray, n_groups: in
         else:
             medians.append((int(lower[k]) + int(upper[k])) / 2 / scale)
     return means, medians
+
+
+#: schema metadata key of a scored table's own segment summary (:func:`with_segment_summary`)
+SUMMARY_KEY = b"rfmx.segment_summary"
+
+
+def _fingerprint(table: pa.Table, by: str) -> dict:
+    """What a stored summary was computed from: rows, customers per label, money and
+    orders in total — a table edited since (rows dropped, relabelled) no longer matches."""
+    group, names = group_codes(table, by)
+    counts = np.bincount(group + 1, minlength=len(names) + 1)
+    money_col, _ = money_column(table)
+    money = numeric_column(table, money_col)
+    orders = numeric_column(table, "n_orders") if "n_orders" in table.column_names else None
+    total = lambda c: None if c is None else repr(  # noqa: E731
+        c.values[c.valid].sum() if c.valid is not None else c.values.sum())
+    return {"rows": table.num_rows, "labels": dict(zip(["(null)"] + names, counts.tolist())),
+            "money": [money_col, total(money)], "orders": total(orders)}
+
+
+def with_segment_summary(table: pa.Table, by: str = "segment") -> tuple[pa.Table, pa.Table]:
+    """``(table with its segment summary in its metadata, the summary)``: ``rfmx score``
+    prints the summary anyway, and a report over the written file then reads it instead
+    of computing it again (:func:`stored_segment_summary`)."""
+    import json
+
+    summary_table = segment_summary(table, by)
+    meta = dict(table.schema.metadata or {})
+    meta[SUMMARY_KEY] = json.dumps({"by": by, "of": _fingerprint(table, by), "rows": summary_table.to_pylist()})
+    return table.replace_schema_metadata(meta), summary_table
+
+
+def stored_segment_summary(table: pa.Table, by: str = "segment") -> pa.Table | None:
+    """The summary :func:`with_segment_summary` stored with ``table``, when it is still the
+    table's own (same rows, labels, money and order totals), else None."""
+    import json
+
+    raw = (table.schema.metadata or {}).get(SUMMARY_KEY)
+    if raw is None or by not in table.column_names:
+        return None
+    try:
+        stored = json.loads(raw)
+        if stored.get("by") != by or stored.get("of") != _fingerprint(table, by):
+            return None
+        like = segment_summary(table.slice(0, 0), by).schema  # the columns and types of a summary
+        return pa.Table.from_pylist(stored["rows"], schema=like)
+    except (ValueError, TypeError, KeyError, pa.ArrowException, RfmxError):
+        return None
 
 
 def segment_summary(table: pa.Table, by: str = "segment") -> pa.Table:

@@ -42,6 +42,8 @@ import pyarrow as pa
 
 from .columns import ColumnMap, check_columns
 from .errors import RfmxError
+from .locations import database_kind, url_scheme
+from .readahead import read_ahead
 from .sinks import Destination
 from .sources import SourceObject
 
@@ -50,9 +52,6 @@ __all__ = ["DatabaseSource", "DatabaseTable", "database_kind", "IF_EXISTS"]
 #: What writing a table does when it already exists: refuse, replace it, or add the rows.
 IF_EXISTS = ("fail", "replace", "append")
 
-_SCHEMES = {"postgresql": "postgresql", "postgres": "postgresql", "sqlite": "sqlite", "duckdb": "duckdb"}
-_SUFFIXES = {".duckdb": "duckdb", ".sqlite": "sqlite", ".sqlite3": "sqlite"}
-_HEADERS = ((b"SQLite format 3\0", 0, "sqlite"), (b"DUCK", 8, "duckdb"))
 _NAMES = {"postgresql": "PostgreSQL", "sqlite": "SQLite", "duckdb": "DuckDB"}
 _DRIVERS = {"postgresql": ("adbc_driver_postgresql", "adbc-driver-postgresql"),
             "sqlite": ("adbc_driver_sqlite", "adbc-driver-sqlite"),
@@ -64,36 +63,6 @@ _INGEST_MODE = {"fail": "create", "replace": "replace", "append": "create_append
 _DRIVER_BATCH = 1 << 15
 # Where an unqualified table name lives (PostgreSQL: the search path's first schema, asked).
 _DEFAULT_SCHEMA = {"duckdb": "main", "sqlite": None}
-
-
-def _scheme(text: str) -> str | None:
-    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
-    return m.group(1).lower() if m else None
-
-
-def database_kind(location) -> str | None:
-    """``"postgresql"``, ``"sqlite"`` or ``"duckdb"`` if ``location`` names a database — a
-    URI, a file with a database suffix, an existing ``.db`` file with a database header —
-    else None."""
-    if not isinstance(location, (str, os.PathLike)):
-        return None
-    text = os.fspath(location)
-    scheme = _scheme(text)
-    if scheme is not None:
-        return _SCHEMES.get(scheme)
-    suffix = Path(text).suffix.lower()
-    if suffix in _SUFFIXES:
-        return _SUFFIXES[suffix]
-    if suffix == ".db":
-        try:
-            with open(text, "rb") as f:
-                head = f.read(16)
-        except OSError:
-            return None
-        for magic, at, kind in _HEADERS:
-            if head[at:at + len(magic)] == magic:
-                return kind
-    return None
 
 
 # --- where, and with which password -------------------------------------------------------------
@@ -140,7 +109,7 @@ def _locate(location, password_file=None) -> _Location:
     if password_file is not None:
         raise RfmxError(f"{text}: a password file is for PostgreSQL; {_NAMES[kind]} files have no password")
     path = text
-    if _scheme(text) is not None:
+    if url_scheme(text) is not None:
         rest = text.split("://", 1)[1]
         if not rest.startswith("/") or len(rest) < 2:
             raise RfmxError(f"{text}: write {kind}:///PATH (three slashes; four for an absolute path)")
@@ -231,51 +200,6 @@ def _plain_type(t: pa.DataType) -> pa.DataType:
     return t.storage_type if isinstance(t, pa.BaseExtensionType) else t
 
 
-def _read_ahead(reader: pa.RecordBatchReader, depth: int = 2) -> Iterator[pa.RecordBatch]:
-    """The reader's batches, each read one step ahead on a thread while the caller works on
-    the one before: the driver's decoding (binary COPY, SQLite's stepping; the GIL released)
-    overlaps rfmx's conversions and kernels.  At most ``depth`` batches wait, so memory stays
-    bounded whatever the table's size; the driver's errors reach the caller."""
-    import queue
-    import threading
-
-    done = object()
-    out: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
-        try:
-            for batch in reader:
-                if not put(batch):
-                    return
-            put(done)
-        except BaseException as exc:  # the caller raises it (driver errors included)
-            put(exc)
-
-    thread = threading.Thread(target=read, name="rfmx-database-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item = out.get()
-            if item is done:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
-
-
 def _mapped(batch: pa.RecordBatch, names: list[str]) -> pa.RecordBatch:
     columns = []
     for name in names:
@@ -322,7 +246,7 @@ class DatabaseSource(SourceObject):
                         return relation.to_arrow_reader(batch_size), None
                     return relation.fetch_arrow_reader(batch_size), None
             cursor = conn.cursor()
-            # Batches of at most _DRIVER_BATCH rows: the reader thread (_read_ahead) and the
+            # Batches of at most _DRIVER_BATCH rows: the reader thread (read_ahead) and the
             # kernels then overlap (one big batch would leave nothing to overlap).
             rows = min(batch_size, _DRIVER_BATCH)
             if loc.kind == "sqlite":
@@ -358,7 +282,7 @@ class DatabaseSource(SourceObject):
             names = columns.names()
             row0 = 0
             try:
-                for batch in _read_ahead(reader):
+                for batch in read_ahead(reader, name="rfmx-database-reader"):
                     if batch.num_rows:
                         yield self.label, row0, _mapped(batch, names)
                         row0 += batch.num_rows

@@ -133,28 +133,38 @@ def _positions(table: pa.Table, column: str, names: list[str]) -> np.ndarray:
     return remap[np.where(codes < 0, len(values), codes)]
 
 
-def _own_features(table: pa.Table, segments: list[str], stages: list[str]) -> dict:
-    """Every feature of one snapshot: the lifecycle features and :data:`_OWN`, :data:`_NAMED`."""
+def _own_features(table: pa.Table, segments: list[str], stages: list[str], fields) -> dict:
+    """The features ``fields`` of one snapshot (lifecycle features, :data:`_OWN`,
+    :data:`_NAMED`); only those asked are computed: each is an array per customer."""
     from .stages import FEATURES as STAGE_FEATURES
     from .stages import lifecycle_features
 
-    f = lifecycle_features(table, None, fields=[x for x in STAGE_FEATURES if x != "previous_stage"])
+    fields = set(fields)
     unit = float(10 ** int((table.schema.metadata or {}).get(b"rfmx.amount_scale", b"2")))
-    f["segment"] = _positions(table, "segment", segments)
-    f["segment_rank"] = f["segment"]
-    f["lifecycle"] = _positions(table, "lifecycle", stages)
-    f["value_tier_rank"] = _positions(table, "value_tier", _tier_order(table))
-    if "value_score" in table.column_names:
-        col = numeric_column(table, "value_score")
-        f["value_score"] = np.where(col.valid, col.values, np.nan) if col.valid is not None else \
-            col.values.astype(np.float64)
-    else:
-        f["value_score"] = np.full(table.num_rows, np.nan)
-    year_ago = numeric_column(table, "year_ago_net_minor").values / unit
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f["spend_vs_year_ago"] = np.where(year_ago > 0, f["window_spend"] / year_ago - 1.0, np.nan)
-    f["year_spend"] = numeric_column(table, "year_net_minor").values / unit
-    return f
+    staged = {x for x in fields if x in STAGE_FEATURES and x != "previous_stage"}
+    if "spend_vs_year_ago" in fields:
+        staged.add("window_spend")
+    f = lifecycle_features(table, None, fields=sorted(staged)) if staged else {}
+    if fields & {"segment", "segment_rank"}:
+        f["segment"] = f["segment_rank"] = _positions(table, "segment", segments)
+    if "lifecycle" in fields:
+        f["lifecycle"] = _positions(table, "lifecycle", stages)
+    if "value_tier_rank" in fields:
+        f["value_tier_rank"] = _positions(table, "value_tier", _tier_order(table))
+    if "value_score" in fields:
+        if "value_score" in table.column_names:
+            col = numeric_column(table, "value_score")
+            f["value_score"] = np.where(col.valid, col.values, np.nan) if col.valid is not None else \
+                col.values.astype(np.float64)
+        else:
+            f["value_score"] = np.full(table.num_rows, np.nan)
+    if "spend_vs_year_ago" in fields:
+        year_ago = numeric_column(table, "year_ago_net_minor").values / unit
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f["spend_vs_year_ago"] = np.where(year_ago > 0, f["window_spend"] / year_ago - 1.0, np.nan)
+    if "year_spend" in fields:
+        f["year_spend"] = numeric_column(table, "year_net_minor").values / unit
+    return {k: v for k, v in f.items() if k in fields}
 
 
 def _feature_names() -> tuple:
@@ -169,18 +179,28 @@ FEATURES = _feature_names()
 
 
 def alert_features(earlier: pa.Table, later: pa.Table, rows: np.ndarray, segments: list[str],
-                   stages: list[str]) -> dict:
-    """:data:`FEATURES` for each row of ``later`` (float64, NaN: missing); ``rows``: each
-    later row's row in ``earlier`` (-1: not in it)."""
-    now = _own_features(later, segments, stages)
-    before = _own_features(earlier, segments, stages)
+                   stages: list[str], fields=None) -> dict:
+    """The features ``fields`` (default: all of :data:`FEATURES`) for each row of ``later``
+    (float64, NaN: missing); ``rows``: each later row's row in ``earlier`` (-1: not in it)."""
+    fields = set(FEATURES if fields is None else fields)
+    if "rank_drop" in fields:
+        fields |= {"segment_rank", "previous_segment_rank"}
+    now = _own_features(later, segments, stages, {x for x in fields if not x.startswith("previous_")})
+    before = _own_features(earlier, segments, stages,
+                           {x[len("previous_"):] for x in fields if x.startswith("previous_")})
     has = rows >= 0
     at = np.maximum(rows, 0)
     out = dict(now)
     for name, values in before.items():
         out["previous_" + name] = np.where(has, values[at], np.nan) if len(values) else np.full(len(rows), np.nan)
-    out["rank_drop"] = out["segment_rank"] - out["previous_segment_rank"]
+    if "rank_drop" in fields:
+        out["rank_drop"] = out["segment_rank"] - out["previous_segment_rank"]
     return out
+
+
+#: features an alerts table shows, whatever the rules read
+_SHOWN = ("year_spend", "previous_value_score", "value_score", "previous_overdue_ratio", "overdue_ratio",
+          "previous_window_spend", "window_spend", "spend_vs_year_ago")
 
 
 #: the columns of an alerts table
@@ -228,7 +248,8 @@ def _fire(earlier, later, rows, checks, order, stage_order) -> pa.Table:
             if c not in t.column_names:
                 raise RfmxError(f"the {which} snapshot has no '{c}' column: alerts need the snapshots of a "
                                 f"timeline state with money windows (rfmx alerts, scored_snapshots(windows=True))")
-    f = alert_features(earlier, later, rows, order, stage_order)
+    needed = set(_SHOWN).union(*(smap.fields() for _, smap in checks))
+    f = alert_features(earlier, later, rows, order, stage_order, fields=needed)
     picks, names = [], []
     for name, smap in checks:
         seg, _, _ = smap.label(f)

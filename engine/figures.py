@@ -213,10 +213,11 @@ def segments(scores: pa.Table) -> pa.Table:
     """The segment table of ``rfmx summary`` (:func:`rfmx.segment_summary`): customers,
     revenue and their shares, mean and median recency, orders and money per segment, in
     the segment map's order."""
-    from .concentration import segment_summary
+    from .concentration import segment_summary, stored_segment_summary
 
     _require(scores, ("segment",), "segments", "the table was scored without a segment map")
-    return segment_summary(scores)
+    stored = stored_segment_summary(scores)  # rfmx score stores the summary it printed
+    return stored if stored is not None else segment_summary(scores)
 
 
 # --- timeline -------------------------------------------------------------------------------------

@@ -69,9 +69,11 @@ def _named_source(item):
         from .pipes import StdinSource
 
         return StdinSource()
-    from .databases import DatabaseSource, database_kind
+    from .locations import database_kind
 
     if database_kind(item) is not None:
+        from .databases import DatabaseSource
+
         return DatabaseSource(item)  # refuses: without a query or a table there is nothing to read
     return item
 
@@ -162,8 +164,7 @@ def _parquet_batches(files: list["_File"], columns: ColumnMap, since_us, until_u
     thread and the caller keeps at most a few batches decoded at any time: peak memory
     does not grow with the file.
     """
-    import queue
-    import threading
+    from .readahead import read_ahead
 
     tasks = []
     for f in files:
@@ -179,49 +180,22 @@ def _parquet_batches(files: list["_File"], columns: ColumnMap, since_us, until_u
         for piece in pieces:
             tasks.append((f.path, starts[piece.row_groups[0].id], piece))
     names = columns.names()
-    done = object()
-    out: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
 
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                out.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def read() -> None:
+    def batches():
         path = label
         try:
             for path, row0, piece in tasks:
                 for batch in piece.to_batches(columns=names, batch_size=batch_size, use_threads=True,
                                               batch_readahead=1, fragment_readahead=1):
-                    if not put((path, row0, batch)):
-                        return
+                    yield path, row0, batch
                     row0 += batch.num_rows
-            put(done)
         except (pa.ArrowException, OSError) as exc:
-            put(RfmxError(f"{path}: cannot read as Parquet: {_arrow_error(exc)}"))
-        except BaseException as exc:  # anything else must reach the caller too, or it waits forever
-            put(exc)
+            raise RfmxError(f"{path}: cannot read as Parquet: {_arrow_error(exc)}") from None
 
-    reader = threading.Thread(target=read, name="rfmx-parquet-reader", daemon=True)
-    reader.start()
     seen = False
-    try:
-        while True:
-            item = out.get()
-            if item is done:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            seen = True
-            yield item
-    finally:
-        stop.set()
-        reader.join()
+    for item in read_ahead(batches(), depth=2, name="rfmx-parquet-reader"):
+        seen = True
+        yield item
     if not seen:
         # No rows at all: one empty batch still tells the state the id type, so an
         # empty input gives an empty result with the full schema.

@@ -148,3 +148,32 @@ def test_summary_medians_of_float_columns():
     assert (a["customers"], a["recency_median"], a["monetary_median"]) == (3, 2.0, 1.5)
     assert a["monetary_mean"] == pytest.approx((1.5 + 0.25 + 10) / 3)
     assert s[2]["customers"] == 1
+
+
+def test_a_scored_file_carries_its_segment_summary(tmp_path):
+    """rfmx score stores the summary it prints; it reads back equal to a recomputation, and
+    a table edited since (rows dropped, labels changed) no longer offers it."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    import rfmx
+    from rfmx.concentration import stored_segment_summary
+    from rfmx.cli.main import main
+    from click.testing import CliRunner
+
+    orders = tmp_path / "o.parquet"
+    rfmx.write_orders(str(orders), 20000, seed=4)
+    out = tmp_path / "s.parquet"
+    res = CliRunner().invoke(main, ["score", str(orders), "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    table = pq.read_table(out)
+    stored = stored_segment_summary(table)
+    assert stored is not None and stored.equals(rfmx.segment_summary(table))
+    assert stored_segment_summary(table.slice(1)) is None
+    relabelled = table.set_column(table.column_names.index("segment"), "segment",
+                                  pc.if_else(pc.equal(table["segment"].cast(pa.string()), "Champions"), "Lost",
+                                             table["segment"].cast(pa.string())))
+    assert stored_segment_summary(relabelled) is None
+    money = table.column_names.index("monetary_minor")
+    assert stored_segment_summary(table.set_column(money, "monetary_minor",
+                                                   pc.add(table["monetary_minor"], 1))) is None
