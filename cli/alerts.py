@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, read_options, report_state, score_options, \
+from .options import build_timeline_from_options, column_options, report_state, score_options, \
     stream_options
 
 PERIODS = ("day", "week", "month", "quarter")
@@ -68,9 +68,7 @@ def alerts(sources, output, every, week_start, start, rules, overdue, spend_drop
 
     def run():
         from rfmx.early_warnings import alert_rules, alert_run, post_alerts
-        from rfmx.history import TimelineState
         from rfmx.outputs import CommandFiles
-        from rfmx.pipeline import check_period
         from rfmx.segments import SegmentMap
         from rfmx.stages import lifecycle_map as resolve_stages
 
@@ -84,15 +82,9 @@ def alerts(sources, output, every, week_start, start, rules, overdue, spend_drop
             stages = resolve_stages(lifecycle_map)
             order = SegmentMap.resolve(segments).order
             checks = alert_rules(rules, segments=order, stages=stages.order, **thresholds)
-            fresh = None
-            if not state_in:
-                fresh = TimelineState(customer, time_col, amount, order_id, period=every, week_start=week_start,
-                                      since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
-                                      timezone=read_options()["timezone"])
-            state = build_state_from_options(sources, customer, time_col, amount, order_id, None, since, threads,
-                                             batch_size, amount_scale, on_null, delimiter, state_in, progress,
-                                             state_class=TimelineState, new_state=fresh)
-            check_period(state, every, week_start)
+            state = build_timeline_from_options(sources, customer, time_col, amount, order_id, since, threads,
+                                                batch_size, amount_scale, on_null, delimiter, state_in, progress,
+                                                every=every, week_start=week_start)
             found, pairs, reason = alert_run(state, lambda table: run_steps(table, steps), stages=stages,
                                              checks=checks, segments=order, as_of=as_of, start=start)
             if found is None:

@@ -265,6 +265,26 @@ def show_progress(flag):
     return sys.stderr.isatty() if flag is None else flag
 
 
+def build_timeline_from_options(sources, customer, time_col, amount, order_id, since, threads, batch_size,
+                                amount_scale, on_null, delimiter, state_in, progress, *, every, week_start):
+    """The front of the commands over a timeline state (timeline, alerts): ``--state-in``
+    loaded (its period must be ``every``) or a new state with ``every`` buckets, and
+    ``sources`` folded into it."""
+    from rfmx.history import TimelineState
+    from rfmx.pipeline import check_period
+
+    fresh = None
+    if not state_in:
+        fresh = TimelineState(customer, time_col, amount, order_id, period=every, week_start=week_start,
+                              since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
+                              timezone=read_options()["timezone"])
+    state = build_state_from_options(sources, customer, time_col, amount, order_id, None, since, threads, batch_size,
+                                     amount_scale, on_null, delimiter, state_in, progress,
+                                     state_class=TimelineState, new_state=fresh)
+    check_period(state, every, week_start)
+    return state
+
+
 def build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
                              amount_scale, on_null, delimiter, state_in, progress, *, state_class=None,
                              new_state=None):

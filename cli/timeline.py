@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, read_options, report_state, score_options, \
+from .options import build_timeline_from_options, column_options, report_state, score_options, \
     stream_options
 
 PERIODS = ("day", "week", "month", "quarter")
@@ -92,9 +92,7 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
 
     def run():
         from rfmx.errors import RfmxError
-        from rfmx.history import TimelineState
         from rfmx.outputs import CommandFiles
-        from rfmx.pipeline import check_period
 
         from .score import build_steps
 
@@ -110,15 +108,9 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
 
                 stages = resolve_stages(lifecycle_map, **thresholds)
             check_span(start, end)
-            fresh = None
-            if not state_in:
-                fresh = TimelineState(customer, time_col, amount, order_id, period=every, week_start=week_start,
-                                      since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
-                                      timezone=read_options()["timezone"])
-            state = build_state_from_options(sources, customer, time_col, amount, order_id, None, since, threads,
-                                             batch_size, amount_scale, on_null, delimiter, state_in, progress,
-                                             state_class=TimelineState, new_state=fresh)
-            check_period(state, every, week_start)
+            state = build_timeline_from_options(sources, customer, time_col, amount, order_id, since, threads,
+                                                batch_size, amount_scale, on_null, delimiter, state_in, progress,
+                                                every=every, week_start=week_start)
             if state_out:
                 files.save("--state-out", state)
             boundaries = state.boundaries(start, end)
