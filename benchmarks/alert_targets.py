@@ -34,7 +34,8 @@ from rfmx.cli.main import main
 try:
     main(sys.argv[1:], standalone_mode=False)
 finally:
-    print("PEAK_RSS_MB", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+    # VmHWM, not ru_maxrss: ru_maxrss keeps the parent's resident memory at the fork
+    print("PEAK_RSS_MB", [int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith("VmHWM:")][0], file=sys.stderr)
 """
 
 

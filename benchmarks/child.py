@@ -32,6 +32,20 @@ def maxrss_bytes(ru) -> int:
     return int(ru.ru_maxrss) * (1 if sys.platform == "darwin" else 1024)
 
 
+def own_peak_bytes(ru) -> int:
+    """This process's own peak resident memory: Linux's ``VmHWM``, which starts afresh at
+    exec, where ``ru_maxrss`` keeps the parent's resident memory at the fork (a parent that
+    generated the data would inflate every child's figure); ``ru_maxrss`` elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return maxrss_bytes(ru)
+
+
 def _current_rss() -> int | None:
     try:
         with open("/proc/self/statm") as f:
@@ -76,7 +90,7 @@ def run(spec: dict) -> dict:
         if hasattr(runner, "checksum_cost"):  # fingerprinting done inside the run: not measured
             streamed_checksum_s, checksum_cpu = runner.checksum_cost()
             wall, cpu = wall - streamed_checksum_s, max(0.0, cpu - checksum_cpu)
-        result.update(wall_s=wall, cpu_s=cpu, peak_rss_bytes=maxrss_bytes(ru1))
+        result.update(wall_s=wall, cpu_s=cpu, peak_rss_bytes=own_peak_bytes(ru1))
         if hasattr(runner, "breakdown"):
             result["breakdown"] = runner.breakdown()
         if hasattr(runner, "extra"):
