@@ -467,7 +467,12 @@ def _warm_up(scores) -> None:
             return
         head = pa.Table.from_batches([first]).replace_schema_metadata(reader.schema_arrow.metadata)
         _check("scores", head.schema, "")
-        for make in (fig_data.headline, fig_data.segments, fig_data.rf_grid):
+        from .concentration import SUMMARY_KEY
+
+        makes = [fig_data.headline, fig_data.rf_grid]
+        if SUMMARY_KEY not in (head.schema.metadata or {}):
+            makes.append(fig_data.segments)  # else the summary is read back: its kernels are not needed
+        for make in makes:
             make(head)
     except (RfmxError, pa.ArrowException, OSError):
         pass  # the real run reports what is wrong
