@@ -740,19 +740,30 @@ class RFMState:
             # The kernel counts UTC days; the business's days start at its own midnight.
             for out, when in ((k.OUT_RECENCY, k.OUT_LAST), (k.OUT_TENURE, k.OUT_FIRST)):
                 ints[out] = np.where(has_orders, as_of_day - local_days(ints[when], self.timezone), 0)
-        mask = ~has_orders if not has_orders.all() else None
         ts = self._timestamp_type()
+        if has_orders.all():
+            def masked(values, t):
+                return pa.array(values, t)
+        else:
+            # Customers with refunds only have no order times, recency, tenure or average
+            # order value: one validity bitmap (has_orders, bit-packed) serves the five
+            # columns, each over its NumPy values without a copy.
+            validity = pa.array(has_orders).buffers()[1]
+            n_null = m - int(np.count_nonzero(has_orders))
+
+            def masked(values, t):
+                return pa.Array.from_buffers(t, m, [validity, pa.py_buffer(values)], null_count=n_null)
         table = pa.table({
             "customer_id": id_array,
-            "first_order": pa.array(ints[k.OUT_FIRST], mask=mask).view(ts),
-            "last_order": pa.array(ints[k.OUT_LAST], mask=mask).view(ts),
-            "recency_days": pa.array(ints[k.OUT_RECENCY], mask=mask),
-            "tenure_days": pa.array(ints[k.OUT_TENURE], mask=mask),
+            "first_order": masked(ints[k.OUT_FIRST], ts),
+            "last_order": masked(ints[k.OUT_LAST], ts),
+            "recency_days": masked(ints[k.OUT_RECENCY], pa.int64()),
+            "tenure_days": masked(ints[k.OUT_TENURE], pa.int64()),
             "n_orders": pa.array(ints[k.OUT_N_ORDERS]),
             "n_refunds": pa.array(ints[k.OUT_N_REFUNDS]),
             "monetary_total": pa.array(floats[k.OUT_MONETARY]),
             "monetary_minor": pa.array(ints[k.OUT_NET_MINOR]),
-            "avg_order_value": pa.array(floats[k.OUT_AOV], mask=mask),
+            "avg_order_value": masked(floats[k.OUT_AOV], pa.float64()),
             "gross_total": pa.array(floats[k.OUT_GROSS]),
             "refunds_total": pa.array(floats[k.OUT_REFUNDS]),
         })
