@@ -120,8 +120,6 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
             if migration_out and len(boundaries) < 2:
                 raise RfmxError(f"--migration-out needs two snapshots or more; from --start to --end there "
                                 f"{'is' if len(boundaries) == 1 else 'are'} {len(boundaries)}")
-            if cohorts_out and every == "week" and state.week_start != "monday":
-                raise RfmxError("--cohorts-out counts weeks from Monday; give --week-start monday for cohorts")
             if len(boundaries) > max_snapshots and output and not changes_only:
                 raise click.UsageError(
                     f"{len(boundaries)} snapshots of up to {state.n_customers:,} customers "
@@ -134,6 +132,7 @@ def timeline(sources, output, every, week_start, start, end, changes_only, max_s
                 from rfmx.cohorts import cohort_table
 
                 files.write_table("--cohorts-out", cohort_table(state.buckets(), period=every,
+                                                                week_start=state.week_start,
                                                                 amount_scale=state.amount_scale))
         report_state(state)
         click.echo(f"rfmx timeline: {len(boundaries)} snapshot(s) every {every}, {written:,} rows"

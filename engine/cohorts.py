@@ -25,6 +25,12 @@ BUCKET_COLUMNS = ("customer_id", "period_start", "n_orders", "n_refunds", "gross
                   "first_order", "last_order")
 _USED = ("customer_id", "period_start", "n_orders", "gross_minor", "refunds_minor")
 _MONDAY_SHIFT = 3  # 1970-01-01 was a Thursday: (day + 3) // 7 counts Monday-to-Sunday weeks
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+def _week_shift(week_start: str) -> int:
+    """``s`` such that ``(day + s) // 7`` counts weeks starting on ``week_start``."""
+    return (_MONDAY_SHIFT - WEEKDAYS.index(week_start)) % 7
 
 
 def _ints(table: pa.Table, name: str) -> np.ndarray:
@@ -50,22 +56,22 @@ def _local_days(arr: pa.Array) -> np.ndarray:
     return np.floor_divide(us, US_PER_DAY)
 
 
-def _ordinals(days: np.ndarray, period: str) -> np.ndarray:
+def _ordinals(days: np.ndarray, period: str, shift: int) -> np.ndarray:
     """Period number of each day: consecutive periods have consecutive numbers."""
     if period == "day":
         return days
     if period == "week":
-        return np.floor_divide(days + _MONDAY_SHIFT, 7)
+        return np.floor_divide(days + shift, 7)
     months = days.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
     return {"month": months, "quarter": np.floor_divide(months, 3), "year": np.floor_divide(months, 12)}[period]
 
 
-def _first_days(ordinals: np.ndarray, period: str) -> np.ndarray:
+def _first_days(ordinals: np.ndarray, period: str, shift: int) -> np.ndarray:
     """The first calendar day (days since 1970-01-01) of each period number."""
     if period == "day":
         return ordinals
     if period == "week":
-        return ordinals * 7 - _MONDAY_SHIFT
+        return ordinals * 7 - shift
     months = ordinals * {"month": 1, "quarter": 3, "year": 12}[period]
     return months.astype("datetime64[M]").astype("datetime64[D]").astype(np.int64)
 
@@ -91,7 +97,8 @@ def _scale(buckets: pa.Table, amount_scale) -> int:
     return int(amount_scale)
 
 
-def cohort_table(buckets: pa.Table, *, period: str = "month", amount_scale: int | None = None) -> pa.Table:
+def cohort_table(buckets: pa.Table, *, period: str = "month", week_start: str = "monday",
+                 amount_scale: int | None = None) -> pa.Table:
     """Retention and revenue of each acquisition cohort, period by period.
 
     ``buckets``: one row per (customer, period) with ``customer_id`` (any type),
@@ -99,8 +106,9 @@ def cohort_table(buckets: pa.Table, *, period: str = "month", amount_scale: int 
     ``gross_minor`` and ``refunds_minor`` (int64 minor units; refunds <= 0, as
     ``refunds_total``) — the columns of :data:`BUCKET_COLUMNS`, the others are not read.
     A row with ``n_orders == 0`` (refunds only) does not make its customer active.
-    ``period``: ``day``, ``week`` (Monday to Sunday), ``month``, ``quarter`` or ``year``,
-    in ``period_start``'s own time zone; buckets finer than ``period`` are combined.
+    ``period``: ``day``, ``week`` (from ``week_start``, Monday by default), ``month``,
+    ``quarter`` or ``year``, in ``period_start``'s own time zone; buckets finer than
+    ``period`` are combined.
     ``amount_scale``: decimals of the minor units (default: the table's
     ``rfmx.amount_scale`` metadata, else 2).
 
@@ -128,6 +136,9 @@ def cohort_table(buckets: pa.Table, *, period: str = "month", amount_scale: int 
                         f"{', '.join(BUCKET_COLUMNS)}")
     if period not in PERIODS:
         raise RfmxError(f"period must be one of {', '.join(PERIODS)}, got {period!r}")
+    if week_start not in WEEKDAYS:
+        raise RfmxError(f"week_start must be a weekday name ('monday' ... 'sunday'), got {week_start!r}")
+    shift = _week_shift(week_start)
     unit = 10 ** _scale(buckets, amount_scale)
     start_col = combined(buckets.column("period_start"))
     if start_col.null_count:
@@ -143,7 +154,7 @@ def cohort_table(buckets: pa.Table, *, period: str = "month", amount_scale: int 
         raise RfmxError(f"bucket column 'refunds_minor' is positive ({refunds[i]}) at row {i}; refund money is "
                         f"negative (<= 0), as in refunds_total")
     net = summable(net + refunds)  # float64 only if int64 sums could overflow
-    ordinal = _ordinals(_local_days(start_col), period)
+    ordinal = _ordinals(_local_days(start_col), period, shift)
 
     out_type = start_col.type
     names = ("cohort", "period_start", "period_index", "customers_in_cohort", "active_customers", "retention",
@@ -196,7 +207,7 @@ def cohort_table(buckets: pa.Table, *, period: str = "month", amount_scale: int 
     cum = (running - np.repeat(before, spans)) / unit / sizes[k]
     size = sizes[k]
     act = actives[k, col]
-    starts = _period_starts(_first_days(np.arange(base, last + 1), period), out_type)
+    starts = _period_starts(_first_days(np.arange(base, last + 1), period, shift), out_type)
     return pa.table({
         "cohort": starts.take(pa.array(cohort_ords[k] - base)),
         "period_start": starts.take(pa.array(col)),

@@ -172,3 +172,43 @@ def test_errors_are_one_line():
         with pytest.raises(RfmxError) as exc:
             call()
         assert str(exc.value) == message
+
+
+@pytest.mark.parametrize("week_start", ["monday", "wednesday", "sunday"])
+def test_weeks_from_any_weekday(week_start):
+    """Weeks starting on ``week_start``: equal to Monday weeks of the same days moved so that
+    ``week_start`` falls on a Monday (and moved back), and each cohort starts on that weekday."""
+    from rfmx.cohorts import WEEKDAYS
+
+    shift = WEEKDAYS.index(week_start)
+    rng = np.random.default_rng(5)
+    days = np.sort(rng.integers(19000, 19120, 300))
+    table = pa.table({
+        "customer_id": pa.array(rng.integers(0, 40, 300)),
+        "period_start": pa.array(days.astype(np.int32), pa.date32()),
+        "n_orders": pa.array(rng.integers(0, 3, 300)),
+        "gross_minor": pa.array(rng.integers(0, 5000, 300)),
+        "refunds_minor": pa.array(-rng.integers(0, 100, 300) * (rng.random(300) < 0.2)),
+    })
+    got = cohort_table(table, period="week", week_start=week_start)
+    moved = table.set_column(1, "period_start", pa.array((days - shift).astype(np.int32), pa.date32()))
+    ref = cohort_table(moved, period="week")
+    back = lambda col: pa.array((np.asarray(col.cast(pa.int32())) + shift).astype(np.int32), pa.date32())  # noqa: E731
+    ref = ref.set_column(0, "cohort", back(ref["cohort"])).set_column(1, "period_start", back(ref["period_start"]))
+    assert got.equals(ref)
+    assert {d.weekday() for d in got["cohort"].to_pylist()} == {shift}
+    with pytest.raises(RfmxError, match="week_start must be a weekday"):
+        cohort_table(table, period="week", week_start="funday")
+
+
+def test_timeline_cohorts_follow_the_week_start(tmp_path):
+    from badinput import run_cli
+
+    src = tmp_path / "o.parquet"
+    rfmx.write_orders(str(src), 3000, seed=2, days=120)
+    out = tmp_path / "c.parquet"
+    r = run_cli("timeline", src, "--every", "week", "--week-start", "sunday", "--cohorts-out", out)
+    assert r.exit_code == 0, r.stderr
+    import pyarrow.parquet as pq
+
+    assert {d.weekday() for d in pq.read_table(out)["cohort"].to_pylist()} == {6}
