@@ -5,9 +5,8 @@ import click
 
 from .options import build_timeline_from_options, column_options, report_state, score_options, \
     stream_options
+from .timeline import PERIODS, WEEKDAYS
 
-PERIODS = ("day", "week", "month", "quarter")
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 #: the exit status of ``--exit-code`` when there are alerts (1: an error, 2: a usage error)
 ALERTS_FOUND = 3
 

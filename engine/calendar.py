@@ -22,11 +22,13 @@ import numpy as np
 
 from .errors import RfmxError
 
-__all__ = ["UTC", "US_PER_DAY", "check_timezone", "wall_to_instant", "instant_to_wall", "local_days",
+__all__ = ["UTC", "US_PER_DAY", "WEEKDAYS", "check_timezone", "wall_to_instant", "instant_to_wall", "local_days",
            "local_day", "day_start"]
 
 UTC = "UTC"
 US_PER_DAY = 86_400_000_000
+#: weekday names, Monday first: what a week may start on
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def check_timezone(name) -> str:

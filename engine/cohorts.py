@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .calendar import WEEKDAYS
 from .columns import MAX_AMOUNT_SCALE, US_PER_DAY
 from .errors import RfmxError
 from .tables import combined, readonly, summable
@@ -25,7 +26,6 @@ BUCKET_COLUMNS = ("customer_id", "period_start", "n_orders", "n_refunds", "gross
                   "first_order", "last_order")
 _USED = ("customer_id", "period_start", "n_orders", "gross_minor", "refunds_minor")
 _MONDAY_SHIFT = 3  # 1970-01-01 was a Thursday: (day + 3) // 7 counts Monday-to-Sunday weeks
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 
 
 def _week_shift(week_start: str) -> int:

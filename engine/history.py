@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from .calendar import UTC, US_PER_DAY, instant_to_wall, local_day, wall_to_instant
+from .calendar import UTC, US_PER_DAY, WEEKDAYS, instant_to_wall, local_day, wall_to_instant
 from .errors import RfmxError
 from .state import (
     _FIELD_NAMES,
@@ -47,7 +47,6 @@ TIMELINE_STATE_FORMAT = "rfmx-timeline-state"
 TIMELINE_STATE_VERSION = STATE_VERSION
 #: the periods a timeline can have
 PERIODS = ("day", "week", "month", "quarter")
-WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly"}
 #: periods in a year, for comparing a window with the same window a year earlier (weeks and
 #: days: whole weeks, so a window a year back starts on the same weekday)

@@ -318,3 +318,14 @@ def pandas_snapshot(orders, as_of):
     per["recency_days"] = (day - per["last"].dt.normalize()).dt.days
     per["tenure_days"] = (day - per["first"].dt.normalize()).dt.days
     return per[["recency_days", "tenure_days", "n_orders", "n_refunds", "monetary_minor"]]
+
+
+def orders_from_lines(lines):
+    """An order table from ``(customer, 'YYYY-MM-DD', amount)`` triples: hand-built histories."""
+    import pyarrow as pa
+
+    return pa.table({
+        "customer_id": pa.array([c for c, _, _ in lines], pa.int64()),
+        "order_time": pa.array([dt.datetime.fromisoformat(d) for _, d, _ in lines], pa.timestamp("us")),
+        "amount": pa.array([float(a) for _, _, a in lines]),
+    })

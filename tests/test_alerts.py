@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rfmx
+from naive import orders_from_lines as history
 from badinput import fails_cleanly, run_cli
 from rfmx import RfmxError, TimelineState
 from rfmx.early_warnings import alert_rules, alert_run, default_rules_toml, post_alerts
@@ -23,15 +24,6 @@ from rfmx.scores import score_table
 from rfmx.stages import lifecycle_map
 
 US_PER_DAY = 86_400_000_000
-
-
-def history(lines):
-    """Orders from ``(customer, 'YYYY-MM-DD', amount)``."""
-    return pa.table({
-        "customer_id": pa.array([c for c, _, _ in lines], pa.int64()),
-        "order_time": pa.array([dt.datetime.fromisoformat(d) for _, d, _ in lines], pa.timestamp("us")),
-        "amount": pa.array([float(a) for _, _, a in lines]),
-    })
 
 
 def every(customer, first, last, step_days, amount):

@@ -14,20 +14,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rfmx
+from naive import orders_from_lines as history
 from rfmx import RfmxError, TimelineState
 from rfmx.cli.main import main as cli
 from rfmx.stages import FEATURES, STAGES, default_map_toml, lifecycle, lifecycle_features, lifecycle_map
 
 US_PER_DAY = 86_400_000_000
-
-
-def history(lines):
-    """Orders from ``(customer, 'YYYY-MM-DD', amount)``."""
-    return pa.table({
-        "customer_id": pa.array([c for c, _, _ in lines], pa.int64()),
-        "order_time": pa.array([dt.datetime.fromisoformat(d) for _, d, _ in lines], pa.timestamp("us")),
-        "amount": pa.array([float(a) for _, _, a in lines]),
-    })
 
 
 def stages_by_month(lines, **options):
