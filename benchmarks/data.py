@@ -55,13 +55,15 @@ class Dataset:
     customers: int | None = None
     seed: int = 0
     source: str | None = None
+    shape: str = "churn"
 
     @property
     def name(self) -> str:
         if self.source:
             return "given-" + (Path(self.source).name.split(".")[0] or "orders")
         c = f"-c{rows_label(self.customers)}" if self.customers else ""
-        return f"orders-r{rows_label(self.rows)}{c}-{self.ids}-s{self.seed}"
+        shape = "" if self.shape == "churn" else f"-{self.shape}"
+        return f"orders-r{rows_label(self.rows)}{c}{shape}-{self.ids}-s{self.seed}"
 
     def path(self, data_dir: Path) -> Path:
         return Path(self.source) if self.source else Path(data_dir) / f"{self.name}.parquet"
@@ -134,11 +136,13 @@ def ensure_orders(ds: Dataset, data_dir: Path, log) -> dict:
         cmd += ["--customers", str(ds.customers)]
     if ds.ids == "string":
         cmd += ["--string-ids"]
+    if ds.shape != "churn":
+        cmd += ["--shape", ds.shape]
     log(f"generating {path.name}: {' '.join(cmd[-8:])}")
     t0 = time.perf_counter()
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     info = {"name": ds.name, "path": str(path), "rows": ds.rows, "ids": ds.ids, "customers_requested": ds.customers,
-            "seed": ds.seed, "bytes": path.stat().st_size, "generate_s": round(time.perf_counter() - t0, 2),
+            "seed": ds.seed, "shape": ds.shape, "bytes": path.stat().st_size, "generate_s": round(time.perf_counter() - t0, 2),
             "command": "rfmx " + " ".join(cmd[cmd.index("generate"):])}
     _write_json_atomic(info_path, info)
     return info

@@ -2,6 +2,7 @@
 ``rfmx --help`` never imports Numba or compiles anything."""
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -95,3 +96,50 @@ def run_guarded(fn, *args, **kwargs):
     except Terminated as exc:
         click.echo(f"rfmx: {exc}", err=True)
         raise SystemExit(128 + exc.signum) from None
+
+
+def console_main() -> None:
+    """The ``rfmx`` console script: :func:`main` in a process that ends as soon as it is done.
+
+    A command's results are committed (files renamed into place, database transactions
+    closed) and its output flushed before it returns; what is left is tearing down the
+    interpreter, which with Numba, Arrow and their thread pools loaded takes ~0.15 s and
+    does nothing for the user.  Tests and embedders call :func:`main`, which exits normally.
+    """
+    _skip_numba_blas_probe()
+    code = 0
+    try:
+        main()
+    except SystemExit as exc:
+        if isinstance(exc.code, int):
+            code = exc.code
+        elif exc.code is not None:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (rfmx ... | head): nothing more to say
+            pass
+    os._exit(code)
+
+
+def _skip_numba_blas_probe() -> None:
+    """Numba's first kernel load imports SciPy (when installed) only to find out whether
+    ``np.dot`` can be compiled (``numba.np.arraymath._check_blas``).  rfmx's kernels use no
+    BLAS (tests/test_kernel_cache.py checks), so in the console script's own process that one
+    probe is answered "no" without importing SciPy (~0.1 s per command).  Any other import of
+    SciPy goes through untouched, and embedding processes never see this."""
+    import importlib.abc
+
+    class NoBlasProbe(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name not in ("scipy", "scipy.linalg", "scipy.linalg.cython_blas"):
+                return None
+            probing = sys.modules.get("numba.np.arraymath")
+            if probing is not None and not hasattr(probing, "_HAVE_BLAS"):  # arraymath is mid-import
+                sys.meta_path.remove(self)
+                raise ModuleNotFoundError(name)
+            return None
+
+    sys.meta_path.insert(0, NoBlasProbe())

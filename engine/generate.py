@@ -3,7 +3,9 @@
 Shape of the data (every knob is a parameter):
 
 - customers join at a uniform random day and stay active for an exponentially distributed
-  lifetime, so recency and tenure spread the way real bases do;
+  lifetime, so recency and tenure spread the way real bases do (``shape="churn"``, the
+  default); with ``shape="even"`` every customer orders across the whole history, so each
+  part of the file holds almost every customer (no locality of customers in time);
 - orders per customer follow a power law: every customer has at least one order, a few
   have hundreds (``alpha`` sets the tail);
 - an order has one or more lines (same customer, order id and time); line amounts are
@@ -22,7 +24,10 @@ from .columns import US_PER_DAY
 from .errors import RfmxError
 from .state import to_us
 
-__all__ = ["generate_orders", "write_orders"]
+__all__ = ["generate_orders", "write_orders", "SHAPES"]
+
+#: how customers spread over time: join-and-lapse, or all active from start to end
+SHAPES = ("churn", "even")
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 _ID_BITS = 40
@@ -42,14 +47,18 @@ def _customer_ids(n_customers: int, string_ids: bool) -> pa.Array:
 def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, seed: int = 0,
                     start="2024-01-01", days: int = 730, string_ids: bool = False,
                     refund_rate: float = 0.02, lines_per_order: float = 1.33, alpha: float = 2.0,
-                    mean_lifetime_days: float = 365.0, decimal_amounts: bool = False):
+                    mean_lifetime_days: float = 365.0, decimal_amounts: bool = False, shape: str = "churn"):
     """Yield the order history as ``pyarrow.RecordBatch`` es of at most 2**20 rows.
 
     Columns: ``customer_id`` (int64, or string with ``string_ids``), ``order_id`` (int64),
     ``order_time`` (timestamp[us]), ``amount`` (float64 or decimal(12, 2); refunds < 0).
     Exactly ``n_rows`` rows; ``customers`` defaults to ``n_rows / 13.8`` (the ratio of the
-    reference 1e8-row history with 7.25 M customers).
+    reference 1e8-row history with 7.25 M customers).  ``shape`` is ``"churn"`` (customers
+    join and lapse: each is active over a random part of the history) or ``"even"`` (every
+    customer is active over the whole history).
     """
+    if shape not in SHAPES:
+        raise RfmxError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     if n_rows < 1:
         raise RfmxError(f"rows must be >= 1, got {n_rows}")
     if lines_per_order < 1:
@@ -71,8 +80,12 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
 
     # Each customer is active over [birth, birth + lifetime] clipped to the period.
     span_us = days * US_PER_DAY
-    birth = rng.random(n_customers) * span_us
-    life = np.minimum(rng.exponential(mean_lifetime_days * US_PER_DAY, n_customers), span_us - birth)
+    if shape == "churn":
+        birth = rng.random(n_customers) * span_us
+        life = np.minimum(rng.exponential(mean_lifetime_days * US_PER_DAY, n_customers), span_us - birth)
+    else:
+        birth = np.zeros(n_customers)
+        life = np.full(n_customers, float(span_us))
     order_customer = np.repeat(np.arange(n_customers, dtype=np.int32), orders_per_customer)
     del extra, weights
     t0 = to_us(start)

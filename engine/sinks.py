@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from .errors import RfmxError
 
-__all__ = ["atomic_path", "output_format", "write_format", "write_table", "write_stream", "TableStream",
+__all__ = ["atomic_path", "output_format", "write_format", "write_table", "dictionary_columns", "write_stream", "TableStream",
            "Destination", "FORMATS", "STREAM_FORMATS"]
 
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv",
@@ -91,7 +91,7 @@ def write_format(table: pa.Table, path, fmt: str, *, where=None) -> None:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            pq.write_table(table, str(path))
+            pq.write_table(table, str(path), use_dictionary=dictionary_columns(table))
         elif fmt == "csv":
             import pyarrow.csv as pcsv
 
@@ -105,6 +105,36 @@ def write_format(table: pa.Table, path, fmt: str, *, where=None) -> None:
     except (pa.ArrowException, OSError) as exc:
         msg = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise RfmxError(f"{where or path}: cannot write {fmt}: {msg}") from None
+
+
+# Parquet's dictionary encoding pays for columns of few distinct values (days, counts,
+# segment names) and costs for near-unique ones (ids, money, times): the writer hashes every
+# value until the dictionary outgrows its page, per row group, then starts over.  Measured
+# on the 12-column aggregate of 7.25 M customers: dictionary everywhere 2.08 s / 297 MB,
+# only on the low-cardinality columns 1.47 s / 315 MB, nowhere 1.43 s / 334 MB.
+_DICTIONARY_SAMPLE = 1 << 16
+_DICTIONARY_SHARE = 0.25
+
+
+def dictionary_columns(table: pa.Table) -> list[str]:
+    """The columns of ``table`` worth dictionary-encoding in Parquet: those whose values in a
+    sample (eight slices spread over the rows) are at most a quarter distinct."""
+    import pyarrow.compute as pc
+
+    n = table.num_rows
+    if n == 0:
+        return []
+    step = max(1, _DICTIONARY_SAMPLE // 8)
+    starts = sorted({(n - step) * i // 7 if n > step else 0 for i in range(8)})
+    chosen = []
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_dictionary(column.type):
+            chosen.append(name)
+            continue
+        sample = pa.chunked_array([c for lo in starts for c in column.slice(lo, step).chunks], column.type)
+        if pc.count_distinct(sample, mode="all").as_py() <= _DICTIONARY_SHARE * len(sample):
+            chosen.append(name)
+    return chosen
 
 
 def write_table(table: pa.Table, path) -> None:
@@ -189,6 +219,7 @@ class TableStream:
 
     def __init__(self, path, fmt: str, *, where=None, metadata: dict | None = None):
         self.path, self.fmt, self.where = path, fmt, where or path
+        self.dictionary_columns: list[str] | bool = True  # Parquet: decided on the first table
         self.metadata = metadata or {}
         self.rows = 0
         self._writer = None
@@ -198,6 +229,8 @@ class TableStream:
         table = _plain(table).replace_schema_metadata(self.metadata)
         try:
             if self._writer is None:
+                if self.fmt == "parquet":
+                    self.dictionary_columns = dictionary_columns(table)
                 self._open(table.schema)
             elif table.schema != self._writer_schema:
                 table = table.cast(self._writer_schema)
@@ -215,7 +248,7 @@ class TableStream:
         if self.fmt == "parquet":
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(str(self.path), schema)
+            self._writer = pq.ParquetWriter(str(self.path), schema, use_dictionary=self.dictionary_columns)
         elif self.fmt == "csv":
             import pyarrow.csv as pcsv
 

@@ -83,3 +83,60 @@ def test_cache_dir_precedence(monkeypatch, env, want):
     # Numba reads NUMBA_CACHE_DIR into its config when it is imported
     monkeypatch.setattr(_policy.numba.config, "CACHE_DIR", env.get("NUMBA_CACHE_DIR", ""))
     assert _policy.cache_dir() == want
+
+
+def test_kernels_use_no_blas():
+    # The console script answers Numba's BLAS probe "no" without importing SciPy
+    # (cli/main.py, _skip_numba_blas_probe): a kernel calling np.dot, np.linalg or the @
+    # operator would compile in tests but fail in the `rfmx` command.
+    import re
+
+    kernels = Path(__file__).resolve().parents[1] / "kernels"
+    blas = re.compile(r"np\.(dot|vdot|inner|outer|matmul|linalg|einsum)\b|[\w\)\]] @ [\w\(]")
+    used = [f"{p.name}:{i}: {line.strip()}" for p in sorted(kernels.glob("*.py"))
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if blas.search(line.split("#")[0]) and not line.lstrip().startswith("@")]
+    assert not used, "kernels must not use BLAS:\n" + "\n".join(used)
+
+
+CONSOLE = """
+import sys
+from rfmx.cli.main import console_main
+sys.argv = ["rfmx"] + sys.argv[1:]
+console_main()
+"""
+
+
+def test_console_script_exits_promptly_with_its_output_whole(tmp_path):
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+    import pyarrow.parquet as pq
+
+    orders = tmp_path / "orders.parquet"
+    n = 50_000
+    pq.write_table(pa.table({"customer_id": pa.array([i % 997 for i in range(n)], pa.int64()),
+                             "order_time": pa.array([1_700_000_000_000_000 + i * 1_000_000 for i in range(n)],
+                                                    pa.timestamp("us")),
+                             "amount": pa.array([1.25] * n)}), orders)
+
+    def console(*args):
+        return subprocess.run([sys.executable, "-c", CONSOLE, *args], capture_output=True, timeout=600)
+
+    # stdout written in full before the process ends (no data lost in buffers)
+    r = console("aggregate", str(orders), "-o", "-", "--format", "csv")
+    assert r.returncode == 0, r.stderr
+    table = pcsv.read_csv(pa.py_buffer(r.stdout))
+    assert table.num_rows == 997 and pa.compute.sum(table["n_orders"]).as_py() == n
+    # a file output is committed, and an error still exits non-zero with one line
+    out = tmp_path / "rfm.parquet"
+    assert console("aggregate", str(orders), "-o", str(out)).returncode == 0
+    assert pq.read_table(out).num_rows == 997
+    r = console("aggregate", str(tmp_path / "missing.parquet"), "-o", str(tmp_path / "x.parquet"))
+    assert r.returncode == 1 and r.stderr.decode().count("\n") == 1 and "missing.parquet" in r.stderr.decode()
+    assert console("aggregate", "--no-such-option").returncode == 2
+    # SciPy, when installed, is not imported by the command (Numba's BLAS probe is skipped)
+    probe = "import sys, runpy; sys.argv = ['rfmx', 'aggregate', %r, '-o', %r]\n" % (str(orders), str(tmp_path / "y.parquet"))
+    probe += ("from rfmx.cli.main import main, _skip_numba_blas_probe\n_skip_numba_blas_probe()\n"
+              "try:\n    main()\nexcept SystemExit:\n    pass\nprint('scipy.linalg' in sys.modules)\n")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and r.stdout.strip() == "False", r.stderr
