@@ -483,3 +483,31 @@ def test_signals_raise_turns_sigterm_into_an_exception_and_restores_the_handler(
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler raises as soon as the signal is delivered
     assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_parquet_layout_follows_the_values():
+    # dictionary for few distinct values, Snappy only where it saves, and the file reads
+    # back equal whatever was chosen
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from rfmx.sinks import parquet_layout, write_table
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    table = pa.table({"ids": rng.integers(0, 2**62, n), "days": rng.integers(0, 700, n),
+                      "money": np.round(rng.lognormal(8, 1, n), 2), "segment": rng.choice(["a", "bb", "ccc"], n),
+                      "empty": pa.nulls(n, pa.int64())})
+    layout = parquet_layout(table)
+    assert set(layout["use_dictionary"]) == {"days", "segment", "empty"}
+    assert layout["compression"]["ids"] == "none" and layout["compression"]["money"] == "snappy"
+    assert parquet_layout(table.slice(0, 0)) == {"use_dictionary": [], "compression": dict.fromkeys(table.column_names, "snappy")}
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "t.parquet")
+        write_table(table, path)
+        assert pq.read_table(path).equals(table)
+        meta = pq.ParquetFile(path).metadata.row_group(0)
+        assert meta.column(0).compression == "UNCOMPRESSED" and meta.column(2).compression == "SNAPPY"
