@@ -6,8 +6,9 @@ per-customer result to Parquet.  rfmx's commands against DuckDB (``COPY (…) TO
     python -m benchmarks.end_to_end --orders a.parquet --orders b.parquet --workloads aggregate \\
         --out benchmarks/results/end-to-end-1e8.md
     python -m benchmarks.end_to_end --tiny --repeats 7        # the fixed cost of a command
+    python -m benchmarks.end_to_end --tiny --baseline /old/venv/bin/rfmx   # against an earlier build
 
-Contenders, each one process per run, the clock around the whole process (start-up,
+Contenders, each one process per run (after one unmeasured run each), the clock around the whole process (start-up,
 imports, kernel loading, reading, computing, writing and closing the file):
 
 * **rfmx-aggregate**: ``rfmx aggregate ORDERS -o out.parquet`` — the 12 per-customer columns
@@ -148,12 +149,16 @@ def _sql_string(path: str) -> str:
     return "'" + path.replace("'", "''") + "'"
 
 
+BASELINE: list[str] = []  # --baseline: another rfmx executable (e.g. an earlier commit's)
+
+
 def command(contender: str, src: str, out: str) -> list[str]:
     """The argv of one run of ``contender`` (``engine-workload``) reading ``src``, writing ``out``."""
     engine, workload = contender.split("-", 1)
-    if engine == "rfmx":
+    if engine in ("rfmx", "baseline"):
         extra = ["--ties", "first", "--segments", "rfm-grid"] if workload == "score" else []
-        return rfmx_command() + [workload, src, "-o", out, "--no-progress"] + extra
+        exe = BASELINE if engine == "baseline" else rfmx_command()
+        return exe + [workload, src, "-o", out, "--no-progress"] + extra
     if engine == "duckdb":
         sql = f"COPY ({_DUCKDB_SQL[workload].replace('{path}', _sql_string(src))}) TO {_sql_string(out)} " \
               "(FORMAT parquet)"
@@ -216,6 +221,10 @@ def measure(inputs: list[str], contenders: list[str], repeats: int, work: Path, 
     """Every contender on every input, ``repeats`` rotated rounds; one row per (input, contender)."""
     rows = []
     for src in inputs:
+        for c in contenders:  # one unmeasured run each: Numba caches filled, files in the page cache
+            out = work / f"{c}.parquet"
+            run_once(command(c, src, str(out)))
+            out.unlink()
         runs = {c: [] for c in contenders}
         sums, sizes = {}, {}
         for r in range(repeats):
@@ -254,8 +263,8 @@ def markdown(rows: list[dict], command_line: str) -> str:
            "|---|---|---:|---|---:|---:|---:|---:|---|"]
     for row in rows:
         workload = row["contender"].split("-", 1)[1]
-        peers = [r["wall_s"] for r in rows if r["input"] == row["input"] and not r["contender"].startswith("rfmx")
-                 and r["contender"].endswith("-" + workload)]
+        peers = [r["wall_s"] for r in rows if r["input"] == row["input"] and r["contender"].split("-")[0] in
+                 ("duckdb", "polars") and r["contender"].endswith("-" + workload)]
         ratio = f"{row['wall_s'] / min(peers):.2f}×" if peers else "—"
         out.append(f"| {Path(row['input']).name} | {row['contender']} | {row['wall_s']:.2f} | "
                    f"{row['wall_min']:.2f}–{row['wall_max']:.2f} | {row['cpu_s']:.1f} | "
@@ -263,6 +272,13 @@ def markdown(rows: list[dict], command_line: str) -> str:
                    f"{row['status']} |")
     out += ["", "× fastest peer: the contender's median wall time over the faster of DuckDB's and Polars' medians "
                 "for the same workload and input (below 1 is faster than both)."]
+    base = {(r["input"], r["contender"].split("-", 1)[1]): r["wall_s"] for r in rows
+            if r["contender"].startswith("baseline-")}
+    for row in rows:
+        b = base.get((row["input"], row["contender"].split("-", 1)[1]))
+        if b and row["contender"].startswith("rfmx-"):
+            out.append(f"- {Path(row['input']).name}, {row['contender']}: {row['wall_s']:.2f} s against the baseline's "
+                       f"{b:.2f} s ({row['wall_s'] / b:.2f}×)")
     return "\n".join(out) + "\n"
 
 
@@ -274,12 +290,19 @@ def main(argv=None) -> int:
     p.add_argument("--workloads", default="aggregate,score", help="aggregate, score or both")
     p.add_argument("--engines", default="rfmx,duckdb,polars", help="which of rfmx, duckdb, polars")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--baseline", default=None, metavar="EXE",
+                   help="also run this rfmx executable (e.g. an earlier commit's, installed in another environment) "
+                        "as contender 'baseline'")
     p.add_argument("--no-check", action="store_true", help="skip reading the outputs back for the checksums")
     p.add_argument("--work", type=Path, default=None, help="folder for the outputs (default: a temporary one)")
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
     a = p.parse_args(argv)
     workloads = [w for w in a.workloads.split(",") if w]
-    contenders = [f"{e}-{w}" for w in workloads for e in a.engines.split(",") if e]
+    engines = [e for e in a.engines.split(",") if e]
+    if a.baseline:
+        BASELINE[:] = [a.baseline]
+        engines.insert(1, "baseline")
+    contenders = [f"{e}-{w}" for w in workloads for e in engines]
     work = Path(a.work or tempfile.mkdtemp(prefix="rfmx-e2e-"))
     work.mkdir(parents=True, exist_ok=True)
     inputs = [os.path.abspath(o) for o in a.orders]

@@ -143,3 +143,4 @@ def _skip_numba_blas_probe() -> None:
             return None
 
     sys.meta_path.insert(0, NoBlasProbe())
+
