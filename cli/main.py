@@ -130,9 +130,7 @@ def _skip_numba_blas_probe() -> None:
     BLAS (tests/test_kernel_cache.py checks), so in the console script's own process that one
     probe is answered "no" without importing SciPy (~0.1 s per command).  Any other import of
     SciPy goes through untouched, and embedding processes never see this."""
-    import importlib.abc
-
-    class NoBlasProbe(importlib.abc.MetaPathFinder):
+    class NoBlasProbe:  # a meta path finder (importlib.abc itself costs 15 ms to import)
         def find_spec(self, name, path=None, target=None):
             if name not in ("scipy", "scipy.linalg", "scipy.linalg.cython_blas"):
                 return None
@@ -143,4 +141,3 @@ def _skip_numba_blas_probe() -> None:
             return None
 
     sys.meta_path.insert(0, NoBlasProbe())
-
