@@ -48,7 +48,7 @@ __all__ = ["aggregate", "connect", "cluster", "DatasetOutput", "DEFAULT_FAN_IN",
 DEFAULT_FAN_IN = 8
 #: the file that marks a folder as a dataset rfmx wrote (a complete one: it is written last)
 MARKER = "_rfmx_dataset.json"
-_MIN_SHARE_ROWS = 1 << 20
+_MIN_SHARE_ROWS = 1 << 16
 _MAX_SHARE_ROWS = 1 << 24
 
 
@@ -217,8 +217,10 @@ def _share_rows(files, n_workers: int, share_rows: int | None) -> int:
             raise RfmxError(f"share_rows must be >= 1, got {share_rows}")
         return int(share_rows)
     total = sum(sum(_parquet_row_groups(f)) for f in files if f.fmt == "parquet")
-    # About two shares per worker: enough to even out the load, few enough partials to merge.
-    return int(min(_MAX_SHARE_ROWS, max(_MIN_SHARE_ROWS, total // (2 * n_workers) + 1)))
+    # As many shares as workers, or a multiple of it when shares would pass the largest
+    # size: every worker gets the same number of lines, and there are few partials to merge.
+    n_shares = -(-max(1, -(-total // _MAX_SHARE_ROWS)) // n_workers) * n_workers
+    return int(max(_MIN_SHARE_ROWS, -(-total // n_shares)))
 
 
 # --- the tasks ------------------------------------------------------------------------------
@@ -566,7 +568,8 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
     the workers); a folder path or URI gets a Parquet dataset (one part per bucket, written
     by the workers, whole or not at all: :class:`DatasetOutput`); with ``single_file=True``
     ``output`` is one file (.parquet, .csv, .arrow) written by the client bucket by bucket.
-    ``share_rows``: lines per task (default: about two shares per worker, 1-16 M lines);
+    ``share_rows``: lines per task (default: one share per worker, or a multiple of that
+    number of shares when they would pass 16 M lines; Parquet row groups are not split);
     ``fan_in``: partials merged per merge task.  ``report``: a dict that receives the
     run's counters (rows read, skipped, customers).  Other options as :func:`rfmx.aggregate`.
     """

@@ -132,7 +132,7 @@ def test_dask_dataframe_source(client):
     frame = table.to_pandas()
     ddf = dd.from_pandas(frame, npartitions=4, sort=False)
     got = frame_table(rd.aggregate(ddf, order_id="order_id", client=client, buckets=3), client)
-    want = rfmx.aggregate(table, order_id="order_id")
+    want = rfmx.aggregate(pa.Table.from_pandas(frame, preserve_index=False), order_id="order_id")
     assert_same(got, want, metadata=False)
 
 
