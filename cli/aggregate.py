@@ -74,7 +74,7 @@ def run_on_dask(command, on_dask, sources, output, customer, time_col, amount, o
     """Run ``command`` (``aggregate`` or ``score``) through ``rfmx.dask`` and report like one machine does."""
     import rfmx.dask as rd
 
-    from .options import read_options, show_progress  # noqa: F401
+    from .options import read_options
 
     counters: dict = {}
     with rd.cluster(on_dask["address"]) as client:
@@ -89,7 +89,7 @@ def run_on_dask(command, on_dask, sources, output, customer, time_col, amount, o
         parts.append(f"{counters['rows_outside_window']:,} rows outside the window skipped")
     if counters["amounts_rounded"]:
         parts.append(f"{counters['amounts_rounded']:,} amounts rounded to {amount_scale} decimals")
-    parts.append(f"on Dask: {counters['shares']:,} shares, {counters['buckets']:,} buckets -> {output}")
+    parts.append(f"on Dask: shares {counters['shares']:,}, buckets {counters['buckets']:,} -> {output}")
     click.echo("rfmx: " + ", ".join(parts), err=True)
     return counters
 

@@ -42,7 +42,7 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "connect", "cluster", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
+__all__ = ["aggregate", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
 DEFAULT_FAN_IN = 8

@@ -309,3 +309,20 @@ def test_cli_aggregate_on_dask(client, tmp_path):
         assert result.exit_code == 2 and message in result.stderr
     result = CliRunner().invoke(main, ["aggregate", *paths, "--single-file", "-o", str(tmp_path / "y.parquet")])
     assert result.exit_code == 2 and "--single-file is for --dask" in result.stderr
+
+
+def test_csv_and_ipc_files_and_file_uris_on_one_machine(client, tmp_path):
+    import pyarrow.csv as pcsv
+    import pyarrow.feather as feather
+
+    table = random_orders(12, 900, string_ids=True)
+    pcsv.write_csv(table.slice(0, 300), tmp_path / "a.csv")
+    feather.write_feather(table.slice(300, 300), tmp_path / "b.arrow")
+    pcsv.write_csv(table.slice(600), tmp_path / "c.csv")
+    paths = [str(tmp_path / n) for n in ("a.csv", "b.arrow", "c.csv")]
+    want = rfmx.aggregate(paths, order_id="order_id")
+    got = rd.aggregate(paths, order_id="order_id", client=client, buckets=2, output=tmp_path / "out")
+    assert got is None
+    assert_same(pq.read_table(tmp_path / "out"), want)
+    # file:// URIs read as the local paths they name, on one machine too
+    assert_same(rfmx.aggregate([f"file://{p}" for p in paths], order_id="order_id"), want)
