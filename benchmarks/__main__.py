@@ -33,7 +33,7 @@ from .data import Dataset, child_env, ensure_derived, ensure_orders, given_datas
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 ALL_WORKLOADS = list(WORKLOADS)
-EXACT_WORKLOADS = ("aggregate", "scores", "incremental", "timeline")
+EXACT_WORKLOADS = ("aggregate", "scores", "incremental", "timeline", "dask")
 METRICS = ("wall_s", "cpu_s", "peak_rss_bytes")
 
 
@@ -363,7 +363,7 @@ class Suite:
         """Every wanted workload on one order history (k-means and BG/NBD only when ``models``)."""
         self.dataset(ds)
         paths, warm_paths = ds.derived(self.data_dir), warm.derived(self.data_dir)
-        for workload in ("aggregate", "scores", "timeline"):
+        for workload in ("aggregate", "scores", "timeline", "dask"):
             if self.wants(workload):
                 self.run_bench(workload, ds, paths, warm_paths, series="rows" if workload == "aggregate" else None)
         if self.wants("incremental"):

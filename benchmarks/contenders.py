@@ -949,6 +949,9 @@ WORKLOADS = {
     "incremental": {"rfmx": RfmxIncrement, "rescan": RfmxRescan},
     "timeline": {"rfmx": RfmxTimeline, "pandas": PandasTimeline, "polars": PolarsTimeline, "duckdb": DuckDBTimeline},
 }
+from .dask_aggregate import DaskGroupby, RfmxDaskAggregate  # noqa: E402
+
+WORKLOADS["dask"] = {"rfmx": RfmxAggregate, "rfmx-dask": RfmxDaskAggregate, "dask-groupby": DaskGroupby}
 
 # Contenders that compute no result: checked only for reading every row.
 ROWS_ONLY = ("scan", "bound")
@@ -956,7 +959,7 @@ ROWS_ONLY = ("scan", "bound")
 # The top-level module each contender needs, so the runner can skip a missing peer without
 # starting a process; rfmx's own parts are checked inside the child.
 PEER_MODULES = {"pandas": "pandas", "polars": "polars", "duckdb": "duckdb", "sklearn": "sklearn",
-                "lifetimes": "lifetimes"}
+                "lifetimes": "lifetimes", "rfmx-dask": "distributed", "dask-groupby": "distributed"}
 
 # Whose answer the others are checked against (the first of these that ran); aggregate and
 # scores are decided by majority first.
@@ -967,6 +970,7 @@ REFERENCE = {
     "bgnbd": ("lifetimes", "rfmx"),
     "incremental": ("rescan", "rfmx"),
     "timeline": ("pandas", "duckdb", "polars", "rfmx"),
+    "dask": ("rfmx", "rfmx-dask", "dask-groupby"),
 }
 KMEANS_RTOL = 1e-6
 BGNBD_RTOL = 1e-5

@@ -18,6 +18,7 @@ WORKLOAD_TITLES = {
     "bgnbd": "BG/NBD fit (same summary data)",
     "incremental": "Incremental update: 1 % new lines into a saved state vs full rescan",
     "timeline": "Customers over time: the aggregate at every month start",
+    "dask": "Per-customer aggregate on Dask (LocalCluster of 2 worker processes) beside one process",
 }
 MB = 1024 * 1024
 
@@ -133,6 +134,9 @@ def bench_table(bench) -> list[str]:
         extra_cols = [("snapshots", lambda e: _count(e["extra"].get("snapshots"))),
                       ("rows, all snapshots", lambda e: _count(e["extra"].get("snapshot_rows"))),
                       ("wall s by phase", _phases)]
+    elif bench["workload"] == "dask":
+        extra_cols = [("peak RSS per worker MB", lambda e: ", ".join(
+            _mb(b) for b in e["extra"].get("worker_peak_bytes", [])) or "—")]
     head = ["contender", "wall s (median)", "× rfmx", "CPU s", "× rfmx", "peak RSS MB", "× rfmx"]
     head += [name for name, _ in extra_cols] + ["check"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * (len(head) - 2) + ["---"]) + "|"]

@@ -3,15 +3,25 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, stream_options
+from .options import (
+    build_state_from_options,
+    check_dask_run,
+    column_options,
+    dask_options,
+    dask_settings,
+    report_state,
+    stream_options,
+)
 
 
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Per-customer aggregates: .parquet, .csv, .arrow/.feather, a database (with --table) or - (standard output, --format).")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Per-customer aggregates: .parquet, .csv, .arrow/.feather, a database (with --table) or - "
+                   "(standard output, --format); with --dask a folder for a Parquet dataset.")
 @column_options
 @stream_options
+@dask_options
 def aggregate(sources, output, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
               amount_scale, on_null, delimiter, state_in, state_out, progress):
     """Per-customer RFM aggregates of order histories.
@@ -21,6 +31,8 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
       rfmx aggregate orders.parquet -o rfm.parquet
       rfmx aggregate 'exports/*.csv' --customer user_id --time created_at --amount total -o rfm.csv
       rfmx aggregate new.parquet --state-in s.arrow --state-out s.arrow -o rfm.parquet
+      rfmx aggregate 'orders/*.parquet' --dask local:4 -o rfm/
+      rfmx aggregate s3://shop/orders/ --dask tcp://scheduler:8786 -o s3://shop/rfm/
 
     Streams SOURCES (Parquet, Arrow IPC/Feather or CSV files, directories, globs, a
     database with --query or --table, or - for standard input) in order; with --state-in
@@ -32,6 +44,11 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
         raise click.UsageError("give at least one SOURCE or --state-in")
     if not output and not state_out:
         raise click.UsageError("give -o/--output and/or --state-out")
+    on_dask = dask_settings()
+    if on_dask:
+        check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
+        return run_guarded(run_on_dask, "aggregate", on_dask, sources, output, customer, time_col, amount,
+                           order_id, as_of, since, batch_size, amount_scale, on_null, delimiter)
 
     def run():
         from rfmx.outputs import CommandFiles
@@ -50,6 +67,31 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
         report_state(state)
 
     run_guarded(run)
+
+
+def run_on_dask(command, on_dask, sources, output, customer, time_col, amount, order_id, as_of, since, batch_size,
+                amount_scale, on_null, delimiter, **options):
+    """Run ``command`` (``aggregate`` or ``score``) through ``rfmx.dask`` and report like one machine does."""
+    import rfmx.dask as rd
+
+    from .options import read_options
+
+    counters: dict = {}
+    with rd.cluster(on_dask["address"]) as client:
+        getattr(rd, command)(list(sources), customer, time_col, amount, order_id, as_of=as_of, since=since,
+                             amount_scale=amount_scale, on_null=on_null, batch_size=batch_size, delimiter=delimiter,
+                             client=client, buckets=on_dask["buckets"], output=output,
+                             single_file=on_dask["single_file"], report=counters, **read_options(), **options)
+    parts = [f"{counters['rows_read']:,} rows read", f"{counters['customers']:,} customers"]
+    if counters["rows_null_skipped"]:
+        parts.append(f"{counters['rows_null_skipped']:,} rows with nulls skipped")
+    if counters["rows_outside_window"]:
+        parts.append(f"{counters['rows_outside_window']:,} rows outside the window skipped")
+    if counters["amounts_rounded"]:
+        parts.append(f"{counters['amounts_rounded']:,} amounts rounded to {amount_scale} decimals")
+    parts.append(f"on Dask: shares {counters['shares']:,}, buckets {counters['buckets']:,} -> {output}")
+    click.echo("rfmx: " + ", ".join(parts), err=True)
+    return counters
 
 
 @click.command()

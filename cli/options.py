@@ -376,3 +376,64 @@ def renamed_option(old: str, new: str, dest: str, **attrs):
             return f(*args, **kwargs)
         return wrapper
     return decorate
+
+
+def dask_options(f):
+    """--dask/--buckets/--single-file: run the command on a Dask cluster (``rfmx.dask``).
+
+    Kept on the click context like the reading options, so the commands' signatures need
+    not list them: :func:`dask_settings` gives them to the command body."""
+    @click.option("--dask", "dask_address", default=None, metavar="local:N|ADDRESS",
+                  help="Run on a Dask cluster: local:N (a LocalCluster of N worker processes) or a scheduler "
+                       "address (tcp://scheduler:8786); -o is then a folder that gets a Parquet dataset, one part "
+                       "per customer bucket, written by the workers (needs the dask extra).")
+    @click.option("--buckets", type=click.IntRange(min=1), default=None,
+                  help="With --dask: customer hash buckets, one output part each [default: 4 per worker].")
+    @click.option("--single-file", is_flag=True, default=False,
+                  help="With --dask: write -o as one file (.parquet, .csv, .arrow) through this machine instead "
+                       "of a dataset.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        meta = click.get_current_context().meta
+        meta["rfmx.dask"] = {"address": kwargs.pop("dask_address"), "buckets": kwargs.pop("buckets"),
+                             "single_file": kwargs.pop("single_file")}
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def dask_settings() -> dict | None:
+    """The running command's --dask settings, or None without --dask.
+
+    Usage errors for --buckets or --single-file without --dask; without --dask an existing
+    folder as -o stays the usage error it always was (with --dask, -o is a folder)."""
+    ctx = click.get_current_context()
+    found = ctx.meta.get("rfmx.dask") or {}
+    if found.get("address"):
+        return found
+    for name in ("buckets", "single_file"):
+        if given_on_command_line(ctx, name):
+            raise click.UsageError(f"--{name.replace('_', '-')} is for --dask runs")
+    import os
+
+    output = ctx.params.get("output")
+    if isinstance(output, str) and output != "-" and os.path.isdir(output):
+        raise click.BadParameter(f"File {output!r} is a directory.", ctx=ctx, param_hint="'-o' / '--output'")
+    return None
+
+
+def check_dask_run(sources, output, *, state_in=None, state_out=None, threads=None) -> None:
+    """Usage errors for what a --dask run cannot do: read standard input or a database (the
+    workers read files), write a database or standard output, fold saved states."""
+    from rfmx.locations import database_kind
+
+    if state_in or state_out:
+        raise click.UsageError("--state-in/--state-out fold a state on this machine; leave them out with --dask")
+    if threads is not None:
+        raise click.UsageError("--threads: each Dask worker runs one kernel thread; size the cluster instead "
+                               "(--dask local:N)")
+    if any(s == "-" or database_kind(s) is not None for s in sources):
+        raise click.UsageError("--dask reads files (paths, folders, globs, URIs) on the workers, not standard "
+                               "input or a database")
+    if output is not None and not isinstance(output, str):
+        raise click.UsageError("-o with --dask is a folder (a Parquet dataset) or, with --single-file, a file; "
+                               "not a database table or standard output")

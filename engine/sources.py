@@ -29,7 +29,12 @@ import pyarrow.dataset as ds
 from .columns import ColumnMap, US_PER_DAY, canonical_integers, check_columns
 from .errors import RfmxError
 
-__all__ = ["iter_batches", "file_format", "CUSTOMER_TYPES", "SourceObject"]
+__all__ = ["iter_batches", "file_format", "CUSTOMER_TYPES", "SourceObject", "PlannedFile", "plan_files", "read_files",
+           "REMOTE_SCHEMES"]
+
+#: URI schemes read through pyarrow's filesystems (Parquet and Arrow IPC files; ``file://`` is
+#: a local path and reads every format)
+REMOTE_SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "az", "hdfs", "viewfs")
 
 #: How CSV customer ids are read: decided per file (``auto``), or as the user says.
 CUSTOMER_TYPES = ("auto", "int", "string")
@@ -97,9 +102,67 @@ def _dir_files(path: str) -> list[str]:
     )
 
 
-def _expand(source) -> list[tuple[str, str]]:
-    """A path, directory or glob → [(path, format)], in a deterministic order."""
+def _local_path(source) -> str:
+    """A path as given, or the local path of a ``file://`` URI."""
     s = os.fspath(source)
+    if s.lower().startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        return unquote(urlparse(s).path)
+    return s
+
+
+def _remote_scheme(source) -> str | None:
+    from .locations import url_scheme
+
+    scheme = url_scheme(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else None
+    return scheme if scheme in REMOTE_SCHEMES else None
+
+
+def _remote_files(uri: str) -> list[tuple[str, str]]:
+    """A remote file, folder or glob (``s3://bucket/orders/*.parquet``) → [(URI, format)], sorted."""
+    import fnmatch
+
+    from pyarrow import fs as pafs
+
+    magic = any(ch in uri for ch in "*?[")
+    base = uri
+    if magic:
+        head = re.split(r"[*?\[]", uri, maxsplit=1)[0]
+        base = head.rsplit("/", 1)[0]
+    try:
+        filesystem, root = pafs.FileSystem.from_uri(base)
+        info = filesystem.get_file_info(root)
+        if info.type == pafs.FileType.File and not magic:
+            return [(uri, file_format(uri))]
+        if info.type != pafs.FileType.Directory:
+            raise RfmxError(f"{uri}: no such file or directory")
+        listed = filesystem.get_file_info(pafs.FileSelector(root, recursive=True))
+    except (pa.ArrowException, OSError) as exc:
+        raise RfmxError(f"{uri}: cannot list: {_arrow_error(exc)}") from None
+    prefix = base.rstrip("/")
+    files = []
+    for entry in listed:
+        if entry.type != pafs.FileType.File:
+            continue
+        rel = entry.path[len(root.rstrip("/")):].lstrip("/")
+        if any(part.startswith((".", "_")) for part in rel.split("/")):
+            continue
+        full = f"{prefix}/{rel}"
+        if magic and not fnmatch.fnmatchcase(full, uri):
+            continue
+        files.append(full)
+    if not files:
+        raise RfmxError(f"{uri}: no files match" if magic else f"{uri}: directory has no data files")
+    return [(f, file_format(f)) for f in sorted(files)]
+
+
+def _expand(source) -> list[tuple[str, str]]:
+    """A path, directory or glob → [(path, format)], in a deterministic order (a remote URI's
+    files as URIs, each file listed: see :func:`_remote_files`)."""
+    if _remote_scheme(source):
+        return _remote_files(os.fspath(source))
+    s = _local_path(source)
     if any(ch in s for ch in "*?["):
         paths = sorted(glob.glob(s, recursive=True))
         if not paths:
@@ -178,7 +241,8 @@ def _parquet_batches(files: list["_File"], columns: ColumnMap, since_us, until_u
         except (pa.ArrowException, OSError) as exc:
             raise RfmxError(f"{f.path}: cannot read as Parquet: {_arrow_error(exc)}") from None
         for piece in pieces:
-            tasks.append((f.path, starts[piece.row_groups[0].id], piece))
+            if f.row_groups is None or piece.row_groups[0].id in f.row_groups:
+                tasks.append((f.path, starts[piece.row_groups[0].id], piece))
     names = columns.names()
 
     def batches():
@@ -215,6 +279,11 @@ class _File:
     schema: pa.Schema                   # Parquet/IPC: the file's own; CSV: what rfmx reads it as
     fragment: ds.Fragment | None = None  # Parquet/IPC
     customer_undecided: bool = False     # CSV without a customer id value: takes the others' kind
+    row_groups: tuple | None = None      # Parquet: read only these row groups (ids); None: all
+
+
+#: one input file as :func:`plan_files` planned it (path, format, the types it is read with)
+PlannedFile = _File
 
 
 @dataclass
@@ -398,7 +467,7 @@ def _plan_path(source, columns: ColumnMap, delimiter: str | None, customer_type:
     groups: dict[str, list[str]] = {}
     entries: list[tuple[str | None, str]] = []  # (directory, format), or (None, format) for a group of files
     for path, fmt in _expand(source):
-        if os.path.isdir(path):
+        if not _remote_scheme(path) and os.path.isdir(path):
             entries.append((path, fmt))
             continue
         if fmt not in groups:
@@ -419,6 +488,16 @@ def _plan_files(target: str | list[str], fmt: str, columns: ColumnMap, delimiter
         if fmt == "csv":
             listed = _dir_files(target) if is_dir else paths
             return _Part(fmt, label, [_csv_file(p, columns, delimiter, customer_type) for p in listed])
+        if _remote_scheme(paths[0]):
+            from pyarrow import fs as pafs
+
+            if fmt == "csv":
+                raise RfmxError(f"{label}: CSV files are read from local paths (or file:// URIs); read remote "
+                                f"Parquet or Arrow IPC files, or copy the CSV files to a local disk")
+
+            filesystem, _ = pafs.FileSystem.from_uri(paths[0])
+            dataset = ds.dataset([pafs.FileSystem.from_uri(p)[1] for p in paths], format=fmt, filesystem=filesystem)
+            return _Part(fmt, label, _typed_files(dataset, fmt, columns, label))
         dataset = ds.dataset(target if is_dir else (paths if len(paths) > 1 else paths[0]), format=fmt,
                              partitioning="hive" if is_dir else None)
         return _Part(fmt, label, _typed_files(dataset, fmt, columns, label))
@@ -716,3 +795,43 @@ def iter_batches(source, columns: ColumnMap, *, since_us=None, until_us=None, ba
             continue
         for part in plan:
             yield from _read_part(part, columns, since_us, until_us, batch_size, delimiter)
+
+
+def plan_files(source, columns: ColumnMap, *, delimiter: str | None = None, customer_type: str = "auto"
+               ) -> list[PlannedFile]:
+    """Every file of ``source`` (a path, directory, glob or URI, or a list of them), in the
+    order :func:`iter_batches` reads them, each with the types it is read with.
+
+    Refuses, before any row is read, what :func:`iter_batches` refuses: a missing column,
+    integer customer ids in one file and strings in another.  The files (or shares of them:
+    set a Parquet file's ``row_groups``) are read by :func:`read_files`, on this machine or
+    another one: a planned file carries its ``pyarrow.dataset`` fragment and its filesystem.
+    """
+    if customer_type not in CUSTOMER_TYPES:
+        raise RfmxError(f"customer_type must be 'auto', 'int' or 'string', got {customer_type!r}")
+    items = _items(source)
+    for item in items:
+        from .locations import database_kind
+
+        if not isinstance(item, (str, os.PathLike)) or os.fspath(item) == "-" or database_kind(item) is not None:
+            raise RfmxError(f"{item}: only files (paths, directories, globs, URIs) can be planned and read in "
+                            f"shares; read other sources in one stream")
+    files = [f for item in items for part in _plan_path(item, columns, delimiter, customer_type) for f in part.files]
+    _check_id_kinds(files, columns, customer_type)
+    return files
+
+
+def read_files(files: list[PlannedFile], columns: ColumnMap, *, since_us=None, until_us=None,
+               batch_size: int = 1 << 20, delimiter: str | None = None) -> Iterator[tuple[str, int, pa.RecordBatch]]:
+    """``(where, first_row, batch)`` of files planned by :func:`plan_files`, in order, as
+    :func:`iter_batches` yields them; a Parquet file with ``row_groups`` yields only those
+    row groups, with rows still numbered from the start of the file."""
+    start = 0
+    while start < len(files):
+        end = start + 1
+        while end < len(files) and files[end].fmt == files[start].fmt:
+            end += 1
+        group = files[start:end]
+        yield from _read_part(_Part(group[0].fmt, group[0].path, group), columns, since_us, until_us, batch_size,
+                              delimiter)
+        start = end

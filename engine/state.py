@@ -836,13 +836,18 @@ class RFMState:
         """Read a state written by :meth:`save`; refuses other formats and versions, and
         damaged files (metadata, columns or values that :meth:`save` cannot have written)."""
         path = Path(path)
-        table = read_state_file(path)
-        meta = read_state_meta(path, table, STATE_FORMAT)
+        return cls.from_table(read_state_file(path), what=path, threads=threads)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, *, what="<state table>", threads: int | None = None) -> "RFMState":
+        """The state whose :meth:`to_table` is ``table`` (checked as :meth:`load` checks a file;
+        ``what`` names it in errors): how partial states cross process boundaries as Arrow data."""
+        meta = read_state_meta(what, table, STATE_FORMAT)
         c = meta["columns"]
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], since=meta["since_us"],
                     until=meta["until_us"], amount_scale=meta["amount_scale"], threads=threads,
                     timezone=meta["timezone"])
-        state._restore(meta, table, path)
+        state._restore(meta, table, what)
         return state
 
     def _restore(self, meta: dict, table: pa.Table, path) -> CustomerIds | None:

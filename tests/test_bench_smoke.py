@@ -61,7 +61,7 @@ def test_suite_runs_and_contenders_agree(tmp_path, data_dir):
     benches = _by_workload(results)
     assert set(benches) == {("aggregate", "string", "rows"), ("scores", "string", None), ("incremental", "string", None),
                             ("timeline", "string", None), ("kmeans", "string", None), ("bgnbd", "string", None),
-                            ("aggregate", "int", "customers")}
+                            ("dask", "string", None), ("aggregate", "int", "customers")}
     installed = {name for name in PEERS if find_spec(name) is not None}
     for bench in results["benchmarks"]:
         for e in bench["contenders"]:
@@ -76,6 +76,9 @@ def test_suite_runs_and_contenders_agree(tmp_path, data_dir):
         if len(ran) > 1:
             assert all(e["check"] == "agrees" for e in ran), bench
             assert all("wall_s" in e["ratios"] for e in ran if any(x["name"] == "rfmx" for x in ran))
+    on_dask = {e["name"]: e for e in benches[("dask", "string", None)][0]["contenders"]}
+    assert on_dask["rfmx-dask"]["status"] == "ok" and on_dask["rfmx-dask"]["check"] == "agrees"
+    assert len(on_dask["rfmx-dask"]["extra"]["worker_peak_bytes"]) == 2
     rfmx = {b["workload"]: next(e for e in b["contenders"] if e["name"] == "rfmx") for b in results["benchmarks"]}
     assert rfmx["aggregate"]["status"] == "ok" and rfmx["incremental"]["status"] == "ok"
     customers = benches[("aggregate", "int", "customers")][0]
