@@ -8,7 +8,7 @@ per-customer result to Parquet.  rfmx's commands against DuckDB (``COPY (…) TO
     python -m benchmarks.end_to_end --tiny --repeats 7        # the fixed cost of a command
     python -m benchmarks.end_to_end --tiny --baseline /old/venv/bin/rfmx   # against an earlier build
 
-Contenders, each one process per run (after one unmeasured run each), the clock around the whole process (start-up,
+Contenders, each one process per run (after one unmeasured round, ``--warmup``), the clock around the whole process (start-up,
 imports, kernel loading, reading, computing, writing and closing the file):
 
 * **rfmx-aggregate**: ``rfmx aggregate ORDERS -o out.parquet`` — the 12 per-customer columns
@@ -217,14 +217,17 @@ def tiny_orders(path: Path) -> None:
     }), str(path))
 
 
-def measure(inputs: list[str], contenders: list[str], repeats: int, work: Path, log, check: bool = True) -> list[dict]:
-    """Every contender on every input, ``repeats`` rotated rounds; one row per (input, contender)."""
+def measure(inputs: list[str], contenders: list[str], repeats: int, work: Path, log, check: bool = True,
+            warmup: int = 1) -> list[dict]:
+    """Every contender on every input, ``repeats`` rotated rounds after ``warmup`` unmeasured
+    ones; one row per (input, contender)."""
     rows = []
     for src in inputs:
-        for c in contenders:  # one unmeasured run each: Numba caches filled, files in the page cache
-            out = work / f"{c}.parquet"
-            run_once(command(c, src, str(out)))
-            out.unlink()
+        for _ in range(warmup):  # Numba's cache filled, the input in the page cache
+            for c in contenders:
+                out = work / f"{c}.parquet"
+                run_once(command(c, src, str(out)))
+                out.unlink()
         runs = {c: [] for c in contenders}
         sums, sizes = {}, {}
         for r in range(repeats):
@@ -293,6 +296,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default=None, metavar="EXE",
                    help="also run this rfmx executable (e.g. an earlier commit's, installed in another environment) "
                         "as contender 'baseline'")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds before the measured ones, per input")
     p.add_argument("--no-check", action="store_true", help="skip reading the outputs back for the checksums")
     p.add_argument("--work", type=Path, default=None, help="folder for the outputs (default: a temporary one)")
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
@@ -317,7 +321,7 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     try:
-        rows = measure(inputs, contenders, a.repeats, work, log, check=not a.no_check)
+        rows = measure(inputs, contenders, a.repeats, work, log, check=not a.no_check, warmup=a.warmup)
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
