@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .contenders import table_checksum, checksum_differences
+from .contenders import SQL_QBIN, checksum_differences, table_checksum
 from .data import rfmx_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,9 +80,6 @@ rfm AS (
     FROM per, horizon
 )"""
 
-# pd.qcut(rank, 5)'s bin of rank k among n customers, in integer arithmetic.
-_QBIN = "greatest(1, (5 * ({k} - 1) + n - 2) // (n - 1))"
-
 _DUCKDB_SQL = {
     "aggregate": _DUCKDB_PER_CUSTOMER + "\nSELECT * FROM rfm",
     "score": _DUCKDB_PER_CUSTOMER + """,
@@ -95,8 +92,8 @@ ranked AS (
 )
 SELECT * EXCLUDE (n, r_rank, f_rank, m_rank),
        6 - {r} AS r_score, {f} AS f_score, {m} AS m_score
-FROM ranked""".replace("{r}", _QBIN.format(k="r_rank")).replace("{f}", _QBIN.format(k="f_rank")).replace(
-        "{m}", _QBIN.format(k="m_rank")),
+FROM ranked""".replace("{r}", SQL_QBIN.format(k="r_rank")).replace("{f}", SQL_QBIN.format(k="f_rank")).replace(
+        "{m}", SQL_QBIN.format(k="m_rank")),
 }
 
 _DUCKDB_CHILD = """
