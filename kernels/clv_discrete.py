@@ -57,10 +57,11 @@ _REANCHOR = 32  # table entries between direct evaluations (the recurrences in b
 @kernel
 def gamma_tables(c, out):
     """``out[0, k] = lgamma(c + k)``, ``out[1, k] = digamma(c + k)``, ``out[2, k] = trigamma(c + k)``
-    for ``k = 0 .. out.shape[1] - 1`` (``c > 0``): direct every 32 entries, recurrences between."""
+    for ``k = 0 .. out.shape[1] - 1`` (``c > 0``): direct every 32 entries and below 16 (where
+    trigamma falls fast and its recurrence would cancel), recurrences between."""
     for k in range(out.shape[1]):
         z = c + k
-        if k % _REANCHOR == 0:
+        if k % _REANCHOR == 0 or z < 16.0:
             out[0, k] = math.lgamma(z)
             out[1, k] = digamma(z)
             out[2, k] = trigamma(z)

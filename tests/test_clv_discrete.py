@@ -517,3 +517,69 @@ def _check_derivatives(model, params, data, g, H):
         dn[i] -= h
         fdh = (model._loglik(up, data)[1] - model._loglik(dn, data)[1]) / (2 * h)
         np.testing.assert_allclose(H[:, i], fdh, rtol=1e-6, atol=1e-6 * np.abs(H).max())
+
+
+def test_gamma_tables_against_scipy():
+    from scipy.special import digamma, gammaln, polygamma
+
+    from rfmx.kernels.clv_discrete import gamma_tables
+
+    for c in (0.01, 0.66, 3.8, 250.0):
+        out = np.empty((3, 5000))
+        gamma_tables(c, out)
+        z = c + np.arange(5000)
+        np.testing.assert_allclose(out[0], gammaln(z), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(out[1], digamma(z), rtol=1e-13, atol=1e-13)
+        np.testing.assert_allclose(out[2], polygamma(1, z), rtol=1e-12)
+
+
+def test_models_benchmark_runs(tmp_path):
+    """benchmarks/clv_micro.py models, rfmx only, at a tiny size: the module and its children work."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "clv_micro.py")
+    proc = subprocess.run([sys.executable, script, "models", "--customers", "3000", "--repeat", "1", "--threads", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["customers"] == 3000
+    for model in ("mbgnbd", "bgbb", "sbg"):
+        assert out[model]["rfmx"]["optimizer"]["message"] == "Newton: converged"
+
+
+def test_bgnbd_penalizer_equals_lifetimes(cdnow, ref):
+    bg = BGNBD(penalizer=0.05).fit(cdnow)
+    np.testing.assert_allclose(_values(bg), ref["bgnbd_penalized"]["params"], rtol=REL)
+
+
+@settings(max_examples=40, deadline=None)
+@given(curve=st.lists(st.integers(0, 400), min_size=1, max_size=12), top=st.integers(1, 2000),
+       params=st.tuples(st.floats(0.05, 30.0), st.floats(0.05, 30.0)))
+def test_sbg_loglik_property(curve, top, params):
+    from rfmx.clv.models import _survivor_counts
+
+    survivors = [top] + sorted((min(c, top) for c in curve), reverse=True)
+    churned, survived = _survivor_counts(survivors)
+    ll = SBG()._loglik_hessian(np.array(params), SBG._prepare(churned, survived))[0]
+    t = [k for k in range(1, len(survivors)) for _ in range(survivors[k - 1] - survivors[k])]
+    np.testing.assert_allclose(ll, sbg_ll(params, t, [len(survivors) - 1] * survivors[-1]), rtol=1e-10, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 20), st.one_of(st.none(), st.integers(1, 25))), min_size=1,
+                     max_size=40),
+       last=st.one_of(st.none(), st.integers(20, 30)))
+def test_contracts_from_property(rows, last):
+    """Periods paid and status by the definition, contract by contract."""
+    from rfmx.clv.models import contracts_from
+
+    rows = [(s, None if e is None else s + e) for s, e in rows]
+    table = pa.table({"start": [s for s, _ in rows], "end": [e for _, e in rows]})
+    paid, active = contracts_from(table, last_period=last)
+    L = last if last is not None else max([s for s, _ in rows] + [e for _, e in rows if e is not None])
+    for (s, e), p, a in zip(rows, paid, active):
+        if e is not None and e <= L:
+            assert (p, a) == (e - s, False)
+        else:
+            assert (p, a) == (L + 1 - s, True)

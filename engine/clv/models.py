@@ -311,12 +311,17 @@ class _Model:
             if big > 5.0:  # never more than a factor e**5 in one step
                 step *= 5.0 / big
             slope = float(g @ step)
+            # Near the optimum the decrease a step can make is below the rounding of f (a sum
+            # over millions of customers): there a step that shrinks the gradient is taken,
+            # instead of halving it ~40 times in search of a decrease rounding hides.
+            noise = 64 * np.finfo(np.float64).eps * max(1.0, abs(f))
             t = 1.0
             while True:
                 cand = np.clip(theta + t * step, -_LOG_BOUND, _LOG_BOUND)
                 fc, gc, Hc = fgh(cand)
                 evaluations += 1
-                if np.isfinite(fc) and fc <= f + 1e-4 * t * slope:
+                if np.isfinite(fc) and (fc <= f + 1e-4 * t * slope or
+                                        (abs(fc - f) <= noise and np.max(np.abs(gc)) < np.max(np.abs(g)))):
                     break
                 t *= 0.5
                 if t < 1e-12:
@@ -1224,6 +1229,16 @@ def _survivor_counts(survivors):
     return churned, survived
 
 
+def _contract_counts(paid, running, weights=None):
+    """(churned at renewal decision t, survived t decisions) from periods paid and running flags:
+    a cancelled contract of t periods churned at its t-th decision, a running one of t periods
+    has survived t - 1."""
+    w = np.ones(len(paid)) if weights is None else weights
+    size = int(paid.max()) + 1
+    return (np.bincount(paid[~running], weights=w[~running], minlength=size),
+            np.bincount(paid[running] - 1, weights=w[running], minlength=size))
+
+
 class SBG(_ExactHessian, _Model):
     """The shifted-beta-geometric model of contract renewals (Fader & Hardie 2007): at each
     period's end a customer renews with probability 1 - theta, theta ~ beta(alpha, beta)
@@ -1262,15 +1277,12 @@ class SBG(_ExactHessian, _Model):
         else:
             paid, running = contracts_from(data, start=start, end=end, last_period=last_period, periods=periods,
                                            active=active)
-            w = np.ones(len(paid))
+            w = None
             if weights is not None:
                 w = _column(data, weights) if isinstance(weights, str) else np.asarray(weights, dtype=np.float64)
                 if w.shape != paid.shape or not np.all(np.isfinite(w)) or (w < 0).any():
                     raise RfmxError("weights must be finite, non-negative and one per customer")
-            size = int(paid.max()) + 1
-            churned = np.bincount(paid[~running], weights=w[~running], minlength=size)
-            # a running contract with t periods paid has survived t - 1 renewal decisions
-            survived = np.bincount(paid[running] - 1, weights=w[running], minlength=size)
+            churned, survived = _contract_counts(paid, running, w)
         n = float(churned.sum() + survived.sum())
         if n < 2:
             raise RfmxError(f"sBG has 2 parameters; fitting it needs more customers than that, got {n:g}")
@@ -1280,11 +1292,16 @@ class SBG(_ExactHessian, _Model):
             raise RfmxError(f"sBG cannot be fitted when {what}: the churn probabilities are not identified")
         self._counts = (churned, survived)
         self.time_unit_, self.time_scale_ = None, 1.0
+        data_ = self._prepare(churned, survived)
+        params = self._optimize(data_, n, np.ones(2) if initial is None else initial, maxiter)
+        return self._finish_fit(params, data_, n, len(data_[0]))
+
+    @staticmethod
+    def _prepare(churned, survived):
+        """Kernel inputs: the period counts with customers, and their churned and survived counts."""
         t = np.arange(len(churned), dtype=np.int64)
         keep = (churned > 0) | (survived > 0)
-        data_ = (t[keep], churned[keep], survived[keep])
-        params = self._optimize(data_, n, np.ones(2) if initial is None else initial, maxiter)
-        return self._finish_fit(params, data_, n, int(keep.sum()))
+        return t[keep], churned[keep], survived[keep]
 
     def _loglik_hessian(self, params, data):
         from ..kernels.clv_discrete import sbg_loglik_hessian

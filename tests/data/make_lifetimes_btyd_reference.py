@@ -18,7 +18,7 @@ writes (all small):
 
   * ``ModifiedBetaGeoFitter`` on the published CDNOW summary (Fader, Hardie & Lee 2005;
     per-customer predictions in ``lifetimes_mbgnbd_predictions.csv.gz``), unpenalized and
-    with ``penalizer_coef=0.05``;
+    with ``penalizer_coef=0.05`` (and ``BetaGeoFitter`` with it, for BG/NBD's penalty);
   * ``BetaGeoBetaBinomFitter`` on the donations data (per-pattern predictions), unpenalized
     and with ``penalizer_coef=0.01``, and on four simulated cohorts observed for 4, 6, 9
     and 12 opportunities (``bgbb_simulated.csv``, made here with a fixed seed).
@@ -30,7 +30,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from lifetimes import BetaGeoBetaBinomFitter, ModifiedBetaGeoFitter
+from lifetimes import BetaGeoBetaBinomFitter, BetaGeoFitter, ModifiedBetaGeoFitter
 
 warnings.simplefilter("ignore")
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,6 +59,9 @@ out["mbgnbd"] = {**fitted(mbg, MBG), "n": len(x),
                  "expected_new": floats(mbg.expected_number_of_purchases_up_to_time(np.array([1.0, 39.0, 78.0])))}
 mbg_pen = ModifiedBetaGeoFitter(penalizer_coef=0.05).fit(x, tx, T)
 out["mbgnbd_penalized"] = {**fitted(mbg_pen, MBG), "penalizer": 0.05}
+# BG/NBD's penalty as lifetimes applies it (alpha in units of max T), for the penalizer test
+bg_pen = BetaGeoFitter(penalizer_coef=0.05).fit(x, tx, T)
+out["bgnbd_penalized"] = {**fitted(bg_pen, MBG), "penalizer": 0.05}
 pd.DataFrame({
     "ID": pub["ID"],
     "prob_alive": mbg.conditional_probability_alive(x, tx, T),
