@@ -15,7 +15,9 @@ HORIZON_UNITS = ("day", "week", "month")
 MODELS = ("bgnbd", "mbgnbd", "pareto", "bgbb", "sbg")
 #: options of the purchase models that --model sbg (contracts, not orders) has no use for
 _NOT_FOR_CONTRACTS = ("holdout_start", "compare", "compare_out", "calibration_out", "state_in", "state_out",
-                      "spend_model_in", "spend_model_out", "as_of", "since")
+                      "spend", "spend_model_in", "spend_model_out", "period", "unit", "horizon_unit", "customer",
+                      "time_col", "amount", "order_id", "as_of", "since", "batch_size", "amount_scale", "on_null",
+                      "delimiter", "round_mode", "customer_type", "timezone")
 #: options of --model sbg only
 _CONTRACTS_ONLY = ("survivors", "last_period", "projection_out")
 
@@ -124,9 +126,9 @@ def clv(sources, output, model_name, holdout_start, compare, compare_out, horizo
     typed = [name for name in (_NOT_FOR_CONTRACTS if model_name == "sbg" else _CONTRACTS_ONLY)
              if given_on_command_line(ctx, name)]
     if typed:
-        flag = "--" + typed[0].replace("_", "-")
-        raise click.UsageError(f"{flag} is not an option of --model sbg" if model_name == "sbg"
-                               else f"{flag} is for --model sbg")
+        flag = next(p.opts[0] for p in ctx.command.params if p.name == typed[0])
+        raise click.UsageError(f"{flag} is not an option of --model sbg (it reads contracts, not orders)"
+                               if model_name == "sbg" else f"{flag} is for --model sbg")
     if model_name == "sbg":
         if sources and survivors:
             raise click.UsageError("give SOURCES (contracts) or --survivors, not both")

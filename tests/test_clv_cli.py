@@ -316,3 +316,13 @@ def test_clv_sbg_survivors_and_contracts(runner, tmp_path):
         assert res.exit_code == 2 and message in res.output, res.output
     res = runner.invoke(main, ["clv", "--model", "sbg", "--survivors", "10,12"])
     assert res.exit_code == 1 and "rises from 10 to 12" in res.output
+
+
+def test_clv_bgbb_holdout(runner, tmp_path):
+    cal = tmp_path / "cal.csv"
+    res = runner.invoke(main, ["clv", *ARGS, "--model", "bgbb", "--period", "week", "--holdout-start", "1997-09-29",
+                               "--horizon", "4", "--horizon-unit", "week", "--calibration-out", str(cal),
+                               "-o", str(tmp_path / "bb.parquet")])
+    assert res.exit_code == 0, res.output
+    check = pcsv.read_csv(cal).to_pandas()
+    assert check["n_customers"].sum() == 2357 and (check["predicted"] > 0).all()

@@ -583,3 +583,17 @@ def test_contracts_from_property(rows, last):
             assert (p, a) == (e - s, False)
         else:
             assert (p, a) == (L + 1 - s, True)
+
+
+def test_failed_fits_name_the_model(cdnow, donations):
+    with pytest.raises(RfmxError, match="MBG/NBD fit did not converge: Newton's method stopped after 1 iterations"):
+        MBGNBD().fit(cdnow, maxiter=1)
+    with pytest.raises(RfmxError, match="BG/BB fit did not converge"):
+        BGBB().fit(frequency=donations["frequency"], recency=donations["recency"],
+                   n_periods=donations["n_periods"], weights=donations["weights"], maxiter=1)
+    with pytest.raises(RfmxError, match="sBG fit did not converge"):
+        SBG().fit(survivors=REGULAR, maxiter=1)
+    # every customer buys at every opportunity: the likelihood's supremum is at p = 1, theta = 0;
+    # the fit stops where the gradient vanishes and says its standard errors do not exist
+    bb = BGBB().fit(frequency=[3, 5, 2, 4, 6], recency=[3, 5, 2, 4, 6], n_periods=[3, 5, 2, 4, 6])
+    assert not bb.hessian_positive_definite_ and "n/a (Hessian not positive definite)" in bb.summary()
