@@ -13,6 +13,8 @@ HORIZON_UNITS = ("day", "week", "month")
 
 #: the models --model fits (Gamma-Gamma is the spend model, fitted with --spend)
 MODELS = ("bgnbd", "mbgnbd", "pareto", "bgbb", "sbg")
+#: the models fitted on order histories (sBG is fitted on contracts)
+ORDER_MODELS = tuple(m for m in MODELS if m != "sbg")
 #: options of the purchase models that --model sbg (contracts, not orders) has no use for
 _NOT_FOR_CONTRACTS = ("holdout_start", "compare", "compare_out", "calibration_out", "state_in", "state_out",
                       "spend", "spend_model_in", "spend_model_out", "period", "unit", "horizon_unit", "customer",
