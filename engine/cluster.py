@@ -20,15 +20,15 @@ Importing this module compiles nothing and does not import Numba.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from .customer_features import DEFAULT_FEATURES, FeatureTransform, centre_label, cluster_labels
 from .errors import RfmxError
+from .points import (CHUNK_SIZE, as_random_state, check_k, feature_major, kernel_threads,
+                     nearest_centres, save_json)
 
 __all__ = [
     "KMeans",
@@ -47,11 +47,6 @@ __all__ = [
     "SILHOUETTE_SAMPLE",
 ]
 
-#: Features clustered by default: recency, frequency and monetary value.
-DEFAULT_FEATURES = ("recency_days", "n_orders", "monetary_total")
-#: Points per chunk of every parallel pass.  Results depend on it (summation order), never
-#: on the thread count.
-CHUNK_SIZE = 1024
 #: Points on which silhouettes are computed (O(s^2) distances) when choosing k.
 SILHOUETTE_SAMPLE = 10_000
 MODEL_FORMAT = "rfmx-clusters"
@@ -62,67 +57,6 @@ def _kernels():
     from .kernels import kmeans
 
     return kmeans
-
-
-@contextlib.contextmanager
-def _threads(n):
-    """``n`` Numba threads (None: as set), parallel tasks handed out one at a time."""
-    import numba
-
-    from .kernels._policy import threads
-
-    with threads(n) as count, numba.parallel_chunksize(1):
-        yield count
-
-
-def _random_state(seed) -> np.random.RandomState:
-    """None (fresh entropy), an int seed or a ``RandomState`` (used as is), as scikit-learn."""
-    if seed is None:
-        return np.random.RandomState()
-    if isinstance(seed, np.random.RandomState):
-        return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.RandomState(int(seed))
-    raise RfmxError(f"random_state must be None, an int or a numpy RandomState, got {seed!r}")
-
-
-def _points(X, what: str = "X") -> np.ndarray:
-    """``X`` (n, d) as the kernels' feature-major ``(d, n)`` C-contiguous float64 array.
-
-    A Fortran-ordered float64 ``X`` is used without a copy.  Rejects NaN and infinity.
-    """
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise RfmxError(f"{what} must be 2-dimensional (customers x features), got shape {X.shape}")
-    if X.shape[1] == 0:
-        raise RfmxError(f"{what} has no features (shape {X.shape})")
-    try:
-        xt = np.asfortranarray(X, dtype=np.float64).T
-    except (TypeError, ValueError) as exc:
-        raise RfmxError(f"{what} is not numeric: {exc}") from None
-    _check_finite(xt, what)
-    return xt
-
-
-def _check_finite(xt: np.ndarray, what: str) -> None:
-    for f in range(xt.shape[0]):
-        row = xt[f]
-        if not np.isfinite(row).all():
-            bad = np.flatnonzero(~np.isfinite(row))
-            raise RfmxError(f"{what}: feature {f} has {len(bad):,} NaN or infinite values (first at row {int(bad[0])})")
-
-
-def _check_k(k, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise RfmxError(f"n_clusters must be an int, got {k!r}")
-    k = int(k)
-    if k < 1:
-        raise RfmxError(f"n_clusters must be >= 1, got {k}")
-    if n == 0:
-        raise RfmxError("no customers to cluster (empty population)")
-    if k > n:
-        raise RfmxError(f"n_clusters={k} is more than the {n:,} customers to cluster")
-    return k
 
 
 def _uniform_choice(rs: np.random.RandomState, n: int, **kw):
@@ -179,10 +113,10 @@ def kmeans_plusplus(X, n_clusters: int, *, random_state=None, n_local_trials: in
     that lowers the potential (total squared distance) most.  Returns ``(centres (k, d),
     indices (k,))``; with the same ``random_state`` it makes scikit-learn's random draws.
     """
-    xt = _points(X)
-    k = _check_k(n_clusters, xt.shape[1])
-    with _threads(threads):
-        return _kmeans_plusplus(xt, k, _random_state(random_state), int(chunk_size), n_local_trials)
+    xt = feature_major(X)
+    k = check_k(n_clusters, xt.shape[1])
+    with kernel_threads(threads):
+        return _kmeans_plusplus(xt, k, as_random_state(random_state), int(chunk_size), n_local_trials)
 
 
 # --- Lloyd ----------------------------------------------------------------------------------
@@ -261,20 +195,6 @@ def _tolerance(xt: np.ndarray, tol: float) -> float:
     return float(np.mean(np.var(xt, axis=1)) * tol)
 
 
-def _assign(xt, centres, chunk_size, with_inertia):
-    K = _kernels()
-    n = xt.shape[1]
-    nch = K.n_chunks(n, chunk_size)
-    labels = np.full(n, -1, dtype=np.int32)
-    inertia = np.empty(nch if with_inertia else 0, dtype=np.float64)
-    changed = np.empty(nch, dtype=np.int64)
-    sums = np.empty((0, 1, 1), dtype=np.float64)
-    counts = np.empty((0, 1), dtype=np.int64)
-    K.lloyd_assign(xt, centres, chunk_size, labels, sums, counts, inertia, changed)
-    total, _ = K.lloyd_merge(sums, counts, inertia, changed, np.empty((1, 1)), np.empty(1, np.int64))
-    return labels, float(total)
-
-
 class _Estimator:
     """What KMeans and MiniBatchKMeans share: predict, score, transform, JSON."""
 
@@ -286,7 +206,7 @@ class _Estimator:
 
     def _new_points(self, X) -> np.ndarray:
         self._check_fitted()
-        xt = _points(X)
+        xt = feature_major(X)
         if xt.shape[0] != self.cluster_centers_.shape[1]:
             raise RfmxError(f"X has {xt.shape[0]} features but the model was fitted with "
                             f"{self.cluster_centers_.shape[1]}")
@@ -295,14 +215,14 @@ class _Estimator:
     def predict(self, X) -> np.ndarray:
         """The nearest centre of each row of ``X`` (n, d): int32 labels (n,)."""
         xt = self._new_points(X)
-        with _threads(self.threads):
-            return _assign(xt, self.cluster_centers_, self.chunk_size, False)[0]
+        with kernel_threads(self.threads):
+            return nearest_centres(xt, self.cluster_centers_, self.chunk_size, False)[0]
 
     def score(self, X) -> float:
         """Minus the inertia of ``X`` (sum of squared distances to the nearest centre)."""
         xt = self._new_points(X)
-        with _threads(self.threads):
-            return -_assign(xt, self.cluster_centers_, self.chunk_size, True)[1]
+        with kernel_threads(self.threads):
+            return -nearest_centres(xt, self.cluster_centers_, self.chunk_size, True)[1]
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each row of ``X`` to each centre: (n, k)."""
@@ -392,7 +312,7 @@ class _Estimator:
 
     def save(self, path) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        _save_json(self.to_dict(), path)
+        save_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path):
@@ -499,15 +419,15 @@ class KMeans(_Estimator):
         ``sample_weight`` is not supported (must be None)."""
         if sample_weight is not None:
             raise RfmxError("sample_weight is not supported")
-        xt = _points(X)
+        xt = feature_major(X)
         d, n = xt.shape
-        k = _check_k(self.n_clusters, n)
+        k = check_k(self.n_clusters, n)
         init_array = self._check_params(d)
-        rs = _random_state(self.random_state)
+        rs = as_random_state(self.random_state)
         tol = _tolerance(xt, self.tol)
         runs = 1 if init_array is not None else int(self.n_init)
         best = None
-        with _threads(self.threads):
+        with kernel_threads(self.threads):
             for _ in range(runs):
                 centres = self._seed(xt, k, rs, init_array)
                 result = _lloyd(xt, centres, int(self.max_iter), tol, int(self.chunk_size))
@@ -550,17 +470,17 @@ class MiniBatchKMeans(_Estimator):
 
     def _rs(self):
         if not hasattr(self, "_random"):
-            self._random = _random_state(self.random_state)
+            self._random = as_random_state(self.random_state)
         return self._random
 
     def partial_fit(self, X, y=None) -> "MiniBatchKMeans":
         """Fold one batch (n_b, d) into the centres."""
         K = _kernels()
-        xt = _points(X)
+        xt = feature_major(X)
         d, n = xt.shape
-        with _threads(self.threads):
+        with kernel_threads(self.threads):
             if not hasattr(self, "cluster_centers_"):
-                k = _check_k(self.n_clusters, n)
+                k = check_k(self.n_clusters, n)
                 rs = self._rs()
                 pts = xt
                 size = self.init_sample if self.init_sample is not None else 3 * int(self.batch_size)
@@ -596,9 +516,9 @@ class MiniBatchKMeans(_Estimator):
 
     def fit(self, X, y=None) -> "MiniBatchKMeans":
         """``max_epochs`` shuffled passes of mini-batches over ``X`` (n, d), then labels."""
-        xt = _points(X)
+        xt = feature_major(X)
         n = xt.shape[1]
-        _check_k(self.n_clusters, n)
+        check_k(self.n_clusters, n)
         for attr in ("cluster_centers_", "_counts", "_random"):
             self.__dict__.pop(attr, None)
         rs = self._rs()
@@ -609,8 +529,8 @@ class MiniBatchKMeans(_Estimator):
             order = rs.permutation(n)
             for start in range(0, n, bs):
                 self.partial_fit(xt[:, np.sort(order[start:start + bs])].T)
-        with _threads(self.threads):
-            self.labels_, self.inertia_ = _assign(xt, self.cluster_centers_, int(self.chunk_size), True)
+        with kernel_threads(self.threads):
+            self.labels_, self.inertia_ = nearest_centres(xt, self.cluster_centers_, int(self.chunk_size), True)
         self.n_iter_ = int(self.max_epochs)
         return self
 
@@ -627,13 +547,13 @@ def silhouette_score(X, labels, *, sample_size: int | None = SILHOUETTE_SAMPLE, 
     cluster (the coefficient is undefined there).
     """
     K = _kernels()
-    xt = _points(X)
+    xt = feature_major(X)
     labels = np.asarray(labels)
     n = xt.shape[1]
     if labels.shape != (n,):
         raise RfmxError(f"labels have shape {labels.shape}; expected ({n},)")
     if sample_size is not None and sample_size < n:
-        idx = _random_state(random_state).permutation(n)[:sample_size]
+        idx = as_random_state(random_state).permutation(n)[:sample_size]
         xt = np.ascontiguousarray(xt[:, idx])
         labels = labels[idx]
     _, dense = np.unique(labels, return_inverse=True)
@@ -642,186 +562,9 @@ def silhouette_score(X, labels, *, sample_size: int | None = SILHOUETTE_SAMPLE, 
     if k < 2 or k >= len(dense):
         return float("nan")
     out = np.empty(len(dense), dtype=np.float64)
-    with _threads(threads):
+    with kernel_threads(threads):
         K.silhouette_samples(xt, dense, k, out)
     return float(out.mean())
-
-
-# --- JSON ---------------------------------------------------------------------------------------
-
-
-def _save_json(data: dict, path) -> None:
-    from .sinks import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-
-
-# --- features -------------------------------------------------------------------------------------
-
-_WORDS = {
-    "recency_days": ("recent", "lapsing", "lapsed"),
-    "n_orders": ("rare", "occasional", "frequent"),
-    "monetary_total": ("low spend", "mid spend", "high spend"),
-    "tenure_days": ("new", "established", "long-standing"),
-    "avg_order_value": ("small baskets", "mid baskets", "big baskets"),
-}
-#: A centre more than this many standardized units below (above) the population centre
-#: reads as "low" ("high") in a cluster's label.
-LABEL_THRESHOLD = 0.5
-
-
-def _signed_log1p(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.log1p(np.abs(v))
-
-
-def _signed_expm1(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.expm1(np.abs(v))
-
-
-class FeatureTransform:
-    """Per-customer table -> standardized feature matrix; fitted once, stored with the model.
-
-    Each feature column is read as float64, optionally log-transformed with the
-    sign-preserving ``sign(v) * log1p(|v|)`` (net money can be negative), then
-    standardized: ``"zscore"`` ((v - mean) / std), ``"robust"`` ((v - median) / IQR, the
-    std where the IQR is 0) or ``"none"``.  Customers with a null in any feature (a
-    refund-only customer has no recency) are left out and reported; NaN or infinite
-    values, a missing or non-numeric column and a constant feature are errors.
-    """
-
-    def __init__(self, features=DEFAULT_FEATURES, *, log=True, scaling: str = "zscore"):
-        features = tuple(features)
-        if not features:
-            raise RfmxError("no features given")
-        if len(set(features)) != len(features):
-            raise RfmxError(f"features repeat a column: {list(features)}")
-        if scaling not in ("zscore", "robust", "none"):
-            raise RfmxError(f"scaling must be 'zscore', 'robust' or 'none', got {scaling!r}")
-        if isinstance(log, bool):
-            log = tuple(log for _ in features)
-        else:
-            unknown = set(log) - set(features)
-            if unknown:
-                raise RfmxError(f"log names columns that are not features: {sorted(unknown)}")
-            log = tuple(f in set(log) for f in features)
-        self.features = features
-        self.log = log
-        self.scaling = scaling
-
-    def raw(self, table: pa.Table, where: str = "table") -> tuple[np.ndarray, np.ndarray]:
-        """``(values (n_kept, d) Fortran-ordered float64 after the log step, kept (n,) bool)``."""
-        import pyarrow.compute as pc
-
-        n = table.num_rows
-        kept = np.ones(n, dtype=bool)
-        cols = []
-        for name in self.features:
-            if name not in table.column_names:
-                numeric = [f.name for f in table.schema
-                           if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)]
-                raise RfmxError(f"{where}: no column '{name}' to use as a feature; numeric columns: {', '.join(numeric)}")
-            col = table.column(name)
-            t = col.type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)):
-                raise RfmxError(f"{where}: feature '{name}' has type {t}; use a numeric column "
-                                f"(e.g. recency_days, tenure_days, n_orders, monetary_total)")
-            if col.null_count:
-                kept &= np.asarray(col.is_valid())
-            cols.append(col)
-        X = np.empty((int(kept.sum()), len(cols)), dtype=np.float64, order="F")
-        mask = None if kept.all() else pa.array(kept)
-        for f, (name, col) in enumerate(zip(self.features, cols)):
-            if mask is not None:
-                col = col.filter(mask)
-            v = pc.cast(col, pa.float64()).to_numpy()
-            if not np.isfinite(v).all():
-                bad = np.flatnonzero(~np.isfinite(v))
-                row = int(np.flatnonzero(kept)[bad[0]])
-                raise RfmxError(f"{where}: feature '{name}' has {len(bad):,} NaN or infinite values (first at row {row})")
-            X[:, f] = _signed_log1p(v) if self.log[f] else v
-        return X, kept
-
-    def fit(self, table: pa.Table, where: str = "table") -> "FeatureTransform":
-        """Learn the centre and scale of each feature over the customers of ``table``."""
-        X, kept = self.raw(table, where)
-        n = X.shape[0]
-        if n == 0:
-            raise RfmxError(f"{where}: no customers to cluster ({table.num_rows:,} rows, none with all features non-null)")
-        center = np.zeros(X.shape[1])
-        scale = np.ones(X.shape[1])
-        for f, name in enumerate(self.features):
-            v = X[:, f]
-            std = float(v.std())
-            if n > 1 and v.min() == v.max():
-                raise RfmxError(f"{where}: feature '{name}' is constant ({float(v[0])!r} after the log step) over the "
-                                f"{n:,} customers; it cannot separate clusters: drop it from the features")
-            if self.scaling == "zscore":
-                center[f], scale[f] = float(v.mean()), std if std > 0 else 1.0
-            elif self.scaling == "robust":
-                q1, med, q3 = np.percentile(v, [25, 50, 75])
-                center[f] = float(med)
-                scale[f] = float(q3 - q1) if q3 > q1 else (std if std > 0 else 1.0)
-        self.center_ = center
-        self.scale_ = scale
-        self.n_fitted_ = n
-        return self
-
-    def transform(self, table: pa.Table, where: str = "table") -> tuple[np.ndarray, np.ndarray]:
-        """``(X (n_kept, d) Fortran-ordered standardized features, kept (n,) bool)``."""
-        if not hasattr(self, "center_"):
-            raise RfmxError("the feature transform is not fitted")
-        X, kept = self.raw(table, where)
-        X -= self.center_
-        X /= self.scale_
-        return X, kept
-
-    def inverse(self, Z: np.ndarray) -> np.ndarray:
-        """Standardized points (m, d) back in the columns' own units."""
-        V = np.asarray(Z, dtype=np.float64) * self.scale_ + self.center_
-        for f in range(V.shape[1]):
-            if self.log[f]:
-                V[:, f] = _signed_expm1(V[:, f])
-        return V
-
-    def to_dict(self) -> dict:
-        out = {"features": list(self.features), "log": list(self.log), "scaling": self.scaling}
-        if hasattr(self, "center_"):
-            out.update(center=self.center_.tolist(), scale=self.scale_.tolist(), n_fitted=self.n_fitted_)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "saved model") -> "FeatureTransform":
-        """The transform :meth:`to_dict` described; a damaged one is a one-line RfmxError."""
-        from .modelfile import Fields
-
-        f = Fields(where)
-        data = f.mapping(data, "the feature transform ('features')")
-        features = f.strings(f.get(data, "features", "the feature names"), "features")
-        log = f.get(data, "log", "the features' log flags ('log')")
-        if not isinstance(log, list) or len(log) != len(features) or not all(isinstance(v, bool) for v in log):
-            f.fail(f"log must be a list of {len(features)} true/false flags, one per feature")
-        scaling = f.string(f.get(data, "scaling"), "scaling", choices=("zscore", "robust", "none"))
-        try:
-            obj = cls(features, log=[name for name, flag in zip(features, log) if flag], scaling=scaling)
-        except RfmxError as exc:
-            f.fail(str(exc))
-        if "center" in data:
-            obj.center_ = f.array(data["center"], "center", length=len(features))
-            obj.scale_ = f.array(f.get(data, "scale", "the feature scales ('scale')"), "scale",
-                                 length=len(features), positive=True)
-            obj.n_fitted_ = f.integer(data.get("n_fitted"), "n_fitted", minimum=0, optional=True)
-        return obj
-
-
-def centre_label(transform: FeatureTransform, centre: np.ndarray, threshold: float = LABEL_THRESHOLD) -> str:
-    """A short human label from a centre in standardized units, e.g. "recent, frequent,
-    high spend": each feature reads low / mid / high at -threshold / +threshold."""
-    words = []
-    for name, z in zip(transform.features, centre):
-        low, mid, high = _WORDS.get(name, (f"low {name}", f"mid {name}", f"high {name}"))
-        words.append(low if z < -threshold else high if z > threshold else mid)
-    return ", ".join(words)
 
 
 # --- the customer model -------------------------------------------------------------------------------
@@ -875,7 +618,7 @@ class CustomerClusters:
 
     def save(self, path) -> None:
         """Write the model as JSON (atomically)."""
-        _save_json(self.to_dict(), path)
+        save_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path) -> "CustomerClusters":
@@ -929,7 +672,7 @@ def fit_clusters(table: pa.Table, k: int = 8, *, features=DEFAULT_FEATURES, log=
     """
     transform = FeatureTransform(features, log=log, scaling=scaling).fit(table, where)
     X, kept = transform.transform(table, where)
-    _check_k(k, X.shape[0])
+    check_k(k, X.shape[0])
     est = _estimator(k, algorithm, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
                      init_sample=init_sample, mini_batch_size=mini_batch_size, epochs=epochs, threads=threads)
     est.fit(X)
@@ -987,13 +730,13 @@ def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE
     ks = sorted({int(k) for k in k_values})
     if not ks:
         raise RfmxError("no k values to compare")
-    xt = _points(X)
+    xt = feature_major(X)
     for k in ks:
-        _check_k(k, xt.shape[1])
+        check_k(k, xt.shape[1])
     total_ss = float(((xt - xt.mean(axis=1, keepdims=True)) ** 2).sum())
     sample = None
     if silhouette_sample is not None and silhouette_sample < xt.shape[1]:
-        sample = np.sort(_random_state(random_state).permutation(xt.shape[1])[:silhouette_sample])
+        sample = np.sort(as_random_state(random_state).permutation(xt.shape[1])[:silhouette_sample])
     rows = {"k": [], "inertia": [], "variance_explained": [], "silhouette": [], "n_iter": []}
     for k in ks:
         est = _estimator(k, algorithm, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
