@@ -25,7 +25,7 @@ import math
 import numpy as np
 import pyarrow as pa
 
-from .customer_features import DEFAULT_FEATURES, FeatureTransform, centre_label, cluster_labels
+from .customer_features import DEFAULT_FEATURES, FeatureTransform, cluster_labels
 from .errors import RfmxError
 from .points import (CHUNK_SIZE, as_random_state, check_k, feature_major, kernel_threads,
                      nearest_centres, save_json)
@@ -41,7 +41,11 @@ __all__ = [
     "choose_k",
     "cluster_profiles",
     "add_cluster_column",
+    "make_estimator",
+    "kmeans_from_dict",
+    "labels_with_nulls",
     "parse_k_range",
+    "K_CHOICE_KEY",
     "DEFAULT_FEATURES",
     "CHUNK_SIZE",
     "SILHOUETTE_SAMPLE",
@@ -326,6 +330,12 @@ class _Estimator:
         return f"{type(self).__name__}({shown})"
 
 
+def kmeans_from_dict(data: dict, where: str = "saved model"):
+    """The :class:`KMeans` or :class:`MiniBatchKMeans` a ``to_dict()`` described (by its
+    ``estimator`` name); a damaged description is a one-line RfmxError."""
+    return _Estimator.from_dict(data, where)
+
+
 class KMeans(_Estimator):
     """k-means clustering (Lloyd), shaped like ``sklearn.cluster.KMeans``.
 
@@ -571,28 +581,35 @@ def silhouette_score(X, labels, *, sample_size: int | None = SILHOUETTE_SAMPLE, 
 
 
 class CustomerClusters:
-    """A fitted customer clustering: the feature transform plus a fitted k-means estimator.
+    """A fitted customer clustering: the feature transform plus a fitted estimator
+    (:class:`KMeans`, :class:`MiniBatchKMeans` or :class:`rfmx.hierarchy.Ward`).
 
     ``predict(table)`` places customers (new ones too) in the clusters; ``profiles``
     describes them; ``save``/``load`` use JSON (never pickle).
     """
 
-    def __init__(self, transform: FeatureTransform, kmeans: KMeans | MiniBatchKMeans):
+    def __init__(self, transform: FeatureTransform, estimator):
         self.transform = transform
-        self.kmeans = kmeans
+        self.estimator = estimator
+
+    @property
+    def method(self) -> str:
+        """``"kmeans"`` or ``"ward"``."""
+        return "ward" if type(self.estimator).__name__ == "Ward" else "kmeans"
 
     @property
     def n_clusters(self) -> int:
-        return int(self.kmeans.cluster_centers_.shape[0])
+        return int(self.estimator.cluster_centers_.shape[0])
 
     @property
     def labels(self) -> list[str]:
-        """One human label per cluster, from its centre."""
-        return [centre_label(self.transform, c) for c in self.kmeans.cluster_centers_]
+        """One human label per cluster, from its centre; no two alike (see
+        :func:`rfmx.customer_features.cluster_labels`)."""
+        return cluster_labels(self.transform, self.estimator.cluster_centers_)
 
     def centres(self) -> pa.Table:
         """The centres in the features' own units (one row per cluster)."""
-        V = self.transform.inverse(self.kmeans.cluster_centers_)
+        V = self.transform.inverse(self.estimator.cluster_centers_)
         data = {"cluster": pa.array(np.arange(self.n_clusters, dtype=np.int32))}
         for f, name in enumerate(self.transform.features):
             data[name] = pa.array(V[:, f])
@@ -603,8 +620,23 @@ class CustomerClusters:
         X, kept = self.transform.transform(table, where)
         out = np.zeros(table.num_rows, dtype=np.int32)
         if X.shape[0]:
-            out[kept] = self.kmeans.predict(X)
+            out[kept] = self.estimator.predict(X)
         return pa.array(out, mask=None if kept.all() else ~kept)
+
+    def recut(self, n_clusters: int | None = None, distance: float | None = None) -> "CustomerClusters":
+        """Cut a Ward model's tree again at ``n_clusters`` or ``distance`` (no refit; see
+        :meth:`rfmx.hierarchy.Ward.recut`).  Returns self."""
+        if self.method != "ward":
+            raise RfmxError("only a Ward model (--method ward) can be cut again; a k-means model is refitted")
+        self.estimator.recut(n_clusters, distance)
+        return self
+
+    def dendrogram(self) -> dict:
+        """A Ward model's tree and cut (:meth:`rfmx.hierarchy.Ward.dendrogram`) with the
+        ``features`` and the cluster ``labels``: the JSON of ``--dendrogram-out``."""
+        if self.method != "ward":
+            raise RfmxError("only a Ward model (--method ward) has a dendrogram")
+        return {**self.estimator.dendrogram(), "features": list(self.transform.features), "labels": self.labels}
 
     def profiles(self, table: pa.Table, clusters: pa.Array | None = None) -> pa.Table:
         """:func:`cluster_profiles` with this model's labels (``clusters`` default: predict)."""
@@ -614,42 +646,86 @@ class CustomerClusters:
 
     def to_dict(self) -> dict:
         return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "features": self.transform.to_dict(),
-                "kmeans": self.kmeans.to_dict(), "labels": self.labels}
+                ("ward" if self.method == "ward" else "kmeans"): self.estimator.to_dict(), "labels": self.labels}
 
     def save(self, path) -> None:
         """Write the model as JSON (atomically)."""
         save_json(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path) -> "CustomerClusters":
-        """Read a model written by :meth:`save`; refuses other formats and versions, and a
-        damaged file (bad JSON, NaN or infinite numbers, shapes that disagree, missing or
-        mistyped fields) is a one-line RfmxError naming the file and what is wrong."""
-        from .modelfile import Fields, read_model_json
+    def from_dict(cls, data: dict, where: str = "saved model") -> "CustomerClusters":
+        """The model :meth:`to_dict` described; refuses other formats and versions, and a
+        damaged description (NaN or infinite numbers, shapes that disagree, missing or
+        mistyped fields) is a one-line RfmxError starting with ``where``."""
+        from .modelfile import Fields
 
-        data = read_model_json(path, "cluster model")
-        f = Fields(path)
+        f = Fields(where)
+        data = f.mapping(data, "the cluster model")
         if data.get("format") != MODEL_FORMAT or data.get("version") != MODEL_VERSION:
             f.fail(f"not an rfmx cluster model (format/version {(data.get('format'), data.get('version'))}); "
                    f"this rfmx reads {MODEL_FORMAT!r} version {MODEL_VERSION}")
-        transform = FeatureTransform.from_dict(f.get(data, "features", "the feature transform ('features')"), str(path))
-        kmeans = _Estimator.from_dict(f.get(data, "kmeans", "the k-means estimator ('kmeans')"), str(path))
-        model = cls(transform, kmeans)
-        if not hasattr(model.kmeans, "cluster_centers_") or not hasattr(model.transform, "center_"):
+        transform = FeatureTransform.from_dict(f.get(data, "features", "the feature transform ('features')"), where)
+        if "ward" in data:
+            from .hierarchy import Ward
+
+            estimator = Ward.from_dict(data["ward"], where)
+            fitted = hasattr(estimator, "linkage_")
+            width = estimator.micro_centers_.shape[1] if fitted else None
+        else:
+            estimator = kmeans_from_dict(f.get(data, "kmeans", "the k-means estimator ('kmeans')"), where)
+            fitted = hasattr(estimator, "cluster_centers_")
+            width = estimator.cluster_centers_.shape[1] if fitted else None
+        model = cls(transform, estimator)
+        if not fitted or not hasattr(model.transform, "center_"):
             f.fail("the cluster model is not fitted")
         d = len(transform.features)
-        if kmeans.cluster_centers_.shape[1] != d:
-            f.fail(f"the cluster centres have {kmeans.cluster_centers_.shape[1]} coordinates but the model has "
-                   f"{d} features")
+        if width != d:
+            f.fail(f"the cluster centres have {width} coordinates but the model has {d} features")
         if "labels" in data:
             f.strings(data["labels"], "labels", length=model.n_clusters)
         return model
 
+    @classmethod
+    def load(cls, path) -> "CustomerClusters":
+        """Read a model written by :meth:`save` (see :meth:`from_dict`); a damaged file is a
+        one-line RfmxError naming the file and what is wrong."""
+        from .modelfile import read_model_json
+
+        return cls.from_dict(read_model_json(path, "cluster model"), str(path))
+
     def __repr__(self) -> str:
-        return f"CustomerClusters(k={self.n_clusters}, features={list(self.transform.features)})"
+        return f"CustomerClusters(method={self.method!r}, k={self.n_clusters}, features={list(self.transform.features)})"
 
 
-def _estimator(k, algorithm, *, n_init, max_iter, tol, random_state, init_sample, mini_batch_size, epochs, threads):
+def make_estimator(k: int | None = 8, *, method: str = "kmeans", algorithm: str = "lloyd",
+                   distance: float | None = None, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
+                   random_state=0, init_sample: int | None = None, mini_batch_size: int = 65_536, epochs: int = 1,
+                   n_micro: int | None = None, micro_sample: int | None = None, threads: int | None = None):
+    """The unfitted estimator the options describe -- the one place the clustering options
+    of :func:`fit_clusters`, :func:`choose_k` and :func:`rfmx.subclusters.fit_within` are
+    read.
+
+    ``method="kmeans"``: :class:`KMeans` (``algorithm="lloyd"``: ``n_init``, ``max_iter``,
+    ``tol``, ``init_sample``) or :class:`MiniBatchKMeans` (``"minibatch"``:
+    ``mini_batch_size``, ``epochs``, ``init_sample``).  ``method="ward"``:
+    :class:`rfmx.hierarchy.Ward` cut at ``k`` clusters or at ``distance`` (``n_micro``,
+    ``micro_sample``; the k-means options are not used).  ``random_state`` and ``threads``
+    serve both.
+    """
+    if method == "ward":
+        from .hierarchy import DEFAULT_MICRO, MICRO_SAMPLE, Ward
+
+        if algorithm != "lloyd":
+            raise RfmxError("mini-batch k-means is a k-means option: it does not apply to --method ward")
+        return Ward(k, distance=distance, n_micro=DEFAULT_MICRO if n_micro is None else n_micro,
+                    micro_sample=MICRO_SAMPLE if micro_sample is None else micro_sample,
+                    random_state=random_state, threads=threads)
+    if method != "kmeans":
+        raise RfmxError(f"method must be 'kmeans' or 'ward', got {method!r}")
+    if distance is not None:
+        raise RfmxError("a cut at a distance needs a tree: use it with --method ward")
+    if n_micro is not None or micro_sample is not None:
+        raise RfmxError("micro-clusters are the first stage of --method ward; k-means has none")
     if algorithm == "lloyd":
         return KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
                       init_sample=init_sample, threads=threads)
@@ -659,33 +735,37 @@ def _estimator(k, algorithm, *, n_init, max_iter, tol, random_state, init_sample
     raise RfmxError(f"algorithm must be 'lloyd' or 'minibatch', got {algorithm!r}")
 
 
-def fit_clusters(table: pa.Table, k: int = 8, *, features=DEFAULT_FEATURES, log=True, scaling: str = "zscore",
-                 algorithm: str = "lloyd", n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
-                 random_state=0, init_sample: int | None = None, mini_batch_size: int = 65_536, epochs: int = 1,
-                 threads: int | None = None, where: str = "table") -> tuple[CustomerClusters, pa.Array]:
+def labels_with_nulls(values: np.ndarray, kept: np.ndarray) -> pa.Array:
+    """Cluster per row of a table (int32): ``values`` for the rows ``kept``, null elsewhere."""
+    labels = np.zeros(len(kept), dtype=np.int32)
+    labels[kept] = values
+    return pa.array(labels, mask=None if kept.all() else ~kept)
+
+
+def fit_clusters(table: pa.Table, k: int | None = 8, *, features=DEFAULT_FEATURES, log=True,
+                 scaling: str = "zscore", where: str = "table", **options) -> tuple[CustomerClusters, pa.Array]:
     """Cluster the customers of a per-customer table (``rfmx.aggregate``'s output).
 
     Returns ``(model, clusters)``: the fitted :class:`CustomerClusters` and each row's
-    cluster (int32 array, null for customers left out for a null feature).  ``algorithm``
-    ``"minibatch"`` uses :class:`MiniBatchKMeans` (``mini_batch_size``, ``epochs``) instead
-    of Lloyd (``n_init``, ``max_iter``, ``tol``).  See :class:`FeatureTransform` and :class:`KMeans` for the other options.
+    cluster (int32 array, null for customers left out for a null feature).  ``options``
+    choose and tune the estimator (:func:`make_estimator`: ``method="kmeans"`` or
+    ``"ward"``, ``distance``, ``algorithm``, ``n_init``, ``max_iter``, ``n_micro``, ...); see
+    :class:`FeatureTransform` for ``features``, ``log`` and ``scaling``.
     """
     transform = FeatureTransform(features, log=log, scaling=scaling).fit(table, where)
     X, kept = transform.transform(table, where)
-    check_k(k, X.shape[0])
-    est = _estimator(k, algorithm, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
-                     init_sample=init_sample, mini_batch_size=mini_batch_size, epochs=epochs, threads=threads)
+    est = make_estimator(k, **options)
+    if options.get("distance") is None:
+        check_k(k, X.shape[0])
     est.fit(X)
-    labels = np.zeros(table.num_rows, dtype=np.int32)
-    labels[kept] = est.labels_
-    return CustomerClusters(transform, est), pa.array(labels, mask=None if kept.all() else ~kept)
+    return CustomerClusters(transform, est), labels_with_nulls(est.labels_, kept)
 
 
 def add_cluster_column(table: pa.Table, k: int = 8, *, name: str = "cluster", model: CustomerClusters | None = None,
                        **options) -> pa.Table:
     """``table`` with a ``cluster`` column (int32, null where a feature is null).
 
-    Fits a k-means model with :func:`fit_clusters` (``options`` are its keywords) or, with
+    Fits a model with :func:`fit_clusters` (``options`` are its keywords) or, with
     ``model``, places the customers in that model's clusters.
     """
     clusters = model.predict(table) if model is not None else fit_clusters(table, k, **options)[1]
@@ -710,18 +790,31 @@ def parse_k_range(text: str) -> list[int]:
         raise RfmxError(f"cannot read {text!r} as a k range (e.g. 2..12 or 2,4,8)") from None
 
 
+#: The k table's metadata key holding the recommendation (JSON: k, reason, the two readings).
+K_CHOICE_KEY = "rfmx.k_choice"
+
+
 def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE_SAMPLE, random_state=0,
-             features=DEFAULT_FEATURES, log=True, scaling: str = "zscore", algorithm: str = "lloyd", n_init: int = 1,
-             max_iter: int = 300, tol: float = 1e-4, init_sample: int | None = None,
-             mini_batch_size: int = 65_536, epochs: int = 1, threads: int | None = None) -> pa.Table:
-    """Compare k over ``k_values``: one row per k, ready to plot (elbow and silhouette).
+             features=DEFAULT_FEATURES, log=True, scaling: str = "zscore", **options) -> pa.Table:
+    """Compare k over ``k_values`` and recommend one: one row per k, ready to plot.
 
     Columns: ``k``, ``inertia`` (sum of squared distances in standardized units),
     ``variance_explained`` (1 - inertia / total sum of squares), ``silhouette`` (mean, on a
     uniform sample of ``silhouette_sample`` customers, the same sample for every k; null
-    for k = 1), ``n_iter``.  ``table_or_X``: a per-customer table (features as in
-    :func:`fit_clusters`) or an already standardized array (n, d).
+    for k = 1), ``n_iter`` (Lloyd iterations; null for Ward), ``elbow_distance`` (how far
+    below the chord of the inertia curve the k lies, see :mod:`rfmx.kchoice`) and
+    ``recommended`` (true on the recommended k).  The schema metadata ``rfmx.k_choice``
+    holds the recommendation and its reason (JSON); :func:`rfmx.kchoice.recommend_k`
+    recomputes it from the columns.
+
+    ``table_or_X``: a per-customer table (features as in :func:`fit_clusters`) or an
+    already standardized array (n, d).  ``options``: the estimator's, as
+    :func:`make_estimator` (``method="ward"`` builds one tree and cuts it at every k).
     """
+    import json
+
+    from .kchoice import recommend_k
+
     if isinstance(table_or_X, (pa.Table, pa.RecordBatch)):
         table = table_or_X if isinstance(table_or_X, pa.Table) else pa.Table.from_batches([table_or_X])
         X, _ = FeatureTransform(features, log=log, scaling=scaling).fit(table).transform(table)
@@ -737,11 +830,16 @@ def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE
     sample = None
     if silhouette_sample is not None and silhouette_sample < xt.shape[1]:
         sample = np.sort(as_random_state(random_state).permutation(xt.shape[1])[:silhouette_sample])
+    threads = options.get("threads")
     rows = {"k": [], "inertia": [], "variance_explained": [], "silhouette": [], "n_iter": []}
+    tree = None
+    if options.get("method") == "ward":
+        tree = make_estimator(ks[-1], random_state=random_state, **options).fit(X)
     for k in ks:
-        est = _estimator(k, algorithm, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
-                         init_sample=init_sample, mini_batch_size=mini_batch_size, epochs=epochs,
-                         threads=threads).fit(X)
+        if tree is not None:
+            est = tree.recut(k)
+        else:
+            est = make_estimator(k, random_state=random_state, **options).fit(X)
         if sample is None:
             sil = silhouette_score(X, est.labels_, sample_size=None, threads=threads)
         else:
@@ -750,13 +848,18 @@ def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE
         rows["inertia"].append(est.inertia_)
         rows["variance_explained"].append(1.0 - est.inertia_ / total_ss if total_ss > 0 else None)
         rows["silhouette"].append(None if math.isnan(sil) else sil)
-        rows["n_iter"].append(int(est.n_iter_))
+        rows["n_iter"].append(None if tree is not None else int(est.n_iter_))
+    choice = recommend_k(rows["k"], rows["inertia"], rows["silhouette"])
     out = pa.table({"k": pa.array(rows["k"], pa.int32()), "inertia": pa.array(rows["inertia"], pa.float64()),
                     "variance_explained": pa.array(rows["variance_explained"], pa.float64()),
                     "silhouette": pa.array(rows["silhouette"], pa.float64()),
-                    "n_iter": pa.array(rows["n_iter"], pa.int32())})
+                    "n_iter": pa.array(rows["n_iter"], pa.int32()),
+                    "elbow_distance": pa.array([choice.elbow_distance[k] for k in ks], pa.float64()),
+                    "recommended": pa.array([k == choice.k for k in ks], pa.bool_())})
     n_sil = xt.shape[1] if sample is None else len(sample)
-    return out.replace_schema_metadata({"rfmx.silhouette_sample": str(n_sil)})
+    info = {"k": choice.k, "reason": choice.reason, "best_silhouette_k": choice.best_silhouette_k,
+            "elbow_k": choice.elbow_k, "method": options.get("method", "kmeans")}
+    return out.replace_schema_metadata({"rfmx.silhouette_sample": str(n_sil), K_CHOICE_KEY: json.dumps(info)})
 
 
 # --- profiles -------------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 from .errors import RfmxError
 from .points import CHUNK_SIZE, as_random_state, check_k, feature_major, kernel_threads, save_json
 
-__all__ = ["Ward", "ward_linkage", "cut_tree", "leaf_order", "read_dendrogram", "check_linkage",
+__all__ = ["Ward", "ward_linkage", "cut_tree", "leaf_order", "read_dendrogram", "check_linkage", "distinct_count",
            "DEFAULT_MICRO", "MICRO_SAMPLE", "MICRO_MAX_ITER", "DENDROGRAM_FORMAT"]
 
 #: Micro-clusters of the first stage.
@@ -44,6 +44,7 @@ MICRO_SAMPLE = 100_000
 #: 1e-3 jitter of the data does (docs/clustering.md); the sample's iterations are most of
 #: the first stage's time.
 MICRO_MAX_ITER = 30
+MICRO_TOL = 1e-4
 DENDROGRAM_FORMAT = "rfmx-dendrogram"
 DENDROGRAM_VERSION = 1
 
@@ -76,6 +77,16 @@ def ward_linkage(points, weights=None) -> np.ndarray:
     Z = np.empty((m - 1, 4), dtype=np.float64)
     H.ward_linkage(np.ascontiguousarray(xt.T), w, Z)
     return Z
+
+
+def distinct_count(X, limit: int) -> int | None:
+    """How many distinct points (rows) ``X`` (n, d) has, or None when more than ``limit``
+    (the scan stops there): how many leaves a Ward tree over them can have."""
+    from .kernels import hierarchy as H
+
+    xt = feature_major(X)
+    found = H.distinct_points(xt, int(limit), np.empty(xt.shape[1], dtype=np.int64), np.empty(int(limit), dtype=np.int64))
+    return None if found < 0 else int(found)
 
 
 def _children(Z: np.ndarray) -> np.ndarray:
@@ -189,9 +200,9 @@ class Ward:
     micro_sample:
         Customers the micro-clusters are fitted on (a uniform sample drawn with
         replacement; all of them when there are fewer); every customer is then placed.
-    max_iter, tol:
-        Lloyd iterations (at most; default 30) and tolerance of the micro-cluster k-means
-        (as :class:`rfmx.cluster.KMeans`).
+    micro_max_iter:
+        Lloyd iterations (at most; default 30) of the micro-cluster k-means (tolerance
+        1e-4, as :class:`rfmx.cluster.KMeans`).
     random_state:
         None, an int or a ``numpy.random.RandomState`` (sample, k-means++).
     chunk_size, threads:
@@ -207,18 +218,17 @@ class Ward:
     ``inertia_`` (sum of squared distances to the cluster means); ``n_features_in_``.
     """
 
-    _params = ("n_clusters", "distance", "n_micro", "micro_sample", "max_iter", "tol", "random_state",
-               "chunk_size", "threads")
+    _params = ("n_clusters", "distance", "n_micro", "micro_sample", "micro_max_iter", "random_state", "chunk_size",
+               "threads")
 
     def __init__(self, n_clusters: int | None = 8, *, distance: float | None = None, n_micro: int = DEFAULT_MICRO,
-                 micro_sample: int = MICRO_SAMPLE, max_iter: int = MICRO_MAX_ITER, tol: float = 1e-4, random_state=None,
+                 micro_sample: int = MICRO_SAMPLE, micro_max_iter: int = MICRO_MAX_ITER, random_state=None,
                  chunk_size: int = CHUNK_SIZE, threads: int | None = None):
         self.n_clusters = n_clusters
         self.distance = distance
         self.n_micro = n_micro
         self.micro_sample = micro_sample
-        self.max_iter = max_iter
-        self.tol = tol
+        self.micro_max_iter = micro_max_iter
         self.random_state = random_state
         self.chunk_size = chunk_size
         self.threads = threads
@@ -231,14 +241,12 @@ class Ward:
         return self.n_clusters, None
 
     def _check_params(self):
-        for name in ("n_micro", "micro_sample", "max_iter", "chunk_size"):
+        for name in ("n_micro", "micro_sample", "micro_max_iter", "chunk_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise RfmxError(f"{name} must be an int >= 1, got {v!r}")
         if self.micro_sample < self.n_micro:
             raise RfmxError(f"micro_sample={self.micro_sample} is smaller than n_micro={self.n_micro}")
-        if not self.tol >= 0:
-            raise RfmxError(f"tol must be >= 0, got {self.tol!r}")
 
     def fit(self, X, y=None) -> "Ward":
         """Cluster ``X`` (n, d) (float; NaN and infinity are rejected)."""
@@ -251,7 +259,7 @@ class Ward:
         rs = as_random_state(self.random_state)
         with kernel_threads(self.threads):
             sites, means, counts, micro_labels, micro_sse = _micro_clusters(
-                xt, int(self.n_micro), int(self.micro_sample), int(self.max_iter), float(self.tol), rs,
+                xt, int(self.n_micro), int(self.micro_sample), int(self.micro_max_iter), MICRO_TOL, rs,
                 int(self.chunk_size))
         self.micro_centers_ = sites
         self.micro_means_ = means
@@ -354,15 +362,13 @@ class Ward:
         unknown = sorted(set(params) - set(cls._params))
         if unknown:
             f.fail(f"Ward has no parameter {unknown[0]!r}")
-        for p in ("n_micro", "micro_sample", "max_iter", "chunk_size"):
+        for p in ("n_micro", "micro_sample", "micro_max_iter", "chunk_size"):
             if p in params:
                 f.integer(params[p], p, minimum=1)
         for p in ("n_clusters", "threads"):
             f.integer(params.get(p), p, minimum=1, optional=True)
         f.integer(params.get("random_state"), "random_state", minimum=0, optional=True)
         f.number(params.get("distance"), "distance", minimum=0.0, optional=True)
-        if "tol" in params:
-            f.number(params["tol"], "tol", minimum=0.0)
         if params.get("n_clusters") is None and params.get("distance") is None:
             f.fail("the cut is missing: n_clusters and distance are both null")
         obj = cls(**params)
