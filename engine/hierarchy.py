@@ -466,7 +466,8 @@ def _micro_clusters(xt, n_micro, sample, max_iter, tol, rs, chunk_size):
 def read_dendrogram(source, where: str | None = None) -> dict:
     """A dendrogram (:meth:`Ward.dendrogram`) from a JSON file path or a dict, checked:
     returns ``{"linkage": Z (m - 1, 4), "leaf_sizes": (m,), "n_clusters": k, "distance":
-    D or None, "height": h}``; a damaged one is a one-line RfmxError naming the file."""
+    D or None, "height": h, "labels": the clusters' labels or None}``; a damaged one is a
+    one-line RfmxError naming the file."""
     from .modelfile import Fields, read_model_json
 
     if isinstance(source, dict):
@@ -492,5 +493,6 @@ def read_dendrogram(source, where: str | None = None) -> dict:
         f.fail(f"cut.n_clusters is {k}, more than the {m} leaves")
     distance = f.number(cut.get("distance"), "cut.distance", minimum=0.0, optional=True)
     height = f.number(cut.get("height", 0.0), "cut.height", minimum=0.0)
+    labels = f.strings(data["labels"], "labels", length=k) if data.get("labels") is not None else None
     return {"linkage": Z, "leaf_sizes": sizes.astype(np.int64), "n_clusters": k, "distance": distance,
-            "height": height}
+            "height": height, "labels": labels}
