@@ -173,6 +173,14 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
                                "standard error)")
     if k is None and distance is None and not k_range and not model_in:
         k = 8
+    if method == "ward" and not model_in:
+        from rfmx.cluster import parse_k_range
+
+        leaves = n_micro or 256  # rfmx.hierarchy.DEFAULT_MICRO, without importing the engine here
+        largest = max([k or 0] + (parse_k_range(k_range) if k_range else []))
+        if largest > leaves:
+            raise click.UsageError(f"k = {largest} is more than the {leaves} micro-clusters, the leaves of the Ward "
+                                   f"tree: give --micro-clusters {largest} or more")
     names = tuple(f.strip() for f in features.split(",") if f.strip())
     shape = dict(features=names, log=log_features, scaling=scaling)
     if method == "ward":

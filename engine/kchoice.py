@@ -8,9 +8,10 @@ Two readings of a ``--k-range`` comparison (:func:`rfmx.cluster.choose_k`):
   most.  Rule (the "maximum distance to the chord", as in kneedle): put k and inertia on
   0..1 scales (k from the first to the last k compared; inertia from the last k's, 0, to
   the first k's, 1); the elbow is the k whose point lies farthest below the straight line
-  (the chord) from the first point to the last.  No elbow with fewer than three k, when
-  inertia does not fall from the first k to the last, or when no point lies below the
-  chord.
+  (the chord) from the first point to the last (the smallest k of distances within
+  1e-12 of each other).  No elbow with fewer than three k, when inertia does not fall from
+  the first k to the last, or when no point lies below the chord by more than 1e-12 (a
+  straight line).
 
 The recommendation: the k with the highest silhouette; where several k are within
 ``SILHOUETTE_TOLERANCE`` (0.01) of the highest -- about the sampling noise of a
@@ -31,6 +32,8 @@ __all__ = ["KChoice", "elbow", "recommend_k", "SILHOUETTE_TOLERANCE"]
 
 #: Silhouettes closer than this to the highest count as tied with it.
 SILHOUETTE_TOLERANCE = 0.01
+#: Distances to the chord (0..1 scales) closer than this are equal (rounding, not shape).
+ROUNDING = 1e-12
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,11 @@ def elbow(ks, inertia) -> tuple[int | None, dict]:
     yn = (y - y[-1]) / (y[0] - y[-1])
     below = (1.0 - x - yn) / math.sqrt(2.0)  # the chord runs from (0, 1) to (1, 0)
     dist = {k: float(v) for k, v in zip(ks, below)}
-    best = int(np.argmax(below))  # the first (smallest k) of equal distances
-    return (ks[best] if below[best] > 0 else None), dist
+    top = float(below.max())
+    if top <= ROUNDING:  # a straight or concave curve: no point really below the chord
+        return None, dist
+    best = int(np.flatnonzero(below >= top - ROUNDING)[0])  # the smallest k of (numerically) equal distances
+    return ks[best], dist
 
 
 def recommend_k(ks, inertia, silhouette, tolerance: float = SILHOUETTE_TOLERANCE) -> KChoice:

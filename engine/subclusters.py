@@ -237,9 +237,15 @@ def load_cluster_model(path):
     :class:`WithinClusters` (by its ``format``)."""
     from .modelfile import read_model_json
 
+    from .cluster import MODEL_FORMAT
+    from .modelfile import Fields
+
     data = read_model_json(path, "cluster model")
     if data.get("format") == WITHIN_FORMAT:
         return WithinClusters.from_dict(data, str(path))
+    if data.get("format") != MODEL_FORMAT:
+        Fields(path).fail(f"not an rfmx cluster model (format/version {(data.get('format'), data.get('version'))}); "
+                          f"this rfmx reads {MODEL_FORMAT!r} and {WITHIN_FORMAT!r} version {MODEL_VERSION}")
     return CustomerClusters.from_dict(data, str(path))
 
 
