@@ -595,7 +595,9 @@ class CustomerClusters:
     @property
     def method(self) -> str:
         """``"kmeans"`` or ``"ward"``."""
-        return "ward" if type(self.estimator).__name__ == "Ward" else "kmeans"
+        from .hierarchy import Ward
+
+        return "ward" if isinstance(self.estimator, Ward) else "kmeans"
 
     @property
     def n_clusters(self) -> int:
