@@ -64,7 +64,7 @@ def k_table_lines(table) -> list[str]:
                    "linkage of their weighted means).")
 @click.option("--distance", type=click.FloatRange(min=0), default=None, metavar="D",
               help="With --method ward: cut the tree at height D (standardized units) instead of at k clusters.")
-@click.option("--micro-clusters", "n_micro", type=click.IntRange(min=1), default=None,
+@click.option("--micro-clusters", "n_micro", type=click.IntRange(min=1, max=10_000), default=None,
               help="With --method ward: micro-clusters of the first stage, the leaves of the tree [default: 256].")
 @click.option("--micro-sample", type=click.IntRange(min=1), default=None,
               help="With --method ward: customers the micro-clusters are fitted on before every customer is "
@@ -265,6 +265,7 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
             model.recut(k, distance)
 
     def compare(X_or_table, ks, files):
+        import json
         import time
 
         from rfmx.cluster import K_CHOICE_KEY, choose_k
@@ -272,8 +273,6 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
         start = time.perf_counter()
         compared = choose_k(X_or_table, ks, silhouette_sample=silhouette_sample, random_state=seed, **shape,
                             **options)
-        import json
-
         choice = json.loads(compared.schema.metadata[K_CHOICE_KEY.encode()])
         click.echo(f"rfmx: compared k = {', '.join(map(str, ks))} in {time.perf_counter() - start:.2f} s "
                    f"(silhouette on {compared.schema.metadata[b'rfmx.silhouette_sample'].decode()} customers)",

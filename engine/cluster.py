@@ -1,15 +1,19 @@
-"""Customer clustering: k-means over RFM features, choosing k, cluster profiles.
+"""Customer clustering: k-means over RFM features, the customer model, choosing k, profiles.
 
 Two layers:
 
 - estimators on plain arrays, shaped like scikit-learn's (no scikit-learn at run time):
   :class:`KMeans` (k-means++ seeding, parallel Lloyd iterations) and
   :class:`MiniBatchKMeans` (``partial_fit`` over batches: feature matrices beyond RAM);
-  :func:`kmeans_plusplus`, :func:`silhouette_score`;
+  :func:`kmeans_plusplus`, :func:`silhouette_score`; Ward's hierarchical clustering is
+  :class:`rfmx.hierarchy.Ward`;
 - the customer side, over the finalized per-customer table (``rfmx.aggregate``):
-  :class:`FeatureTransform` (log1p and standardization, stored with the model),
-  :func:`fit_clusters` -> :class:`CustomerClusters` (``predict``, ``profiles``, JSON
-  ``save``/``load``), :func:`choose_k`, :func:`cluster_profiles`, :func:`add_cluster_column`.
+  :class:`~rfmx.customer_features.FeatureTransform` (log1p and standardization, stored
+  with the model), :func:`make_estimator` (every clustering option, read in one place),
+  :func:`fit_clusters` -> :class:`CustomerClusters` (k-means or Ward: ``predict``,
+  ``profiles``, unique ``labels``, JSON ``save``/``load``), :func:`choose_k` (with the
+  recommendation of :mod:`rfmx.kchoice`), :func:`cluster_profiles`,
+  :func:`add_cluster_column`.  Clusters within segments: :mod:`rfmx.subclusters`.
 
 Reproducibility: the random draws (k-means++, random init, samples) come from a
 ``numpy.random.RandomState`` and are the same draws scikit-learn makes for the same

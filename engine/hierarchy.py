@@ -33,7 +33,7 @@ from .errors import RfmxError
 from .points import CHUNK_SIZE, as_random_state, check_k, feature_major, kernel_threads, save_json
 
 __all__ = ["Ward", "ward_linkage", "cut_tree", "leaf_order", "read_dendrogram", "check_linkage", "distinct_count",
-           "DEFAULT_MICRO", "MICRO_SAMPLE", "MICRO_MAX_ITER", "DENDROGRAM_FORMAT"]
+           "DEFAULT_MICRO", "MICRO_SAMPLE", "MICRO_MAX_ITER", "MAX_MICRO", "DENDROGRAM_FORMAT"]
 
 #: Micro-clusters of the first stage.
 DEFAULT_MICRO = 256
@@ -45,6 +45,8 @@ MICRO_SAMPLE = 100_000
 #: the first stage's time.
 MICRO_MAX_ITER = 30
 MICRO_TOL = 1e-4
+#: The most micro-clusters: the linkage's distance matrix holds 4 m^2 bytes (10,000: 400 MB).
+MAX_MICRO = 10_000
 DENDROGRAM_FORMAT = "rfmx-dendrogram"
 DENDROGRAM_VERSION = 1
 
@@ -196,7 +198,7 @@ class Ward:
         of squares that a merge causes, as scipy reports heights).  ``distance``, when
         given, replaces ``n_clusters``.
     n_micro:
-        Micro-clusters of the first stage (the leaves of the tree).
+        Micro-clusters of the first stage (the leaves of the tree), at most 10,000.
     micro_sample:
         Customers the micro-clusters are fitted on (a uniform sample drawn with
         replacement; all of them when there are fewer); every customer is then placed.
@@ -245,6 +247,10 @@ class Ward:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise RfmxError(f"{name} must be an int >= 1, got {v!r}")
+        if self.n_micro > MAX_MICRO:
+            raise RfmxError(f"n_micro={self.n_micro} is more than {MAX_MICRO:,} micro-clusters: the linkage holds "
+                            f"4 x n_micro^2 bytes ({4 * self.n_micro ** 2 / 1e9:.1f} GB) and the placing pass "
+                            f"n_micro x 32 bytes per 1,024 customers")
         if self.micro_sample < self.n_micro:
             raise RfmxError(f"micro_sample={self.micro_sample} is smaller than n_micro={self.n_micro}")
 

@@ -203,6 +203,7 @@ def test_recut_without_refitting():
     (dict(n_clusters=None), np.arange(20.0).reshape(10, 2), "give n_clusters or distance"),
     (dict(distance=-1.0), np.arange(20.0).reshape(10, 2), "distance must be a number >= 0"),
     (dict(n_micro=10, micro_sample=5), np.arange(40.0).reshape(20, 2), "micro_sample=5 is smaller than n_micro=10"),
+    (dict(n_micro=10_001, micro_sample=20_000), np.arange(40.0).reshape(20, 2), "n_micro=10001 is more than 10,000"),
     (dict(n_clusters=2), np.array([[0.0, np.nan], [1.0, 1.0]]), "feature 1 has 1 NaN"),
     (dict(n_clusters=1), np.empty((0, 2)), "empty population"),
 ])
