@@ -181,6 +181,9 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
         if largest > leaves:
             raise click.UsageError(f"k = {largest} is more than the {leaves} micro-clusters, the leaves of the Ward "
                                    f"tree: give --micro-clusters {largest} or more")
+        if micro_sample is not None and micro_sample < leaves:
+            raise click.UsageError(f"--micro-sample {micro_sample} is fewer customers than the {leaves} "
+                                   f"micro-clusters fitted on them")
     names = tuple(f.strip() for f in features.split(",") if f.strip())
     shape = dict(features=names, log=log_features, scaling=scaling)
     if method == "ward":

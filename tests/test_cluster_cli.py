@@ -90,6 +90,7 @@ def test_k_range_alone_fits_the_recommended_k(orders, tmp_path):
     (["--method", "ward", "--mini-batch", "1000"], "--mini-batch is a k-means option"),
     (["--method", "ward", "--distance", "1", "-k", "3"], "give one"),
     (["--method", "ward", "--model-in", "m.json"], "--model-in places customers with a saved model"),
+    (["--method", "ward", "--micro-sample", "100"], "--micro-sample 100 is fewer customers than the 256"),
 ])
 def test_ward_usage_errors(orders, args, message):
     res = run_cli("cluster", orders, *args)
