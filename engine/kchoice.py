@@ -60,7 +60,10 @@ def elbow(ks, inertia) -> tuple[int | None, dict]:
     if len(ks) < 3 or not y[0] > y[-1] or ks[-1] == ks[0]:
         return None, {k: None for k in ks}
     x = (np.array(ks, dtype=np.float64) - ks[0]) / (ks[-1] - ks[0])
-    yn = (y - y[-1]) / (y[0] - y[-1])
+    with np.errstate(over="ignore", invalid="ignore"):
+        yn = (y - y[-1]) / (y[0] - y[-1])
+    if not np.isfinite(yn).all():  # a fall too small to scale the curve by (below 1e-308)
+        return None, {k: None for k in ks}
     below = (1.0 - x - yn) / math.sqrt(2.0)  # the chord runs from (0, 1) to (1, 0)
     dist = {k: float(v) for k, v in zip(ks, below)}
     top = float(below.max())

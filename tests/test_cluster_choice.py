@@ -25,7 +25,12 @@ def naive_elbow(ks, inertia):
     ys = [inertia[i] for i in order]
     if len(ks) < 3 or not ys[0] > ys[-1]:
         return None
-    pts = [((k - ks[0]) / (ks[-1] - ks[0]), (y - ys[-1]) / (ys[0] - ys[-1])) for k, y in zip(ks, ys)]
+    try:
+        pts = [((k - ks[0]) / (ks[-1] - ks[0]), (y - ys[-1]) / (ys[0] - ys[-1])) for k, y in zip(ks, ys)]
+    except (OverflowError, ZeroDivisionError):
+        return None
+    if not all(math.isfinite(y) for _, y in pts):
+        return None
     (x0, y0), (x1, y1) = pts[0], pts[-1]
     a, b, c = y1 - y0, x0 - x1, x1 * y0 - x0 * y1
     dist = []
