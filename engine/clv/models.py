@@ -223,6 +223,16 @@ def _units_per_month(unit: str | None, scale: float) -> float:
 
 # --- the shared estimator ------------------------------------------------------------
 
+def _check_horizon(horizon, horizon_unit: str, discount: float) -> None:
+    """The CLV horizon (a whole number >= 1 of ``horizon_unit``s) and the monthly discount rate."""
+    if horizon_unit not in MONTHS_PER:
+        raise RfmxError(f"horizon_unit must be 'day', 'week' or 'month', got {horizon_unit!r}")
+    if int(horizon) != horizon or horizon < 1:
+        raise RfmxError(f"horizon must be a whole number of {horizon_unit}s >= 1, got {horizon}")
+    if not (np.isfinite(discount) and discount > -1):
+        raise RfmxError(f"discount must be a monthly rate > -1, got {discount}")
+
+
 class _Model:
     name = ""
     param_names: tuple[str, ...] = ()
@@ -640,12 +650,7 @@ class _TransactionModel(_Model):
         discounted purchase weight) per customer; CLV = expected spend x the weight
         (lifetimes' monthly method; with ``"week"`` or ``"day"`` steps the monthly
         ``discount`` is compounded over each step's share of a month)."""
-        if horizon_unit not in MONTHS_PER:
-            raise RfmxError(f"horizon_unit must be 'day', 'week' or 'month', got {horizon_unit!r}")
-        if int(horizon) != horizon or horizon < 1:
-            raise RfmxError(f"horizon must be a whole number of {horizon_unit}s >= 1, got {horizon}")
-        if not (np.isfinite(discount) and discount > -1):
-            raise RfmxError(f"discount must be a monthly rate > -1, got {discount}")
+        _check_horizon(horizon, horizon_unit, discount)
         factor = _units_per_month(unit or self.time_unit_, self.time_scale_ if scale is None else scale)
         months = np.arange(1, int(horizon) + 1, dtype=np.float64) * MONTHS_PER[horizon_unit]
         times = months * factor
@@ -1097,12 +1102,7 @@ class BGBB(_ExactHessian, _Model):
         the summary the model was fitted on), discounted at the monthly ``discount`` rate."""
         from .summary import UNIT_DAYS, _period_name
 
-        if horizon_unit not in MONTHS_PER:
-            raise RfmxError(f"horizon_unit must be 'day', 'week' or 'month', got {horizon_unit!r}")
-        if int(horizon) != horizon or horizon < 1:
-            raise RfmxError(f"horizon must be a whole number of {horizon_unit}s >= 1, got {horizon}")
-        if not (np.isfinite(discount) and discount > -1):
-            raise RfmxError(f"discount must be a monthly rate > -1, got {discount}")
+        _check_horizon(horizon, horizon_unit, discount)
         period = unit or self.time_unit_
         if period is None:
             raise RfmxError("the BG/BB model's opportunity period is unknown (fit it on an rfmx summary, or pass "
