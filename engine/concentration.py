@@ -39,12 +39,13 @@ def _sorted(revenue: np.ndarray) -> np.ndarray:
     return sort_nonneg(readonly(revenue), np.int64(_MANTISSA_BITS))
 
 
-def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS) -> np.ndarray:
+def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS, groups=None) -> np.ndarray:
     """ABC class per customer: 0 = A, 1 = B, 2 = C (int8).
 
     Customers sorted by revenue, highest first: A are those making the first 80 % of
     revenue (the customer crossing 80 % included), B the next 15 %, C the rest.  Equal
     revenues share a class (the better one); zero or negative revenue is always C.
+    With ``groups`` (a :class:`rfmx.groups.GroupIndex`) within each group's revenue.
     """
     from .kernels.scores import abc_thresholds, classify_abc
 
@@ -52,6 +53,16 @@ def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS) -> np.ndarray:
     revenue = readonly(summable(col.values if col.valid is None else np.where(col.valid, col.values, 0)))
     out = np.empty(len(revenue), dtype=np.int8)
     if len(revenue) == 0:
+        return out
+    if groups is not None:
+        for g in range(groups.n_groups):
+            rows = groups.order[groups.starts[g]:groups.starts[g + 1]]
+            part = readonly(revenue[rows])
+            min_a, min_b = abc_thresholds(part, np.int64(percents[0]), np.int64(percents[1]),
+                                          np.int64(_MANTISSA_BITS))
+            classes = np.empty(len(rows), dtype=np.int8)
+            classify_abc(part, min_a, min_b, classes)
+            out[rows] = classes
         return out
     min_a, min_b = abc_thresholds(revenue, np.int64(percents[0]), np.int64(percents[1]), np.int64(_MANTISSA_BITS))
     classify_abc(revenue, min_a, min_b, out)
