@@ -260,6 +260,42 @@ def summary(table: pa.Table) -> dict:
             "segments": segment_summary(table) if "segment" in table.column_names else None}
 
 
+def grouped_summary(table: pa.Table, by, *, top_groups: int | None = None) -> list[dict]:
+    """:func:`summary` for each group of ``table`` by the column(s) ``by``, largest first.
+
+    Returns one dict per group: ``group`` (``{column: value}``), ``customers``, ``revenue``
+    (net, the money column's units) and the keys of :func:`summary` computed over that
+    group's customers alone.  Groups are sorted by net revenue, highest first (equal
+    revenue: by first appearance in the table); ``top_groups`` keeps the first N.
+    """
+    from .groups import group_index
+    from .kernels.scores import group_sums
+
+    if top_groups is not None and top_groups < 1:
+        raise RfmxError(f"top_groups must be >= 1, got {top_groups}")
+    groups = group_index(table, by)
+    money_col, money_scale = money_column(table)
+    money = numeric_column(table, money_col)
+    values = summable(np.where(money.valid, money.values, 0) if money.valid is not None else money.values)
+    revenue = group_sums(readonly(values), readonly(groups.codes), np.int64(groups.n_groups))
+    ranked = np.lexsort((np.arange(groups.n_groups), -revenue.astype(np.float64)))
+    if revenue.dtype.kind == "i":  # exact order for integer money (the float key only breaks ties)
+        ranked = np.array(sorted(range(groups.n_groups), key=lambda g: (-int(revenue[g]), g)), dtype=np.int64)
+    if top_groups is not None:
+        ranked = ranked[:top_groups]
+    names = [a.to_pylist() for a in groups.values()]
+    out = []
+    for g in ranked.tolist():
+        rows = groups.order[groups.starts[g]:groups.starts[g + 1]]
+        part = table.take(pa.array(rows))
+        total = (int(revenue[g]) if revenue.dtype.kind == "i" else float(revenue[g])) / money_scale
+        entry = {"group": {c: names[j][g] for j, c in enumerate(groups.columns)}, "customers": len(rows),
+                 "revenue": total}
+        entry.update(summary(part))
+        out.append(entry)
+    return out
+
+
 #: the columns of :func:`top_customers`, those a scored table has
 TOP_COLUMNS = ("customer_id", "segment", "value_tier", "monetary_total", "n_orders", "recency_days")
 

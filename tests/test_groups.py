@@ -239,3 +239,61 @@ def test_cli_group_state_round_trip(tmp_path):
     r = run(cli, ["score", "--state-in", str(tmp_path / "s.arrow"), "--group", "market", "-o",
                   str(tmp_path / "x.parquet")])
     assert r.exit_code != 0 and "grouped by shop, not by market" in r.output
+
+
+# --- breakdowns: rfmx summary --by ------------------------------------------------------
+
+@settings(max_examples=10, deadline=None)
+@given(n=st.integers(1, 600), n_groups=st.integers(1, 6), seed=st.integers(0, 99), top=st.integers(1, 8))
+def test_grouped_summary_against_pandas(n, n_groups, seed, top):
+    pd = pytest.importorskip("pandas")
+    from rfmx.concentration import grouped_summary
+
+    scored = rfmx.score(orders(n, 40, n_groups, seed), group="shop", as_of=AS_OF)
+    df = scored.to_pandas()
+    df["segment"] = df["segment"].astype(str)
+    revenue = df.groupby("shop", sort=False)["monetary_minor"].sum()
+    first = {s: i for i, s in enumerate(dict.fromkeys(df["shop"]))}
+    expected_order = sorted(revenue.index, key=lambda s: (-revenue[s], first[s]))[:top]
+    result = grouped_summary(scored, "shop", top_groups=top)
+    assert [r["group"]["shop"] for r in result] == expected_order
+    for r in result:
+        part = df[df["shop"] == r["group"]["shop"]]
+        assert r["customers"] == len(part)
+        assert r["revenue"] == pytest.approx(part["monetary_minor"].sum() / 100, abs=1e-9)
+        seg = r["segments"].to_pandas().set_index("segment")
+        ref = part.groupby("segment").agg(customers=("customer_id", "size"), revenue=("monetary_minor", "sum"),
+                                          orders_mean=("n_orders", "mean"))
+        for name, row in ref.iterrows():
+            assert seg.loc[name, "customers"] == row["customers"]
+            assert seg.loc[name, "revenue"] == pytest.approx(row["revenue"] / 100)
+            assert seg.loc[name, "orders_mean"] == pytest.approx(row["orders_mean"])
+        assert int(seg["customers"].sum()) == len(part)
+        # concentration within the group: Gini over clipped revenue sorted ascending
+        x = np.sort(np.clip(part["monetary_minor"].to_numpy(), 0, None)).astype(float)
+        k = len(x)
+        gini = ((2 * np.arange(k) - k + 1) * x).sum() / (k * x.sum()) if x.sum() > 0 else None
+        got = r["concentration"]["gini"]
+        assert (got is None and gini is None) or got == pytest.approx(gini, abs=1e-12)
+        abc = r["abc"].to_pandas().set_index("class")["customers"]
+        assert abc.to_dict() == {c: int((part["abc_class"].astype(str) == c).sum()) for c in "ABC"}
+
+
+def test_cli_summary_by(tmp_path):
+    import json
+
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from rfmx.cli.main import main as cli
+
+    pq.write_table(rfmx.score(orders(400, 40, 5, 4), group="shop", as_of=AS_OF), tmp_path / "s.parquet")
+    r = CliRunner().invoke(cli, ["summary", str(tmp_path / "s.parquet"), "--by", "shop", "--top-groups", "2",
+                                 "--format", "json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert len(doc) == 2 and doc[0]["revenue"] >= doc[1]["revenue"] and "segments" in doc[0]
+    r = CliRunner().invoke(cli, ["summary", str(tmp_path / "s.parquet"), "--by", "shop", "--format", "csv"])
+    assert r.exit_code == 0 and r.output.splitlines()[0].startswith('"shop","segment"')
+    r = CliRunner().invoke(cli, ["summary", str(tmp_path / "s.parquet"), "--by", "branch"])
+    assert r.exit_code == 1 and "group column 'branch' not found" in r.output
