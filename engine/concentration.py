@@ -54,7 +54,12 @@ def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS, groups=None) -> np.nd
     out = np.empty(len(revenue), dtype=np.int8)
     if len(revenue) == 0:
         return out
-    if groups is not None:
+    if groups is not None and revenue.dtype.kind == "i":
+        from .kernels.groups import grouped_abc_int
+
+        grouped_abc_int(groups.order, groups.starts, revenue, np.int64(percents[0]), np.int64(percents[1]), out)
+        return out
+    if groups is not None:  # float revenue: the one-group kernel per group, for its exact float sums
         for g in range(groups.n_groups):
             rows = groups.order[groups.starts[g]:groups.starts[g + 1]]
             part = readonly(revenue[rows])

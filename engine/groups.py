@@ -5,8 +5,8 @@ composite of the group value(s) and the customer id, so every guarantee of the s
 (exact fields, merges in any order, atomic saves) holds per (group, customer) pair, and
 memory grows with the pairs.  The composite is made per batch, before the kernels see it:
 
-- ``int`` keys: ``group_code << 40 | customer_id`` when every customer id is an integer in
-  ``[0, 2**40)`` and there are fewer than ``2**23`` groups (the integer id path);
+- ``int`` keys: ``group_code << 44 | customer_id`` when every customer id is an integer in
+  ``[0, 2**44)`` and there are at most ``2**19`` groups (the integer id path);
 - ``bytes`` keys otherwise: 4 bytes of group code (big-endian) followed by the customer
   id's bytes (8 bytes of an integer id, or a string id's bytes), on the byte-string path.
 
@@ -34,8 +34,8 @@ __all__ = ["GroupedState", "GroupedColumns", "GroupKeys", "GroupIndex", "group_i
 GROUPED_STATE_FORMAT = "rfmx-grouped-state"
 #: schema metadata key of finalized and scored tables: the group columns (JSON list)
 GROUP_META = b"rfmx.group"
-CUSTOMER_BITS = 40            # int keys: customer ids below 2**40 ...
-MAX_INT_GROUPS = 1 << 23      # ... and group codes below 2**23 keep the key a positive int64
+CUSTOMER_BITS = 44            # int keys: customer ids below 2**44 ...
+MAX_INT_GROUPS = 1 << 19      # ... and group codes below 2**19 keep the key a positive int64
 _CODE_BYTES = 4
 
 

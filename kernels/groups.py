@@ -93,3 +93,46 @@ def scores_from_positions(codes, pos, member, thresholds, n_members, reverse, q,
         if reverse and n_members[g] > 1:
             s = q + 1 - s
         out[i] = s
+
+
+@kernel(parallel=True)
+def grouped_abc_int(order, starts, revenue, a_percent, b_percent, out):
+    """ABC class (0 = A, 1 = B, 2 = C) of integer revenues within each group, as
+    ``abc_thresholds`` + ``classify_abc`` (kernels/scores.py) give for one group's revenues
+    alone: walking the group's runs of equal positive revenue from the highest down, a
+    run is A while ``100 * above < a_percent * total`` (``above``: the revenue of all
+    strictly higher customers), then B while ``100 * above < b_percent * total``, then C;
+    revenue <= 0 is C.  Exact integer arithmetic, so any order of summing agrees.
+    """
+    n_groups = len(starts) - 1
+    for g in prange(n_groups):
+        lo, hi = starts[g], starts[g + 1]
+        m = 0
+        total = 0
+        for j in range(lo, hi):
+            i = order[j]
+            out[i] = 2
+            if revenue[i] > 0:
+                m += 1
+                total += revenue[i]
+        if m == 0:
+            continue
+        vals = np.empty(m, dtype=np.int64)
+        rows = np.empty(m, dtype=np.int64)
+        m = 0
+        for j in range(lo, hi):
+            i = order[j]
+            if revenue[i] > 0:
+                vals[m] = revenue[i]
+                rows[m] = i
+                m += 1
+        ranked = np.argsort(vals)
+        above = 0
+        k = m - 1
+        while k >= 0:
+            v = vals[ranked[k]]
+            cls = 0 if 100 * above < a_percent * total else (1 if 100 * above < b_percent * total else 2)
+            while k >= 0 and vals[ranked[k]] == v:
+                out[rows[ranked[k]]] = cls
+                above += v
+                k -= 1

@@ -26,7 +26,7 @@ def orders(n, n_customers, n_groups, seed, *, string_ids=False, string_groups=Fa
     rng = np.random.default_rng(seed)
     cust = rng.integers(0, n_customers, n)
     if big_ids:
-        cust = cust + (1 << 45)
+        cust = cust + (1 << 50)
     data = {"customer_id": pa.array([f"c{c}" for c in cust]) if string_ids else pa.array(cust)}
     shop = rng.integers(0, n_groups, n)
     data["shop"] = pa.array([f"s{s}" for s in shop]) if string_groups else pa.array(shop.astype(np.int32))
@@ -93,8 +93,8 @@ def test_merges_and_saved_states_equal_one_run(tmp_path_factory, n, seed, cut, s
     t = orders(n, 30, 4, seed, string_ids=string_ids)
     cut = min(cut, n)
     first, second = t.slice(0, cut), t.slice(cut)
-    if big_second and not string_ids:  # ids past 2**40 arrive late: the state re-keys itself
-        second = second.set_column(0, "customer_id", pc.add(second["customer_id"], 1 << 41))
+    if big_second and not string_ids:  # ids past 2**44 arrive late: the state re-keys itself
+        second = second.set_column(0, "customer_id", pc.add(second["customer_id"], 1 << 45))
         t = pa.concat_tables([first, second])
     a = rfmx.build_state(first, group="shop", as_of=AS_OF)
     b = rfmx.build_state(second, group="shop", as_of=AS_OF)
