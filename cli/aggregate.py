@@ -9,6 +9,7 @@ from .options import (
     column_options,
     dask_options,
     dask_settings,
+    group_option,
     report_state,
     stream_options,
 )
@@ -20,9 +21,10 @@ from .options import (
               help="Per-customer aggregates: .parquet, .csv, .arrow/.feather, a database (with --table) or - "
                    "(standard output, --format); with --dask a folder for a Parquet dataset.")
 @column_options
+@group_option
 @stream_options
 @dask_options
-def aggregate(sources, output, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
+def aggregate(sources, output, customer, time_col, amount, order_id, group, as_of, since, threads, batch_size,
               amount_scale, on_null, delimiter, state_in, state_out, progress):
     """Per-customer RFM aggregates of order histories.
 
@@ -31,6 +33,7 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
       rfmx aggregate orders.parquet -o rfm.parquet
       rfmx aggregate 'exports/*.csv' --customer user_id --time created_at --amount total -o rfm.csv
       rfmx aggregate new.parquet --state-in s.arrow --state-out s.arrow -o rfm.parquet
+      rfmx aggregate orders.parquet --group shop_id -o rfm_by_shop.parquet
       rfmx aggregate 'orders/*.parquet' --dask local:4 -o rfm/
       rfmx aggregate s3://shop/orders/ --dask tcp://scheduler:8786 -o s3://shop/rfm/
 
@@ -46,6 +49,8 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
         raise click.UsageError("give -o/--output and/or --state-out")
     on_dask = dask_settings()
     if on_dask:
+        if group:
+            raise click.UsageError("--group runs on one machine; leave out --dask")
         check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
         return run_guarded(run_on_dask, "aggregate", on_dask, sources, output, customer, time_col, amount,
                            order_id, as_of, since, batch_size, amount_scale, on_null, delimiter)
@@ -57,7 +62,8 @@ def aggregate(sources, output, customer, time_col, amount, order_id, as_of, sinc
                  .write("-o", output, table=True))
         with files:  # checks every output before anything is read; commits them together at the end
             state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
-                                             batch_size, amount_scale, on_null, delimiter, state_in, progress)
+                                             batch_size, amount_scale, on_null, delimiter, state_in, progress,
+                                             group=group)
             state.drop_index()  # not needed to finalize or save: free it before the result is built
             # Without --state-out the state is not needed after: the result takes its memory over.
             if output:

@@ -20,9 +20,11 @@ from .options import show_progress
 @click.option("--shape", type=click.Choice(["churn", "even"]), default="churn", show_default=True,
               help="churn: customers join at random and lapse after a random lifetime; even: every customer orders "
                    "across the whole history.")
+@click.option("--shops", type=click.IntRange(min=1), default=None, metavar="N",
+              help="A marketplace: add shop_id (1..N), power-law shop sizes, customers buying from several shops.")
 @click.option("--files", type=click.IntRange(min=1), default=1, show_default=True, help="Split into this many Parquet files (OUT is a directory).")
 @click.option("--progress/--no-progress", default=None, help="Progress on stderr (default: when stderr is a terminal).")
-def generate(out, rows, customers, seed, start, days, string_ids, refund_rate, lines_per_order, decimal_amounts, shape, files, progress):
+def generate(out, rows, customers, seed, start, days, string_ids, refund_rate, lines_per_order, decimal_amounts, shape, shops, files, progress):
     """Write a realistic synthetic order history to OUT (.parquet, .csv, .arrow).
 
     \b
@@ -31,9 +33,11 @@ def generate(out, rows, customers, seed, start, days, string_ids, refund_rate, l
       rfmx generate orders.csv --rows 50000 --string-ids --seed 7
       rfmx generate orders/ --rows 100000000 --files 16
       rfmx generate even.parquet --rows 10000000 --shape even
+      rfmx generate market.parquet --rows 100000000 --customers 7250000 --shops 10000
 
     Power-law orders per customer, lognormal amounts, multi-line orders, refunds;
-    deterministic by --seed.  Columns: customer_id, order_id, order_time, amount.
+    deterministic by --seed.  Columns: customer_id, order_id, order_time, amount (and shop_id
+    with --shops).
     """
     from rfmx.generate import write_orders
 
@@ -41,5 +45,5 @@ def generate(out, rows, customers, seed, start, days, string_ids, refund_rate, l
 
     paths = run_guarded(write_orders, out, rows, files=files, progress=show_progress(progress), customers=customers,
                         seed=seed, start=start, days=days, string_ids=string_ids, refund_rate=refund_rate,
-                        lines_per_order=lines_per_order, decimal_amounts=decimal_amounts, shape=shape)
+                        lines_per_order=lines_per_order, decimal_amounts=decimal_amounts, shape=shape, shops=shops)
     click.echo(f"rfmx: wrote {rows:,} order lines to {', '.join(paths) if len(paths) < 4 else out}", err=True)

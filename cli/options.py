@@ -20,6 +20,20 @@ def column_options(f):
     return wrapper
 
 
+def group_option(f):
+    """--group: key the state by (group, customer) and carry the group columns into the output."""
+    return click.option("--group", default=None, metavar="COL[,COL]",
+                        help="Group columns (e.g. shop_id or market,channel): one row per (group, customer), "
+                             "group columns first; scores are ranked within each group (see --rank-within).")(f)
+
+
+def rank_within_option(f):
+    """--rank-within: rank scores within each group or over everyone."""
+    return click.option("--rank-within", type=click.Choice(["group", "all"]), default="group", show_default=True,
+                        help="With --group (or a grouped input): rank scores, tiers and ABC classes among each "
+                             "group's customers, or among all customers.")(f)
+
+
 #: commands whose result is about segments over time: --segments none leaves them nothing to do
 SEGMENTS_REQUIRED = frozenset({"timeline", "alerts"})
 
@@ -287,19 +301,22 @@ def build_timeline_from_options(sources, customer, time_col, amount, order_id, s
 
 def build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads, batch_size,
                              amount_scale, on_null, delimiter, state_in, progress, *, state_class=None,
-                             new_state=None):
+                             new_state=None, group=None):
     """Load ``--state-in`` (if any) and fold ``sources`` into it; the shared front of every command.
 
     ``state_class`` (default :class:`rfmx.RFMState`) loads ``--state-in``; without it the
     lines go into ``new_state`` if given (e.g. a :class:`rfmx.TimelineState`), else into a
-    new RFMState made from the options."""
+    new RFMState made from the options.  ``group``: group columns (``--group``); a saved
+    grouped state is loaded as one, and must be grouped by ``group`` when it is given."""
     from rfmx.api import build_state
-    from rfmx.state import RFMState
+    from rfmx.groups import load_state
 
     from rfmx.columns import ColumnMap
     from rfmx.errors import RfmxError
 
-    state = (state_class or RFMState).load(state_in, threads=threads) if state_in else None
+    state = None
+    if state_in:
+        state = state_class.load(state_in, threads=threads) if state_class else load_state(state_in, threads=threads)
     if state is None and new_state is not None:
         return build_state(order_sources(sources) or None, customer, time_col, amount, order_id, state=new_state,
                            on_null=on_null, threads=threads, batch_size=batch_size,
@@ -322,7 +339,7 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
                        as_of=as_of if state is None else None,
                        since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
                        batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter,
-                       **read_options())
+                       group=group, **read_options())
 
 
 def check_state_timezone(state, state_in) -> None:

@@ -12,7 +12,8 @@ import functools
 import click
 
 from .clv import ORDER_MODELS
-from .options import build_state_from_options, column_options, report_state, score_options, stream_options
+from .options import (build_state_from_options, column_options, group_option, rank_within_option, report_state,
+                      score_options, stream_options)
 
 
 def build_steps(options: dict) -> list[tuple[str, object]]:
@@ -44,7 +45,8 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
 
     steps = [("score", functools.partial(score_table, bins=q, ties=options["ties"], monetary=options["monetary"],
                                          cuts=cuts, segments=smap, weights=weights, tiers=tiers,
-                                         threads=options.get("threads")))]
+                                         threads=options.get("threads"), group=options.get("group"),
+                                         rank_within=options.get("rank_within", "group")))]
     # Later steps append here, e.g.: if options.get("clusters"): steps.append(("clusters", ...))
     if options.get("clusters"):
         from rfmx.cluster import add_cluster_column
@@ -83,10 +85,12 @@ def run_steps(table, steps):
 @click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="K",
               help="Add a 'cluster' column: k-means with K clusters on log R, F, M (see rfmx cluster).")
 @column_options
+@group_option
+@rank_within_option
 @stream_options
 def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
-          clv_discount, clusters, customer, time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter,
-          state_in, state_out, progress):
+          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, as_of, since, threads,
+          batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
     """Scores, RFM codes, segments and value tiers of order histories.
 
     \b
@@ -94,6 +98,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score orders/*.parquet -o scores.parquet
       rfmx score orders.parquet --segments pymc-quartiles --bins 4 --clv bgnbd --clusters 6 -o scores.csv
       rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
+      rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
 
     SOURCES are files, directories, globs, a database (with --query or --table) or - for
     standard input.  Streams SOURCES once into the per-customer state (or starts from
@@ -107,7 +112,10 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
 
     if not sources and not state_in:
         raise click.UsageError("give at least one SOURCE or --state-in")
-    options = dict(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+    if group and clv:
+        raise click.UsageError("--group with --clv: fit CLV models per group with rfmx clv on each group's "
+                               "rows; --group scores, segments and clusters")
+    options = dict(group=group, rank_within=rank_within, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
                    tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_horizon_unit=clv_horizon_unit,
                    clv_discount=clv_discount, as_of=as_of,
                    clusters=clusters, threads=threads)
@@ -132,7 +140,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
             else:
                 state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since,
                                                  threads, batch_size, amount_scale, on_null, delimiter, state_in,
-                                                 progress)
+                                                 progress, group=group)
             if state_out:
                 files.save("--state-out", state)  # staged now: finalize below consumes the state
             start = time.perf_counter()

@@ -154,6 +154,54 @@ def csv_report(result: dict, table: str) -> str:
     return sink.getvalue().decode()
 
 
+def grouped_report(table, by, top_groups, fmt: str, which: str, top) -> str:
+    """``rfmx summary --by``: the summary of each group (``rfmx.concentration.grouped_summary``)
+    as text (one block per group), JSON (a list) or CSV (the section's table with the group
+    columns in front)."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from rfmx.concentration import grouped_summary, top_customers
+
+    results = grouped_summary(table, by, top_groups=top_groups)
+    for r in results:
+        r["top"] = None
+        if top is not None:
+            members = table
+            for c, v in r["group"].items():
+                members = members.filter(pc.equal(members[c], pa.scalar(v, members.schema.field(c).type)))
+            r["top"] = top_customers(members, top)
+
+    def label(r) -> str:
+        return ", ".join(f"{c} = {v}" for c, v in r["group"].items())
+
+    if fmt == "json":
+        return json.dumps([{"group": r["group"], "customers": r["customers"], "revenue": r["revenue"],
+                            **json.loads(json_report(r, which))} for r in results], indent=2, default=str)
+    if fmt == "csv":
+        import io
+
+        import pyarrow.csv as pcsv
+
+        parts = []
+        for r in results:
+            sink = io.BytesIO(csv_report(r, which).encode())
+            part = pcsv.read_csv(sink)
+            for j, (c, v) in enumerate(r["group"].items()):
+                part = part.add_column(j, c, pa.array([v] * part.num_rows))
+            parts.append(part)
+        if not parts:
+            return ""
+        sink = io.BytesIO()
+        pcsv.write_csv(pa.concat_tables(parts, promote_options="permissive"), sink)
+        return sink.getvalue().decode()
+    blocks = [text_report(r, which, header=f"== {label(r)}: {r['customers']:,} customers, revenue "
+                                               f"{_num(r['revenue'], 2)}") for r in results]
+    return "\n\n".join(blocks)
+
+
 @click.command()
 @click.argument("source", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
@@ -165,7 +213,12 @@ def csv_report(result: dict, table: str) -> str:
 @click.option("--top", type=click.IntRange(min=1), default=None, metavar="N",
               help="Also list the N most valuable customers by net money: customer, segment, tier, money, orders, "
                    "recency (with --format csv, the CSV is this list).")
-def summary(source, output, fmt, which, top):
+@click.option("--by", "by", default=None, metavar="COL[,COL]",
+              help="One summary per group of these columns (e.g. shop_id, or the group columns of a grouped "
+                   "score), groups sorted by net revenue, highest first.")
+@click.option("--top-groups", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --by: only the N groups with the most revenue.")
+def summary(source, output, fmt, which, top, by, top_groups):
     """Revenue concentration, ABC classes and the segment summary of a scored table.
 
     \b
@@ -173,6 +226,7 @@ def summary(source, output, fmt, which, top):
       rfmx summary scores.parquet
       rfmx summary scores.parquet --top 20
       rfmx summary scores.parquet --format csv --section abc -o abc.csv
+      rfmx summary scores_by_shop.parquet --by shop_id --top-groups 20
 
     SOURCE is the output of `rfmx score` (Parquet, Arrow or CSV).  A table from
     `rfmx aggregate` is scored first with the default options.  -o is a file (.txt, .json,
@@ -185,6 +239,8 @@ def summary(source, output, fmt, which, top):
         fmt = {"json": "json", "csv": "csv"}.get(suffix, "text")
     if which is None:
         which = "segments" if fmt == "csv" else "all"
+    if top_groups is not None and not by:
+        raise click.UsageError("--top-groups needs --by")
     if fmt == "csv" and which == "all" and top is None:
         raise click.UsageError("CSV holds one table: use --section segments, concentration or abc")
 
@@ -202,9 +258,15 @@ def summary(source, output, fmt, which, top):
         if "segment" not in table.column_names:
             click.echo(f"rfmx: {source} has no scores; scoring it with the default options", err=True)
             table = score_table(table)
-        result = summarize(table)
-        result["top"] = top_customers(table, top) if top is not None else None
-        if fmt == "json":
+        if by:
+            text = grouped_report(table, by, top_groups, fmt, which, top)
+        else:
+            result = summarize(table)
+            result["top"] = top_customers(table, top) if top is not None else None
+            text = None
+        if text is not None:
+            pass
+        elif fmt == "json":
             text = json_report(result, which)
         elif fmt == "csv":
             text = csv_report(result, which)

@@ -17,6 +17,8 @@ _LAZY = {
     "lifecycle": ("stages", "lifecycle"),
     "alerts": ("early_warnings", "alerts"),
     "TimelineState": ("history", "TimelineState"),
+    "GroupedState": ("groups", "GroupedState"),
+    "load_state": ("groups", "load_state"),
     "warmup": ("warmup", "warmup"),
     "RfmxError": ("errors", "RfmxError"),
     "generate_orders": ("generate", "generate_orders"),

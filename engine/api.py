@@ -20,7 +20,8 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
                 order_id: str | None = None, *, as_of=None, since=None, amount_scale: int = 2,
                 on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
                 state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
-                timezone: str | None = None, customer_type: str = "auto", round: str | None = None) -> RFMState:
+                timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+                group=None) -> RFMState:
     """Stream ``source`` into an :class:`RFMState` (a new one, or ``state`` to extend it).
 
     With a new state, ``as_of`` becomes the end of the window: lines at or after it are
@@ -34,14 +35,27 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
     ``round`` (None, ``"half-even"``, ``"half-up"``) rounds decimal amounts with more
     decimals than ``amount_scale`` instead of refusing them, counting them in
     ``state.amounts_rounded``.
+
+    ``group`` (a column name, ``"a,b"`` or a list) keys the state by (group, customer): a
+    :class:`~rfmx.groups.GroupedState` (see :mod:`rfmx.groups`); extending a grouped
+    ``state``, it must name the state's group columns (or be None).
     """
+    from .groups import GroupedState, check_group
+
     if batch_size < 1:
         raise RfmxError(f"batch_size must be >= 1, got {batch_size}")
     check_rounding(round)
     if state is None:
         state = RFMState(customer, time, amount, order_id, since=since, until=as_of,
                          amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
+        if group:
+            state = GroupedState(state, group)
     else:
+        wanted_group = check_group(group)
+        have_group = state.group if isinstance(state, GroupedState) else ()
+        if wanted_group and wanted_group != have_group:
+            raise RfmxError(f"the state is grouped by {', '.join(have_group) or 'nothing'}, "
+                            f"not by {', '.join(wanted_group)}")
         wanted = ColumnMap(customer, time, amount, order_id)
         if wanted != state.columns:
             raise RfmxError(f"the state was made with columns {state.columns}, not {wanted}")
@@ -60,7 +74,9 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
         # keep it a superset of the window.  The kernels apply the exact window.
         since_us = since_us - 2 * US_PER_DAY if since_us is not None else None
         until_us = until_us + 2 * US_PER_DAY if until_us is not None else None
-    batches = iter_batches(source, state.columns, since_us=since_us, until_us=until_us,
+    # A grouped state reads its group columns too.
+    columns = getattr(state, "read_columns", state.columns)
+    batches = iter_batches(source, columns, since_us=since_us, until_us=until_us,
                            batch_size=batch_size, delimiter=delimiter, customer_type=customer_type)
     # The loop makes no reference cycles, but its Arrow objects keep triggering the cyclic
     # collector, which then walks every object Numba keeps alive (~10 % of the time with
@@ -71,7 +87,7 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
         with Progress(progress, total=known_rows(source) if progress else None) as bar:
             for where, row0, batch in batches:
                 if state.on_null == "error":
-                    _raise_on_nulls(batches, where, row0, batch, state.columns)
+                    _raise_on_nulls(batches, where, row0, batch, columns)
                 state.update(batch, source=where, row0=row0)
                 bar.advance(batch.num_rows, state.n_customers)
     finally:
@@ -113,7 +129,8 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
               order_id: str | None = None, *, as_of=None, since=None, amount_scale: int = 2,
               on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
               state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
-              timezone: str | None = None, customer_type: str = "auto", round: str | None = None) -> pa.Table:
+              timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+              group=None) -> pa.Table:
     """Per-customer RFM aggregates of an order stream, as a ``pyarrow.Table``.
 
     ``source``: a Parquet/IPC/CSV path, directory or glob, a list of them, an Arrow
@@ -122,11 +139,14 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
     the day after the latest line) ends the window; ``since`` starts it.  ``timezone``,
     ``customer_type`` and ``round`` as in :func:`build_state`.  See
     :meth:`RFMState.finalize` for the columns and README "Definitions" for their meaning.
+
+    ``group`` (a column, ``"a,b"`` or a list): one row per (group, customer) pair, the
+    group columns first (see ``docs/groups.md``).
     """
     st = build_state(source, customer, time, amount, order_id, as_of=as_of, since=since,
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
                      state=state, progress=progress, delimiter=delimiter, timezone=timezone,
-                     customer_type=customer_type, round=round)
+                     customer_type=customer_type, round=round, group=group)
     if state is None:
         # Nobody uses this state again: the result takes its memory over as it is built.
         return st.finalize(as_of, consume=True)

@@ -39,12 +39,13 @@ def _sorted(revenue: np.ndarray) -> np.ndarray:
     return sort_nonneg(readonly(revenue), np.int64(_MANTISSA_BITS))
 
 
-def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS) -> np.ndarray:
+def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS, groups=None) -> np.ndarray:
     """ABC class per customer: 0 = A, 1 = B, 2 = C (int8).
 
     Customers sorted by revenue, highest first: A are those making the first 80 % of
     revenue (the customer crossing 80 % included), B the next 15 %, C the rest.  Equal
     revenues share a class (the better one); zero or negative revenue is always C.
+    With ``groups`` (a :class:`rfmx.groups.GroupIndex`) within each group's revenue.
     """
     from .kernels.scores import abc_thresholds, classify_abc
 
@@ -52,6 +53,21 @@ def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS) -> np.ndarray:
     revenue = readonly(summable(col.values if col.valid is None else np.where(col.valid, col.values, 0)))
     out = np.empty(len(revenue), dtype=np.int8)
     if len(revenue) == 0:
+        return out
+    if groups is not None and revenue.dtype.kind == "i":
+        from .kernels.groups import grouped_abc_int
+
+        grouped_abc_int(groups.order, groups.starts, revenue, np.int64(percents[0]), np.int64(percents[1]), out)
+        return out
+    if groups is not None:  # float revenue: the one-group kernel per group, for its exact float sums
+        for g in range(groups.n_groups):
+            rows = groups.order[groups.starts[g]:groups.starts[g + 1]]
+            part = readonly(revenue[rows])
+            min_a, min_b = abc_thresholds(part, np.int64(percents[0]), np.int64(percents[1]),
+                                          np.int64(_MANTISSA_BITS))
+            classes = np.empty(len(rows), dtype=np.int8)
+            classify_abc(part, min_a, min_b, classes)
+            out[rows] = classes
         return out
     min_a, min_b = abc_thresholds(revenue, np.int64(percents[0]), np.int64(percents[1]), np.int64(_MANTISSA_BITS))
     classify_abc(revenue, min_a, min_b, out)
@@ -247,6 +263,42 @@ def summary(table: pa.Table) -> dict:
     """Everything ``rfmx summary`` prints: ``{"concentration": dict, "abc": Table, "segments": Table}``."""
     return {"concentration": concentration(table), "abc": abc_summary(table),
             "segments": segment_summary(table) if "segment" in table.column_names else None}
+
+
+def grouped_summary(table: pa.Table, by, *, top_groups: int | None = None) -> list[dict]:
+    """:func:`summary` for each group of ``table`` by the column(s) ``by``, largest first.
+
+    Returns one dict per group: ``group`` (``{column: value}``), ``customers``, ``revenue``
+    (net, the money column's units) and the keys of :func:`summary` computed over that
+    group's customers alone.  Groups are sorted by net revenue, highest first (equal
+    revenue: by first appearance in the table); ``top_groups`` keeps the first N.
+    """
+    from .groups import group_index
+    from .kernels.scores import group_sums
+
+    if top_groups is not None and top_groups < 1:
+        raise RfmxError(f"top_groups must be >= 1, got {top_groups}")
+    groups = group_index(table, by)
+    money_col, money_scale = money_column(table)
+    money = numeric_column(table, money_col)
+    values = summable(np.where(money.valid, money.values, 0) if money.valid is not None else money.values)
+    revenue = group_sums(readonly(values), readonly(groups.codes), np.int64(groups.n_groups))
+    ranked = np.lexsort((np.arange(groups.n_groups), -revenue.astype(np.float64)))
+    if revenue.dtype.kind == "i":  # exact order for integer money (the float key only breaks ties)
+        ranked = np.array(sorted(range(groups.n_groups), key=lambda g: (-int(revenue[g]), g)), dtype=np.int64)
+    if top_groups is not None:
+        ranked = ranked[:top_groups]
+    names = [a.to_pylist() for a in groups.values()]
+    out = []
+    for g in ranked.tolist():
+        rows = groups.order[groups.starts[g]:groups.starts[g + 1]]
+        part = table.take(pa.array(rows))
+        total = (int(revenue[g]) if revenue.dtype.kind == "i" else float(revenue[g])) / money_scale
+        entry = {"group": {c: names[j][g] for j, c in enumerate(groups.columns)}, "customers": len(rows),
+                 "revenue": total}
+        entry.update(summary(part))
+        out.append(entry)
+    return out
 
 
 #: the columns of :func:`top_customers`, those a scored table has

@@ -13,7 +13,11 @@ Shape of the data (every knob is a parameter):
 - a share of orders gets a refund line later (a negative amount, same order id);
 - rows are sorted by time, as an order export is; order ids grow with time;
 - customer ids are unique int64 values scattered over a 40-bit range (not 0..n-1), or
-  strings like ``cus-123456789012``.
+  strings like ``cus-123456789012``;
+- with ``shops``, a marketplace: shop sizes follow a power law (Zipf weights ``1/rank^1.1``
+  on shop popularity); each customer has one to four relationships with shops drawn by
+  popularity, and each order goes to one of its customer's shops (all lines and the
+  refund of an order to the same shop), so customers buy from several shops.
 """
 from __future__ import annotations
 
@@ -47,7 +51,8 @@ def _customer_ids(n_customers: int, string_ids: bool) -> pa.Array:
 def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, seed: int = 0,
                     start="2024-01-01", days: int = 730, string_ids: bool = False,
                     refund_rate: float = 0.02, lines_per_order: float = 1.33, alpha: float = 2.0,
-                    mean_lifetime_days: float = 365.0, decimal_amounts: bool = False, shape: str = "churn"):
+                    mean_lifetime_days: float = 365.0, decimal_amounts: bool = False, shape: str = "churn",
+                    shops: int | None = None):
     """Yield the order history as ``pyarrow.RecordBatch`` es of at most 2**20 rows.
 
     Columns: ``customer_id`` (int64, or string with ``string_ids``), ``order_id`` (int64),
@@ -55,7 +60,8 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
     Exactly ``n_rows`` rows; ``customers`` defaults to ``n_rows / 13.8`` (the ratio of the
     reference 1e8-row history with 7.25 M customers).  ``shape`` is ``"churn"`` (customers
     join and lapse: each is active over a random part of the history) or ``"even"`` (every
-    customer is active over the whole history).
+    customer is active over the whole history).  ``shops``: add a ``shop_id`` column (int64,
+    1..shops) of a marketplace with power-law shop sizes (see the module docstring).
     """
     if shape not in SHAPES:
         raise RfmxError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
@@ -63,6 +69,8 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
         raise RfmxError(f"rows must be >= 1, got {n_rows}")
     if lines_per_order < 1:
         raise RfmxError(f"lines_per_order must be >= 1, got {lines_per_order}")
+    if shops is not None and shops < 1:
+        raise RfmxError(f"shops must be >= 1, got {shops}")
     rng = np.random.default_rng(seed)
     n_refunds = int(round(refund_rate * n_rows / (lines_per_order + refund_rate)))
     n_lines = n_rows - n_refunds
@@ -139,12 +147,41 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
         amount = pa.array(row_amount[lo:hi])
         if decimal_amounts:
             amount = amount.cast(amount_type)
-        yield pa.record_batch({
+        columns = {
             "customer_id": ids.take(pa.array(row_customer[lo:hi])),
             "order_id": pa.array(row_order[lo:hi] + 1_000_000),
             "order_time": pa.array(row_time[lo:hi]).view(pa.timestamp("us")),
             "amount": amount,
-        })
+        }
+        if shops:
+            columns["shop_id"] = pa.array(shop_of_orders(row_customer[lo:hi], row_order[lo:hi], shops, seed))
+        yield pa.record_batch(columns)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """A 64-bit hash (splitmix64's finalizer) of uint64 values."""
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def shop_of_orders(customer: np.ndarray, order: np.ndarray, shops: int, seed: int = 0) -> np.ndarray:
+    """The shop (1..shops) of each order line, from its customer index and order number.
+
+    Customer ``c`` has ``1 + hash(c) % 4`` relationships; relationship ``r`` is with the shop
+    at ``hash(c, r)`` on the popularity CDF (Zipf weights ``1/rank^1.1``: a few large shops,
+    many small ones); an order goes to relationship ``hash(order) % relationships``.
+    Deterministic, and computed per batch without state.
+    """
+    weights = 1.0 / np.arange(1, shops + 1, dtype=np.float64) ** 1.1
+    cdf = np.cumsum(weights) / weights.sum()
+    with np.errstate(over="ignore"):
+        salt = np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        c = customer.astype(np.uint64) + salt
+        k = np.uint64(1) + _mix(c) % np.uint64(4)
+        r = _mix(order.astype(np.uint64) ^ np.uint64(0xD1B54A32D192ED03)) % k
+        u = (_mix(c * np.uint64(8) + r + np.uint64(1)) >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.minimum(np.searchsorted(cdf, u, side="right"), shops - 1).astype(np.int64) + 1
 
 
 def write_orders(path, n_rows: int = 1_000_000, *, files: int = 1, progress: bool = False, **options) -> list[str]:

@@ -46,6 +46,7 @@ __all__ = [
 ]
 
 TIES = ("keep", "first")
+RANK_WITHIN = ("group", "all")
 MONETARY = ("total", "aov")
 DEFAULT_BINS = 5
 MAX_BINS = 100
@@ -232,6 +233,7 @@ class DimensionScores:
     edges: list                   # quantile edges in the column's units (empty with cuts)
     cuts: list | None = None
     counts: list = field(default_factory=list)
+    group_members: np.ndarray | None = None  # ranked within groups: the population of each group
 
 
 def rank_thresholds(n: int, q: int) -> np.ndarray:
@@ -245,15 +247,60 @@ def rank_thresholds(n: int, q: int) -> np.ndarray:
     For a few ``(n, q)`` (e.g. n = 31, q = 6) that rounding puts an edge one position
     lower than exact arithmetic would.
     """
+    return rank_thresholds_many(np.array([n], dtype=np.int64), q)[0]
+
+
+def rank_thresholds_many(ns: np.ndarray, q: int) -> np.ndarray:
+    """:func:`rank_thresholds` for each population size in ``ns``: shape ``(len(ns), q - 1)``
+    (the same floating-point steps, element by element, so each row equals the scalar one)."""
     qs = np.linspace(0, 1, q + 1)
     np.putmask(qs, q * qs != np.arange(q + 1), np.nextafter(qs, 1))
-    vi = (n - 1) * qs[1:-1]
+    n = np.asarray(ns, dtype=np.int64)[:, None]
+    vi = (n - 1) * qs[None, 1:-1]
     lo = np.floor(vi)
     gamma = vi - lo
     # numpy's _lerp between ranks lo + 1 and lo + 2 (a difference of exactly 1)
     edge = np.where(gamma >= 0.5, (lo + 2) - (1 - gamma), (lo + 1) + gamma)
-    edge = np.where(vi >= n - 1, float(n), edge)
+    edge = np.where(vi >= n - 1, n.astype(np.float64), edge)
     return (np.floor(edge) - 1).astype(np.int64)
+
+
+def _order_keys(values: np.ndarray, sign: int) -> np.ndarray:
+    """int64 keys that sort as ``sign * values`` (floats through their order-preserving bits)."""
+    if values.dtype.kind == "f":
+        return _float_keys(values, float(sign))
+    return np.ascontiguousarray(values, dtype=np.int64) * np.int64(sign)
+
+
+def grouped_positions(values: np.ndarray, member: np.ndarray, groups, *, sign: int = 1,
+                      by_row: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's position among its group's members ordered by ``sign * values``
+    ascending (-1 for non-members), and the members per group.  ``by_row``: ties ordered by
+    row; else equal values share the position of the first of their run."""
+    from .kernels.groups import grouped_positions as positions
+
+    pos = np.empty(len(values), dtype=np.int64)
+    n_members = np.empty(groups.n_groups, dtype=np.int64)
+    positions(groups.order, groups.starts, readonly(_order_keys(values, sign)),
+              readonly(np.ascontiguousarray(member, dtype=np.bool_)), bool(by_row), pos, n_members)
+    return pos, n_members
+
+
+def grouped_quantile_scores(values: np.ndarray, member: np.ndarray, q: int, groups, *, ties: str = "keep",
+                            lower_is_better: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`quantile_scores` within each group of ``groups`` (a :class:`rfmx.groups.GroupIndex`):
+    every group's members are ranked among themselves, with the thresholds of their own
+    count.  Returns ``(scores int8, members per group)``."""
+    from .kernels.groups import scores_from_positions
+
+    first = ties == "first"
+    # ties="first" ranks recency as it is and reverses the labels (see quantile_scores)
+    sign = -1 if lower_is_better and not first else 1
+    pos, n_members = grouped_positions(values, member, groups, sign=sign, by_row=first)
+    out = np.empty(len(values), dtype=np.int8)
+    scores_from_positions(groups.codes, pos, member, rank_thresholds_many(n_members, q), n_members,
+                          bool(first and lower_is_better), np.int64(q), out)
+    return out, n_members
 
 
 def quantile_scores(values: np.ndarray, member: np.ndarray, q: int, *, ties: str = "keep",
@@ -349,7 +396,7 @@ def _member_mask(table: pa.Table) -> tuple[np.ndarray, _Column]:
 
 
 def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: dict,
-                      threads: int | None = None) -> tuple[dict, np.ndarray]:
+                      threads: int | None = None, groups=None) -> tuple[dict, np.ndarray]:
     member, orders = _member_mask(table)
     if monetary == "total":
         m_name, unit = money_column(table) if "monetary" not in cuts else ("monetary_total", 1.0)
@@ -365,13 +412,16 @@ def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: d
         if dim in cuts:
             s = cut_scores(col.values, mem, cuts[dim], q, lower_is_better=lower)
             return DimensionScores(dim, name, s, int(mem.sum()), [], cuts=list(cuts[dim]))
+        if groups is not None:  # edges differ per group: none are listed
+            s, n_members = grouped_quantile_scores(col.values, mem, q, groups, ties=ties, lower_is_better=lower)
+            return DimensionScores(dim, name, s, int(n_members.sum()), [], group_members=n_members)
         s, edges, n = quantile_scores(col.values, mem, q, ties=ties, lower_is_better=lower)
         if unit != 1.0:
             edges = [e / unit for e in edges]
         return DimensionScores(dim, name, s, n, edges)
 
     workers = min(len(sources), threads if threads is not None else (os.cpu_count() or 1))
-    if workers > 1 and table.num_rows >= 1 << 16:
+    if workers > 1 and table.num_rows >= 1 << 16 and groups is None:  # grouped kernels run in parallel
         # The kernels release the GIL: the three dimensions run side by side.
         from concurrent.futures import ThreadPoolExecutor
 
@@ -399,13 +449,21 @@ def _dictionary(indices: np.ndarray, names: list[str], null_below_zero: bool = F
 
 # --- value score and tiers -----------------------------------------------------------
 
-def _feature_norm(name: str, table: pa.Table, member: np.ndarray) -> np.ndarray:
-    """A raw aggregate as its percentile position among the members, 0..1 (ties share)."""
+def _feature_norm(name: str, table: pa.Table, member: np.ndarray, groups=None) -> np.ndarray:
+    """A raw aggregate as its percentile position among the members (of its group, with
+    ``groups``), 0..1 (ties share)."""
     from .kernels.scores import key_range, positions_small
 
     col = _column(table, name)
     mem = readonly(member if col.valid is None else member & col.valid)
     lower = name in LOWER_IS_BETTER
+    if groups is not None:
+        pos, n_members = grouped_positions(col.values, mem, groups, sign=-1 if lower else 1)
+        n_of = n_members[groups.codes]
+        out = np.zeros(len(pos), dtype=np.float64)
+        ok = mem & (n_of > 1)
+        out[ok] = pos[ok] / (n_of[ok] - 1)
+        return out
     if col.is_float:
         x, sign = _float_keys(col.values, -1.0 if lower else 1.0), np.int64(1)
     else:
@@ -440,7 +498,8 @@ def _score_norms(idx: np.ndarray, q: int) -> dict:
             "rfm_score": (r + f + m) / (3 * (q - 1))}
 
 
-def _value_scores(table, weights: dict, q: int, code: np.ndarray, member: np.ndarray, numeric: list[str]):
+def _value_scores(table, weights: dict, q: int, code: np.ndarray, member: np.ndarray, numeric: list[str],
+                  groups=None):
     """Value score 0..100 per customer (the weighted mean of the features' normalized values)
     and, when it depends on the scores only, its value per RFM code (else None).
 
@@ -466,7 +525,7 @@ def _value_scores(table, weights: dict, q: int, code: np.ndarray, member: np.nda
             norm = norm or _score_norms(code, q)
             v = norm[k]
         else:
-            v = _feature_norm(k, table, member)
+            v = _feature_norm(k, table, member, groups)
         value += abs(w) * (v if w > 0 else 1.0 - v)
     value *= 100.0 / total
     value[~member] = 0.0
@@ -481,6 +540,21 @@ def _tier_ranks(tiers, n: int) -> np.ndarray:
         cum += s
         ranks.append(int((cum * (n - 1)) // 100))
     return np.array(ranks, dtype=np.int64)
+
+
+def _grouped_tiers(value: np.ndarray, member: np.ndarray, tiers, groups) -> np.ndarray:
+    """:func:`_tiers` within each group: positions among the group's members against the
+    boundaries of the group's own member count."""
+    from .kernels.groups import scores_from_positions
+
+    t = len(tiers)
+    pos, n_members = grouped_positions(value, member, groups)
+    sizes, inverse = np.unique(n_members, return_inverse=True)
+    bounds = np.array([_tier_ranks(tiers, int(n)) for n in sizes], dtype=np.int64).reshape(len(sizes), t - 1)
+    level = np.empty(len(value), dtype=np.int8)
+    scores_from_positions(groups.codes, pos, member, bounds[inverse.reshape(-1)], n_members, False, np.int64(t),
+                          level)
+    return (t - level).astype(np.int8)
 
 
 def _tiers(value: np.ndarray, member: np.ndarray, tiers, *, code=None, lut=None, member_counts=None):
@@ -538,7 +612,8 @@ def _numeric_columns(table: pa.Table) -> list[str]:
 
 
 def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep", monetary: str = "total",
-                cuts=None, segments="rfm-grid", weights=None, tiers=None, threads: int | None = None) -> pa.Table:
+                cuts=None, segments="rfm-grid", weights=None, tiers=None, threads: int | None = None,
+                group=None, rank_within: str = "group") -> pa.Table:
     """Add scores, code, totals, value score and tier, segment and ABC class to a finalized table.
 
     ``table``: the per-customer table of :func:`rfmx.aggregate` (at least ``recency_days``,
@@ -556,8 +631,15 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     ``value_tier``, ``segment`` and ``abc_class`` (dictionary strings).  The schema
     metadata ``rfmx.scores`` (JSON) records the options, edges, counts and the segment
     map's coverage report (:func:`score_info`).
+
+    ``group``: group columns (default: those the table records, as a grouped
+    :func:`rfmx.aggregate` leaves them); with ``rank_within="group"`` (default) scores,
+    value score percentiles, tiers and ABC classes are computed among each group's
+    customers, as if each group were scored alone; ``"all"`` ranks everyone together.
+    Segments follow the scores.  See ``docs/groups.md``.
     """
     from .concentration import abc_classes
+    from .groups import check_group, group_columns_of, group_index
     from .kernels.scores import rfm_code_index
     from .segments import SegmentMap
 
@@ -589,7 +671,11 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
 
     if threads is not None and threads < 1:
         raise RfmxError(f"threads must be >= 1, got {threads}")
-    dims, member = _score_dimensions(table, q, ties, monetary, cuts or {}, threads)
+    if rank_within not in RANK_WITHIN:
+        raise RfmxError(f"rank_within must be one of {', '.join(RANK_WITHIN)}, got {rank_within!r}")
+    group = check_group(group) if group is not None else group_columns_of(table)
+    groups = group_index(table, group) if group and rank_within == "group" else None
+    dims, member = _score_dimensions(table, q, ties, monetary, cuts or {}, threads, groups)
     r, f, m = dims["recency"].scores, dims["frequency"].scores, dims["monetary"].scores
     n = table.num_rows
     n_codes = q ** 3
@@ -605,8 +691,11 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     for d, axes in (("recency", (1, 2)), ("frequency", (0, 2)), ("monetary", (0, 1))):
         dims[d].counts = by_code.sum(axis=axes).tolist()
 
-    value, value_lut = _value_scores(table, weights, q, code, member, numeric)
-    tier_idx, tier_edges = _tiers(value, member, tiers, code=code, lut=value_lut, member_counts=member_counts)
+    value, value_lut = _value_scores(table, weights, q, code, member, numeric, groups)
+    if groups is None:
+        tier_idx, tier_edges = _tiers(value, member, tiers, code=code, lut=value_lut, member_counts=member_counts)
+    else:
+        tier_idx, tier_edges = _grouped_tiers(value, member, tiers, groups), []
 
     if n_codes <= 4096:
         rfm_code = _dictionary(code, _code_strings(q, np.arange(n_codes)))
@@ -624,7 +713,7 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
                                                value=value, numeric=numeric,
                                                segment=segment if seg_lut is not None else None)
         columns["segment"] = _dictionary(seg_idx, names, null_below_zero=True)
-    columns["abc_class"] = _dictionary(abc_classes(table), ["A", "B", "C"])
+    columns["abc_class"] = _dictionary(abc_classes(table, groups=groups), ["A", "B", "C"])
 
     for name, arr in columns.items():
         table = table.append_column(name, arr)
@@ -636,9 +725,23 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
         "weights": weights, "tiers": [[t, s] for t, s in tiers], "tier_edges": tier_edges,
         "segments": seg_info,
     }
+    if group:
+        info["groups"] = _group_info(group, rank_within, groups, member, q)
     meta = dict(table.schema.metadata or {})
     meta[b"rfmx.scores"] = json.dumps(info).encode()
     return table.replace_schema_metadata(meta)
+
+
+def _group_info(group, rank_within: str, groups, member: np.ndarray, q: int) -> dict:
+    """The ``groups`` entry of the score metadata: how customers were ranked, and the groups
+    with fewer ranked customers than bins (their scores cannot use every bin)."""
+    info = {"columns": list(group), "rank_within": rank_within}
+    if groups is not None:
+        members = np.bincount(groups.codes[member], minlength=groups.n_groups)
+        small = (members > 0) & (members < q)
+        info.update(count=int(groups.n_groups), fewer_than_bins=int(small.sum()),
+                    without_orders=int((members == 0).sum()))
+    return info
 
 
 def score_info(table: pa.Table) -> dict:
@@ -685,7 +788,7 @@ def read_table(path) -> pa.Table:
 
 def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str = "total", cuts=None,
           segments="rfm-grid", weights=None, tiers=None, as_of=None, threads: int | None = None,
-          **aggregate_options) -> pa.Table:
+          group=None, rank_within: str = "group", **aggregate_options) -> pa.Table:
     """Per-customer scores and segments of an order source or of a per-customer table.
 
     ``source``: anything :func:`rfmx.aggregate` reads (paths, Arrow tables of order
@@ -693,13 +796,15 @@ def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str 
     table (a ``pyarrow.Table`` or pandas/Polars frame with ``recency_days`` and
     ``n_orders``).  ``aggregate_options`` (``customer=``, ``time=``, ``amount=``,
     ``order_id=``, ``since=``, ...) go to :func:`rfmx.aggregate`.  Scoring options: see
-    :func:`score_table`.
+    :func:`score_table`.  ``group``: aggregate per (group, customer) and rank within each
+    group (``rank_within="all"``: over everyone), see ``docs/groups.md``.
 
     >>> scores = rfmx.score("orders.parquet", bins=5, segments="rfm-grid")
     """
+    from .groups import GroupedState
     from .state import RFMState
 
-    if isinstance(source, RFMState):
+    if isinstance(source, (RFMState, GroupedState)):
         table = source.finalize(as_of)
     else:
         table = None
@@ -714,6 +819,6 @@ def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str 
         if table is None:
             from .api import aggregate
 
-            table = aggregate(source, as_of=as_of, threads=threads, **aggregate_options)
+            table = aggregate(source, as_of=as_of, threads=threads, group=group, **aggregate_options)
     return score_table(table, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
-                       weights=weights, tiers=tiers, threads=threads)
+                       weights=weights, tiers=tiers, threads=threads, group=group, rank_within=rank_within)
