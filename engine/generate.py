@@ -47,7 +47,8 @@ def _customer_ids(n_customers: int, string_ids: bool) -> pa.Array:
 def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, seed: int = 0,
                     start="2024-01-01", days: int = 730, string_ids: bool = False,
                     refund_rate: float = 0.02, lines_per_order: float = 1.33, alpha: float = 2.0,
-                    mean_lifetime_days: float = 365.0, decimal_amounts: bool = False, shape: str = "churn"):
+                    mean_lifetime_days: float = 365.0, decimal_amounts: bool = False, shape: str = "churn",
+                    cost_share: float | None = None):
     """Yield the order history as ``pyarrow.RecordBatch`` es of at most 2**20 rows.
 
     Columns: ``customer_id`` (int64, or string with ``string_ids``), ``order_id`` (int64),
@@ -55,8 +56,13 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
     Exactly ``n_rows`` rows; ``customers`` defaults to ``n_rows / 13.8`` (the ratio of the
     reference 1e8-row history with 7.25 M customers).  ``shape`` is ``"churn"`` (customers
     join and lapse: each is active over a random part of the history) or ``"even"`` (every
-    customer is active over the whole history).
+    customer is active over the whole history).  ``cost_share`` adds a ``cost`` column (the
+    amount's type): each line's cost is a random 100 * (share ± 0.2) % of its amount; a
+    refund line's cost is negative (goods returned) for half the refunds and 0 (written
+    off) for the rest.  The other columns do not change with it.
     """
+    if cost_share is not None and not 0 <= cost_share <= 2:
+        raise RfmxError(f"cost_share must be between 0 and 2, got {cost_share}")
     if shape not in SHAPES:
         raise RfmxError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     if n_rows < 1:
@@ -131,6 +137,12 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
     row_customer = order_customer[row_order]
     del order_customer
 
+    row_cost = None
+    if cost_share is not None:
+        crng = np.random.default_rng([seed, 1])  # a stream of its own: the other columns stay as without costs
+        share = np.clip(crng.uniform(cost_share - 0.2, cost_share + 0.2, n_rows), 0.0, None)
+        share[(row_amount < 0) & (crng.random(n_rows) < 0.5)] = 0.0
+        row_cost = np.round(row_amount * share, 2)
     ids = _customer_ids(n_customers, string_ids)
     amount_type = pa.decimal128(12, 2) if decimal_amounts else pa.float64()
     step = 1 << 20
@@ -139,12 +151,15 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
         amount = pa.array(row_amount[lo:hi])
         if decimal_amounts:
             amount = amount.cast(amount_type)
-        yield pa.record_batch({
+        columns = {
             "customer_id": ids.take(pa.array(row_customer[lo:hi])),
             "order_id": pa.array(row_order[lo:hi] + 1_000_000),
             "order_time": pa.array(row_time[lo:hi]).view(pa.timestamp("us")),
             "amount": amount,
-        })
+        }
+        if row_cost is not None:
+            columns["cost"] = pa.array(row_cost[lo:hi]).cast(amount_type)
+        yield pa.record_batch(columns)
 
 
 def write_orders(path, n_rows: int = 1_000_000, *, files: int = 1, progress: bool = False, **options) -> list[str]:
