@@ -28,8 +28,11 @@ def column_options(f):
         ctx = click.get_current_context()
         cost = kwargs.pop("cost")
         if cost and ctx.command.name not in COST_COMMANDS:
-            raise click.UsageError(f"--cost: rfmx {ctx.command.name} does not use line costs; "
-                                   f"{', '.join(sorted(COST_COMMANDS))} do")
+            if ctx.get_parameter_source("cost") == click.core.ParameterSource.DEFAULT_MAP:
+                cost = None  # a project config's shared `cost` is for the commands that use it
+            else:
+                raise click.UsageError(f"--cost: rfmx {ctx.command.name} does not use line costs; "
+                                       f"{', '.join(sorted(COST_COMMANDS))} do")
         ctx.meta["rfmx.cost"] = cost
         return f(*args, **kwargs)
     return wrapper

@@ -278,3 +278,23 @@ def test_generate_cost_share_keeps_the_other_columns():
     share = cost[sold] / amount[sold]
     assert share.min() >= 0.39 and share.max() <= 0.81
     assert (cost[~sold] <= 0).all() and (cost[~sold] == 0).any() and (cost[~sold] < 0).any()
+
+
+def test_config_cost_reaches_the_commands_that_use_it(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    import pyarrow.parquet as pq
+    from rfmx.cli.main import main
+
+    lines = {"kind": "int64", "customer": [1, 2], "time_us": [T0, T0 + 10**9], "amount_minor": [1000, 500],
+             "order_id": [1, 2], "cost_minor": [1200, 100]}
+    pq.write_table(costed_table(lines, order_ids=False), tmp_path / "o.parquet")
+    (tmp_path / "rfmx.toml").write_text('cost = "cost"\n')
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    r = runner.invoke(main, ["score", "o.parquet", "-o", "s.parquet"])
+    assert r.exit_code == 0, r.output
+    got = pq.read_table(tmp_path / "s.parquet")
+    assert dict(zip(got["customer_id"].to_pylist(), got["profit_minor"].to_pylist())) == {1: -200, 2: 400}
+    r = runner.invoke(main, ["timeline", "o.parquet", "-o", "t.csv"])  # ignores the shared key
+    assert r.exit_code == 0, r.output
