@@ -334,8 +334,9 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
             raise click.UsageError("--since cannot change the window of a saved state (--state-in)")
         wanted = ColumnMap(customer, time_col, amount, order_id, cost_column())
         if wanted != state.columns:
-            raise RfmxError(f"{state_in}: the state was made with columns {_describe(state.columns)}; "
-                            f"this run maps {_describe(wanted)}")
+            costs = bool(state.columns.cost or wanted.cost)
+            raise RfmxError(f"{state_in}: the state was made with columns {_describe(state.columns, costs)}; "
+                            f"this run maps {_describe(wanted, costs)}")
         ctx = click.get_current_context(silent=True)
         explicit = ctx is not None and ctx.get_parameter_source("amount_scale") not in (
             None, click.core.ParameterSource.DEFAULT)
@@ -361,9 +362,10 @@ def check_state_timezone(state, state_in) -> None:
                         f"leave out --timezone or pass --timezone {state.timezone}")
 
 
-def _describe(columns) -> str:
-    return (f"--customer {columns.customer} --time {columns.time} --amount {columns.amount} "
-            f"--order-id {columns.order_id or '(none)'} --cost {columns.cost or '(none)'}")
+def _describe(columns, with_cost: bool = False) -> str:
+    text = (f"--customer {columns.customer} --time {columns.time} --amount {columns.amount} "
+            f"--order-id {columns.order_id or '(none)'}")
+    return text + (f" --cost {columns.cost or '(none)'}" if with_cost else "")
 
 
 def report_state(state) -> None:
