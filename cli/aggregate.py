@@ -7,6 +7,7 @@ from .options import (
     build_state_from_options,
     check_dask_run,
     column_options,
+    cost_column,
     dask_options,
     dask_settings,
     group_option,
@@ -34,6 +35,7 @@ def aggregate(sources, output, customer, time_col, amount, order_id, group, as_o
       rfmx aggregate 'exports/*.csv' --customer user_id --time created_at --amount total -o rfm.csv
       rfmx aggregate new.parquet --state-in s.arrow --state-out s.arrow -o rfm.parquet
       rfmx aggregate orders.parquet --group shop_id -o rfm_by_shop.parquet
+      rfmx aggregate orders.parquet --cost cost -o rfm.parquet
       rfmx aggregate 'orders/*.parquet' --dask local:4 -o rfm/
       rfmx aggregate s3://shop/orders/ --dask tcp://scheduler:8786 -o s3://shop/rfm/
 
@@ -48,6 +50,9 @@ def aggregate(sources, output, customer, time_col, amount, order_id, group, as_o
     if not output and not state_out:
         raise click.UsageError("give -o/--output and/or --state-out")
     on_dask = dask_settings()
+    if on_dask and cost_column():
+        raise click.UsageError("--cost does not run on --dask; aggregate on one machine (partial states carry "
+                               "costs: rfmx.RFMState.to_table/from_table)")
     if on_dask:
         if group:
             raise click.UsageError("--group runs on one machine; leave out --dask")

@@ -8,14 +8,32 @@ import sys
 import click
 
 
+#: commands that fold a --cost column into their state (the others refuse it)
+COST_COMMANDS = frozenset({"aggregate", "score", "cluster", "report"})
+
+
 def column_options(f):
-    """--customer/--time/--amount/--order-id: which input columns hold what."""
+    """--customer/--time/--amount/--order-id/--cost: which input columns hold what."""
     @click.option("--customer", default="customer_id", show_default=True, help="Customer id column.")
     @click.option("--time", "time_col", default="order_time", show_default=True, help="Order time column.")
     @click.option("--amount", default="amount", show_default=True, help="Amount column (refunds negative).")
     @click.option("--order-id", default=None, help="Order id column: lines of one order count once.")
+    @click.option("--cost", default=None,
+                  help="Each line's cost column (money, exact like the amount; refund lines may carry negative "
+                       "cost): adds gross profit, margin and refund rates.")
     @functools.wraps(f)
     def wrapper(*args, **kwargs):
+        # Only the reading front (build_state_from_options) uses it: kept on the click
+        # context, so the commands' signatures need not list it.
+        ctx = click.get_current_context()
+        cost = kwargs.pop("cost")
+        if cost and ctx.command.name not in COST_COMMANDS:
+            if ctx.get_parameter_source("cost") == click.core.ParameterSource.DEFAULT_MAP:
+                cost = None  # a project config's shared `cost` is for the commands that use it
+            else:
+                raise click.UsageError(f"--cost: rfmx {ctx.command.name} does not use line costs; "
+                                       f"{', '.join(sorted(COST_COMMANDS))} do")
+        ctx.meta["rfmx.cost"] = cost
         return f(*args, **kwargs)
     return wrapper
 
@@ -32,6 +50,12 @@ def rank_within_option(f):
     return click.option("--rank-within", type=click.Choice(["group", "all"]), default="group", show_default=True,
                         help="With --group (or a grouped input): rank scores, tiers and ABC classes among each "
                              "group's customers, or among all customers.")(f)
+
+
+def cost_column() -> str | None:
+    """``--cost`` as given to the running command (None outside one, or without it)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx.meta.get("rfmx.cost") if ctx is not None else None
 
 
 #: commands whose result is about segments over time: --segments none leaves them nothing to do
@@ -60,8 +84,9 @@ def score_options(f):
     @click.option("--ties", type=click.Choice(["keep", "first"]), default="keep", show_default=True,
                   help="keep: equal values share a score (bins may be unequal); first: equal-size bins, "
                        "ties broken by row order (= pd.qcut(x.rank(method='first'), q)).")
-    @click.option("--monetary", type=click.Choice(["total", "aov"]), default="total", show_default=True,
-                  help="Score M on net money spent (total) or on the average order value (aov).")
+    @click.option("--monetary", type=click.Choice(["total", "aov", "profit"]), default="total", show_default=True,
+                  help="Score M on net money spent (total), the average order value (aov) or gross profit "
+                       "(profit: needs --cost).")
     @click.option("--cuts", multiple=True, metavar="DIM=V1,V2,...",
                   help="Fixed cut points instead of quantiles for recency, frequency or monetary, BINS-1 "
                        "ascending values, e.g. recency=30,90,180,365 (repeat for several dimensions).")
@@ -324,10 +349,11 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
     if state is not None:
         if since is not None:
             raise click.UsageError("--since cannot change the window of a saved state (--state-in)")
-        wanted = ColumnMap(customer, time_col, amount, order_id)
+        wanted = ColumnMap(customer, time_col, amount, order_id, cost_column())
         if wanted != state.columns:
-            raise RfmxError(f"{state_in}: the state was made with columns {_describe(state.columns)}; "
-                            f"this run maps {_describe(wanted)}")
+            costs = bool(state.columns.cost or wanted.cost)
+            raise RfmxError(f"{state_in}: the state was made with columns {_describe(state.columns, costs)}; "
+                            f"this run maps {_describe(wanted, costs)}")
         ctx = click.get_current_context(silent=True)
         explicit = ctx is not None and ctx.get_parameter_source("amount_scale") not in (
             None, click.core.ParameterSource.DEFAULT)
@@ -339,7 +365,7 @@ def build_state_from_options(sources, customer, time_col, amount, order_id, as_o
                        as_of=as_of if state is None else None,
                        since=since, amount_scale=amount_scale, on_null=on_null, threads=threads,
                        batch_size=batch_size, state=state, progress=show_progress(progress), delimiter=delimiter,
-                       group=group, **read_options())
+                       group=group, cost=cost_column(), **read_options())
 
 
 def check_state_timezone(state, state_in) -> None:
@@ -353,9 +379,10 @@ def check_state_timezone(state, state_in) -> None:
                         f"leave out --timezone or pass --timezone {state.timezone}")
 
 
-def _describe(columns) -> str:
-    return (f"--customer {columns.customer} --time {columns.time} --amount {columns.amount} "
+def _describe(columns, with_cost: bool = False) -> str:
+    text = (f"--customer {columns.customer} --time {columns.time} --amount {columns.amount} "
             f"--order-id {columns.order_id or '(none)'}")
+    return text + (f" --cost {columns.cost or '(none)'}" if with_cost else "")
 
 
 def report_state(state) -> None:

@@ -12,8 +12,8 @@ import functools
 import click
 
 from .clv import ORDER_MODELS
-from .options import (build_state_from_options, column_options, group_option, rank_within_option, report_state,
-                      score_options, stream_options)
+from .options import (build_state_from_options, column_options, cost_column, group_option, rank_within_option,
+                      report_state, score_options, stream_options)
 
 
 def build_steps(options: dict) -> list[tuple[str, object]]:
@@ -23,22 +23,25 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
     order row is read (weights, tiers, cuts, the segment map and its fields), so a typo
     fails in a second, not after the scan.
     """
-    from rfmx.scores import (AGGREGATE_FIELDS, DEFAULT_BINS, check_bins, check_feature_names, parse_cuts,
-                             parse_tiers, parse_weights, score_table)
+    from rfmx.scores import (AGGREGATE_FIELDS, DEFAULT_BINS, PROFIT_FIELDS, check_bins, check_feature_names,
+                             parse_cuts, parse_tiers, parse_weights, score_table)
     from rfmx.segments import SegmentMap
 
     # --segments none: scores, value score and tier without a segment column
     smap = SegmentMap.resolve(options["segments"]) if options["segments"] != "none" else None
+    fields = AGGREGATE_FIELDS + (PROFIT_FIELDS if options.get("cost") else ())
+    if options["monetary"] == "profit" and not options.get("cost"):
+        raise click.UsageError("--monetary profit scores M on gross profit: give the line cost column (--cost)")
     bins = options["bins"] if options["bins"] is not None else ((smap and smap.bins) or DEFAULT_BINS)
     q = check_bins(bins)
     if smap is not None:
         smap.check_bins(q)
         if not options.get("clv"):  # CLV adds columns that rules may name: checked on the table then
-            smap.check_fields(AGGREGATE_FIELDS)
+            smap.check_fields(fields)
     weights = (parse_weights(options["weights"]) if options["weights"] is not None
                else smap.weights if smap is not None else None)
     if weights is not None and not options.get("clv"):
-        check_feature_names(parse_weights(weights), AGGREGATE_FIELDS)
+        check_feature_names(parse_weights(weights), fields)
     tiers = (parse_tiers(options["tiers"]) if options["tiers"] is not None
              else smap.tiers if smap is not None else None)
     cuts = parse_cuts(list(options["cuts"]), q)
@@ -99,6 +102,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score orders.parquet --segments pymc-quartiles --bins 4 --clv bgnbd --clusters 6 -o scores.csv
       rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
       rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
+      rfmx score orders.parquet --cost cost --monetary profit -o scores.parquet
 
     SOURCES are files, directories, globs, a database (with --query or --table) or - for
     standard input.  Streams SOURCES once into the per-customer state (or starts from
@@ -118,7 +122,9 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
     options = dict(group=group, rank_within=rank_within, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
                    tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_horizon_unit=clv_horizon_unit,
                    clv_discount=clv_discount, as_of=as_of,
-                   clusters=clusters, threads=threads)
+                   clusters=clusters, threads=threads, cost=cost_column())
+    if clv and cost_column():
+        raise click.UsageError("--cost with --clv: the CLV state keeps no line costs; score profit without --clv")
 
     def run():
         import time

@@ -21,7 +21,7 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
                 on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
                 state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
                 timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
-                group=None) -> RFMState:
+                group=None, cost: str | None = None) -> RFMState:
     """Stream ``source`` into an :class:`RFMState` (a new one, or ``state`` to extend it).
 
     With a new state, ``as_of`` becomes the end of the window: lines at or after it are
@@ -34,7 +34,9 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
     is a canonical integer (``0`` or ``-?[1-9][0-9]*``, fitting int64), strings otherwise.
     ``round`` (None, ``"half-even"``, ``"half-up"``) rounds decimal amounts with more
     decimals than ``amount_scale`` instead of refusing them, counting them in
-    ``state.amounts_rounded``.
+    ``state.amounts_rounded``.  ``cost`` names an optional column of each line's cost
+    (money, parsed as the amount): the state then keeps cost totals and its table gains
+    gross profit, margin and refund rates (README "Profit and cost-to-serve").
 
     ``group`` (a column name, ``"a,b"`` or a list) keys the state by (group, customer): a
     :class:`~rfmx.groups.GroupedState` (see :mod:`rfmx.groups`); extending a grouped
@@ -47,7 +49,7 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
     check_rounding(round)
     if state is None:
         state = RFMState(customer, time, amount, order_id, since=since, until=as_of,
-                         amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone)
+                         amount_scale=amount_scale, on_null=on_null, threads=threads, timezone=timezone, cost=cost)
         if group:
             state = GroupedState(state, group)
     else:
@@ -56,7 +58,7 @@ def build_state(source=None, customer: str = "customer_id", time: str = "order_t
         if wanted_group and wanted_group != have_group:
             raise RfmxError(f"the state is grouped by {', '.join(have_group) or 'nothing'}, "
                             f"not by {', '.join(wanted_group)}")
-        wanted = ColumnMap(customer, time, amount, order_id)
+        wanted = ColumnMap(customer, time, amount, order_id, cost)
         if wanted != state.columns:
             raise RfmxError(f"the state was made with columns {state.columns}, not {wanted}")
         if timezone is not None and check_timezone(timezone) != state.timezone:
@@ -130,14 +132,15 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
               on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
               state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
               timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
-              group=None) -> pa.Table:
+              group=None, cost: str | None = None) -> pa.Table:
     """Per-customer RFM aggregates of an order stream, as a ``pyarrow.Table``.
 
     ``source``: a Parquet/IPC/CSV path, directory or glob, a list of them, an Arrow
     table/batch/reader/C-stream object (pandas, polars), a ``pyarrow.dataset.Dataset``, a
     polars LazyFrame or a DuckDB relation/connection (both streamed).  ``as_of`` (default:
     the day after the latest line) ends the window; ``since`` starts it.  ``timezone``,
-    ``customer_type`` and ``round`` as in :func:`build_state`.  See
+    ``customer_type``, ``round`` and ``cost`` (a line-cost column: profit columns) as in
+    :func:`build_state`.  See
     :meth:`RFMState.finalize` for the columns and README "Definitions" for their meaning.
 
     ``group`` (a column, ``"a,b"`` or a list): one row per (group, customer) pair, the
@@ -146,7 +149,7 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
     st = build_state(source, customer, time, amount, order_id, as_of=as_of, since=since,
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
                      state=state, progress=progress, delimiter=delimiter, timezone=timezone,
-                     customer_type=customer_type, round=round, group=group)
+                     customer_type=customer_type, round=round, group=group, cost=cost)
     if state is None:
         # Nobody uses this state again: the result takes its memory over as it is built.
         return st.finalize(as_of, consume=True)

@@ -36,15 +36,17 @@ _EMPTY_I64 = np.empty(0, dtype=np.int64)
 
 @dataclass(frozen=True)
 class ColumnMap:
-    """Which input columns hold the customer, the order time, the amount and the order id."""
+    """Which input columns hold the customer, the order time, the amount, the order id and
+    the line's cost (optional: gross profit and cost-to-serve, see README "Profit")."""
 
     customer: str = "customer_id"
     time: str = "order_time"
     amount: str = "amount"
     order_id: str | None = None
+    cost: str | None = None
 
     def names(self) -> list[str]:
-        return [c for c in (self.customer, self.time, self.amount, self.order_id) if c]
+        return [c for c in (self.customer, self.time, self.amount, self.order_id, self.cost) if c]
 
 
 @dataclass
@@ -437,6 +439,16 @@ def amount_minor(arr: pa.Array, scale: int, where: str, column: str, row0, *,
                     f"(numbers or decimal strings)")
 
 
+def cost_minor(arr: pa.Array, scale: int, where: str, column: str, row0, *,
+               rounding: str | None = None) -> tuple[np.ndarray, int]:
+    """A line's cost as exact int64 minor units: parsed exactly as money (:func:`amount_minor`:
+    the same scale, decimal checks and rounding), errors naming the column as the cost."""
+    try:
+        return amount_minor(arr, scale, where, column, row0, rounding=rounding)
+    except RfmxError as exc:
+        raise RfmxError(str(exc).replace(f"column '{column}' (amount)", f"column '{column}' (cost)", 1)) from None
+
+
 def canonical_integers(arr: pa.Array) -> bool:
     """True if every non-null string in ``arr`` is an integer written the one way (``0`` or
     ``-?[1-9][0-9]*``) that fits int64, so reading them as integers merges no two ids:
@@ -472,6 +484,7 @@ def order_ids(arr: pa.Array, where: str, column: str) -> np.ndarray:
 
 __all__ = [
     "ColumnMap",
+    "cost_minor",
     "CustomerIds",
     "US_PER_DAY",
     "MIN_TIME_US",

@@ -52,7 +52,7 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
                     start="2024-01-01", days: int = 730, string_ids: bool = False,
                     refund_rate: float = 0.02, lines_per_order: float = 1.33, alpha: float = 2.0,
                     mean_lifetime_days: float = 365.0, decimal_amounts: bool = False, shape: str = "churn",
-                    shops: int | None = None):
+                    shops: int | None = None, cost_share: float | None = None):
     """Yield the order history as ``pyarrow.RecordBatch`` es of at most 2**20 rows.
 
     Columns: ``customer_id`` (int64, or string with ``string_ids``), ``order_id`` (int64),
@@ -62,7 +62,13 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
     join and lapse: each is active over a random part of the history) or ``"even"`` (every
     customer is active over the whole history).  ``shops``: add a ``shop_id`` column (int64,
     1..shops) of a marketplace with power-law shop sizes (see the module docstring).
+    ``cost_share`` adds a ``cost`` column (the
+    amount's type): each line's cost is a random 100 * (share ± 0.2) % of its amount; a
+    refund line's cost is negative (goods returned) for half the refunds and 0 (written
+    off) for the rest.  The other columns do not change with it.
     """
+    if cost_share is not None and not 0 <= cost_share <= 2:
+        raise RfmxError(f"cost_share must be between 0 and 2, got {cost_share}")
     if shape not in SHAPES:
         raise RfmxError(f"shape must be one of {', '.join(SHAPES)}, got {shape!r}")
     if n_rows < 1:
@@ -139,6 +145,12 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
     row_customer = order_customer[row_order]
     del order_customer
 
+    row_cost = None
+    if cost_share is not None:
+        crng = np.random.default_rng([seed, 1])  # a stream of its own: the other columns stay as without costs
+        share = np.clip(crng.uniform(cost_share - 0.2, cost_share + 0.2, n_rows), 0.0, None)
+        share[(row_amount < 0) & (crng.random(n_rows) < 0.5)] = 0.0
+        row_cost = np.round(row_amount * share, 2)
     ids = _customer_ids(n_customers, string_ids)
     amount_type = pa.decimal128(12, 2) if decimal_amounts else pa.float64()
     step = 1 << 20
@@ -155,6 +167,8 @@ def generate_orders(n_rows: int = 1_000_000, *, customers: int | None = None, se
         }
         if shops:
             columns["shop_id"] = pa.array(shop_of_orders(row_customer[lo:hi], row_order[lo:hi], shops, seed))
+        if row_cost is not None:
+            columns["cost"] = pa.array(row_cost[lo:hi]).cast(amount_type)
         yield pa.record_batch(columns)
 
 

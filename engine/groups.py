@@ -70,7 +70,7 @@ class GroupedColumns(ColumnMap):
         return base + [g for g in self.group if g not in base]
 
     def order_columns(self) -> ColumnMap:
-        return ColumnMap(self.customer, self.time, self.amount, self.order_id)
+        return ColumnMap(self.customer, self.time, self.amount, self.order_id, self.cost)
 
 
 def _value_kind(t: pa.DataType) -> str:
@@ -345,7 +345,7 @@ class GroupedState:
         object.__setattr__(self, "group", group)
         object.__setattr__(self, "keys", GroupKeys(group, inner.columns.customer))
         c = inner.columns
-        object.__setattr__(self, "read_columns", GroupedColumns(c.customer, c.time, c.amount, c.order_id, group))
+        object.__setattr__(self, "read_columns", GroupedColumns(c.customer, c.time, c.amount, c.order_id, c.cost, group))
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -409,7 +409,7 @@ class GroupedState:
     def _state_args(self) -> dict:
         s = self.inner
         return dict(since=s.since_us, until=s.until_us, amount_scale=s.amount_scale, on_null=s.on_null,
-                    threads=s.threads, timezone=s.timezone)
+                    threads=s.threads, timezone=s.timezone, cost=s.columns.cost)
 
     def _copy_settings(self, fresh) -> None:
         s = self.inner

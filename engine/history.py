@@ -32,7 +32,6 @@ from .errors import RfmxError
 from .state import (
     _FIELD_NAMES,
     _GROUP,
-    STATE_VERSION,
     RFMState,
     _us_to_iso,
     read_state_file,
@@ -44,7 +43,7 @@ __all__ = ["TimelineState", "TIMELINE_STATE_FORMAT", "TIMELINE_STATE_VERSION", "
            "YEAR_PERIODS", "WINDOW_COLUMNS"]
 
 TIMELINE_STATE_FORMAT = "rfmx-timeline-state"
-TIMELINE_STATE_VERSION = STATE_VERSION
+TIMELINE_STATE_VERSION = 2  # the RFM state's version-2 layout: timeline states keep no line costs
 #: the periods a timeline can have
 PERIODS = ("day", "week", "month", "quarter")
 _ADJECTIVE = {"day": "daily", "week": "weekly", "month": "monthly", "quarter": "quarterly"}

@@ -42,12 +42,13 @@ __all__ = [
     "score_info",
     "SCORE_COLUMNS",
     "AGGREGATE_FIELDS",
+    "PROFIT_FIELDS",
     "DEFAULT_TIERS",
 ]
 
 TIES = ("keep", "first")
 RANK_WITHIN = ("group", "all")
-MONETARY = ("total", "aov")
+MONETARY = ("total", "aov", "profit")
 DEFAULT_BINS = 5
 MAX_BINS = 100
 RADIX_BITS = 16
@@ -55,6 +56,8 @@ RADIX_BITS = 16
 # weights and segment rules may name.
 AGGREGATE_FIELDS = ("recency_days", "tenure_days", "n_orders", "n_refunds", "monetary_total", "monetary_minor",
                     "avg_order_value", "gross_total", "refunds_total")
+# With a cost column (rfmx.aggregate(cost=...)) the table also has these (rfmx.state.PROFIT_COLUMNS).
+PROFIT_FIELDS = ("cost_total", "profit_total", "profit_minor", "margin_rate", "refund_rate", "refund_money_rate")
 SCORE_FIELDS = ("r_score", "f_score", "m_score", "rfm_score")
 SCORE_COLUMNS = ("r_score", "f_score", "m_score", "rfm_code", "rfm_score", "value_score",
                  "value_tier", "segment", "abc_class")
@@ -400,6 +403,8 @@ def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: d
     member, orders = _member_mask(table)
     if monetary == "total":
         m_name, unit = money_column(table) if "monetary" not in cuts else ("monetary_total", 1.0)
+    elif monetary == "profit":
+        m_name, unit = _profit_column(table) if "monetary" not in cuts else ("profit_total", 1.0)
     else:
         m_name, unit = "avg_order_value", 1.0
     sources = {"recency": "recency_days", "frequency": "n_orders", "monetary": m_name}
@@ -430,6 +435,18 @@ def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: d
     else:
         results = [one(d) for d in DIMENSIONS]
     return {d.dimension: d for d in results}, member
+
+
+def _profit_column(table: pa.Table) -> tuple[str, float]:
+    """The column of each customer's gross profit and its unit divisor (as ``money_column``):
+    exact ``profit_minor`` when the table says its scale, else ``profit_total``."""
+    raw = (table.schema.metadata or {}).get(b"rfmx.amount_scale")
+    if "profit_minor" in table.column_names and raw:
+        return "profit_minor", float(10 ** int(raw))
+    if "profit_total" not in table.column_names:
+        raise RfmxError("monetary='profit' (--monetary profit) scores M on gross profit: aggregate with a cost "
+                        "column (cost=..., --cost COLUMN) so the table has profit_total")
+    return "profit_total", 1.0
 
 
 def _code_strings(q: int, idx: np.ndarray) -> list[str]:
@@ -619,7 +636,8 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     ``table``: the per-customer table of :func:`rfmx.aggregate` (at least ``recency_days``,
     ``n_orders`` and ``monetary_total`` or ``avg_order_value``).  ``bins``: q, scores run
     1..q (default: the segment map's ``bins``, else 5).  ``ties``: ``"keep"`` or
-    ``"first"``.  ``monetary``: ``"total"`` or ``"aov"``.  ``cuts``: fixed cut points per
+    ``"first"``.  ``monetary``: ``"total"``, ``"aov"`` or ``"profit"`` (gross profit: the table needs the
+    profit columns of a cost column).  ``cuts``: fixed cut points per
     dimension (see :func:`parse_cuts`).  ``segments``: a built-in map name, a TOML path, a
     :class:`~rfmx.segments.SegmentMap` or None.  ``weights``/``tiers``: see
     :func:`parse_weights` / :func:`parse_tiers`.  ``threads``: how many dimensions are
@@ -648,6 +666,8 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     if ties not in TIES:
         raise RfmxError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
     smap = SegmentMap.resolve(segments) if segments is not None else None
+    if smap is not None and "profit_minor" in table.column_names:
+        smap = smap.with_unprofitable()  # built-in maps: negative-profit customers made visible
     if bins is None:
         bins = smap.bins if smap is not None and smap.bins else DEFAULT_BINS
     q = check_bins(bins)

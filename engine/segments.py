@@ -40,7 +40,18 @@ import pyarrow as pa
 from .errors import RfmxError
 from .tables import numeric_column
 
-__all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML"]
+__all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML", "UNPROFITABLE",
+           "UNPROFITABLE_RULE"]
+
+#: the segment of customers whose gross profit is negative (with a cost column)
+UNPROFITABLE = "Unprofitable"
+#: the rule built-in maps put first when the table has profit (``SegmentMap.with_unprofitable``)
+UNPROFITABLE_RULE = f"""\
+# With a cost column: customers who cost more than they bring, checked before any other rule.
+[[segment]]
+name = "{UNPROFITABLE}"
+profit_minor = {{ lt = 0 }}
+"""
 
 RFM_GRID_TOML = """\
 # The widely used R x F grid over quintile scores (R: recency, F: frequency; 5 = best).
@@ -266,6 +277,26 @@ class SegmentMap:
         self.tiers = tiers
 
     # --- construction ---------------------------------------------------------------
+
+    def with_unprofitable(self) -> "SegmentMap":
+        """This map with :data:`UNPROFITABLE_RULE` first, for tables that know each
+        customer's gross profit (a cost column): customers whose profit is negative are
+        "Unprofitable" whatever their scores, so they are seen, not hidden among the best.
+
+        Only built-in maps gain the rule; a map of your own (a TOML file) states what it
+        wants, e.g. the same rule.  In migration order the segment comes last; the map's
+        lapsed segments stay the lapsed ones.
+        """
+        if self.source not in BUILTIN_MAPS or UNPROFITABLE in self.names():
+            return self
+        at = self.text.index(f"[[{self.table}]]")
+        text = self.text[:at] + UNPROFITABLE_RULE + "\n" + self.text[at:]
+        # A map's ``order`` must list every segment; the order is set below.
+        text = re.sub(r"(?m)^order = \[", f'order = ["{UNPROFITABLE}", ', text, count=1)
+        out = type(self).from_toml(text, source=self.source)
+        out.order = self.order + [UNPROFITABLE]
+        out.lapsed = list(self.lapsed)
+        return out
 
     @classmethod
     def builtin(cls, name: str) -> "SegmentMap":

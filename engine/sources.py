@@ -368,13 +368,15 @@ def _csv_file(path: str, columns: ColumnMap, delimiter: str | None, customer_typ
     """Plan a CSV file: every mapped column gets an explicit type, so no guess from the
     first block can fail half-way through the file.
 
-    Times and amounts are strings (rfmx parses them: :func:`rfmx.columns.time_us`,
+    Times, amounts and costs are strings (rfmx parses them: :func:`rfmx.columns.time_us`,
     :func:`rfmx.columns.amount_minor`).  Customer and order ids are int64 when every value
     in the file is a canonical integer (:func:`rfmx.columns.canonical_integers`), found by a
     pre-pass over those columns alone, else strings; ``customer_type`` ``int`` or
     ``string`` decides the customer column without the pre-pass.
     """
     types = {columns.customer: pa.string(), columns.time: pa.string(), columns.amount: pa.string()}
+    if columns.cost:
+        types[columns.cost] = pa.string()  # parsed exactly as money
     check = []
     if customer_type == "auto":
         check.append(columns.customer)

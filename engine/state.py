@@ -27,6 +27,7 @@ from .columns import (
     _EMPTY_I64,
     amount_minor,
     check_columns,
+    cost_minor,
     customer_ids,
     null_mask,
     order_ids,
@@ -39,10 +40,12 @@ from .errors import RfmxError
 from . import memory
 from .memory import grow, release
 
-__all__ = ["RFMState", "to_us", "STATE_FORMAT", "STATE_VERSION"]
+__all__ = ["RFMState", "to_us", "STATE_FORMAT", "STATE_VERSION", "PROFIT_COLUMNS", "profit_columns"]
 
 STATE_FORMAT = "rfmx-state"
-STATE_VERSION = 2  # 2: the calendar's time zone ("timezone"); version 1 states load as UTC
+STATE_VERSION = 3  # 2: the calendar's time zone ("timezone"); 3: the cost column and rows (versions 1 and 2 load)
+#: state file versions this rfmx reads (1: UTC, no cost; 2: no cost)
+STATE_VERSIONS = (1, 2, 3)
 #: slots per partition an id table's reservation is sized for (70 % of it: 188 M customers)
 _TABLE_RESERVED_SLOTS = 1 << 24
 _GROUP = 64  # order lines whose memory loads the kernels issue together (measured best of 16-128)
@@ -50,6 +53,52 @@ _FIELD_NAMES = (
     "first_order_us", "last_order_us", "n_orders", "n_refunds",
     "gross_minor", "refunds_minor", "first_order_id", "last_order_id",
 )
+#: the cost rows' columns in a saved state (only with a cost column; see kernels.rfm.COST_FIELDS)
+_COST_NAMES = ("cost_minor", "cost_returned_minor")
+
+
+#: the columns a finalized table gains with a cost column (README "Profit and cost-to-serve")
+PROFIT_COLUMNS = ("cost_total", "profit_total", "profit_minor", "margin_rate", "refund_rate", "refund_money_rate")
+
+
+def profit_columns(id_array: pa.Array, net_minor: np.ndarray, gross: np.ndarray, refunds: np.ndarray,
+                   n_orders: np.ndarray, n_refunds: np.ndarray, cost: np.ndarray, amount_scale: int) -> dict:
+    """The :data:`PROFIT_COLUMNS` of customers with net money ``net_minor`` (minor units),
+    ``gross``/``refunds`` money (currency units), order and refund-line counts and cost rows
+    ``cost`` (N_COST_FIELDS, m).
+
+    ``profit_minor = net_minor - (cost + returned cost)``, exact; a profit beyond int64 is
+    an error naming the customer, never a wrapped number.  ``margin_rate = profit / net
+    money`` (null when net money is 0), ``refund_rate = refund lines / orders`` (null
+    without orders), ``refund_money_rate = -refund money / gross money`` (null when gross
+    money is 0).
+    """
+    net_cost = cost[0] + cost[1]  # totals of opposite signs: the sum cannot leave int64
+    profit = net_minor - net_cost
+    # int64 arrays wrap silently: a wrapped difference moved the wrong way.
+    wrapped = ((net_cost < 0) & (profit < net_minor)) | ((net_cost > 0) & (profit > net_minor))
+    if wrapped.any():
+        i = int(np.flatnonzero(wrapped)[0])
+        raise RfmxError(f"the gross profit of customer {id_array[i].as_py()!r} (net money {net_minor[i]} minus cost "
+                        f"{net_cost[i]}, minor units) leaves the exact range (±{money_limit(amount_scale)} at "
+                        f"amount_scale {amount_scale})")
+    unit = float(10 ** amount_scale)
+
+    def ratio(num, den):
+        ok = den != 0
+        out = np.zeros(len(num), dtype=np.float64)
+        np.divide(num, den, out=out, where=ok)
+        return pa.array(out, mask=~ok)
+
+    profit_money = profit / unit
+    return {
+        "cost_total": pa.array(net_cost / unit),
+        "profit_total": pa.array(profit_money),
+        "profit_minor": pa.array(profit),
+        "margin_rate": ratio(profit.astype(np.float64), net_minor.astype(np.float64)),
+        "refund_rate": ratio(n_refunds.astype(np.float64), n_orders.astype(np.float64)),
+        "refund_money_rate": ratio(np.abs(refunds), gross),  # refunds <= 0; abs keeps 0 from being -0
+    }
 
 
 def to_us(value, timezone: str = UTC) -> int | None:
@@ -139,17 +188,20 @@ _META_KEYS = {
 }
 _COUNTERS = ("rows_read", "rows_null_skipped", "rows_outside_window")
 # Per saved field, the values save() can have written: counts and gross money >= 0, refunds <= 0.
-_FIELD_RANGES = {"n_orders": (0, None), "n_refunds": (0, None), "gross_minor": (0, None), "refunds_minor": (None, 0)}
+_FIELD_RANGES = {"n_orders": (0, None), "n_refunds": (0, None), "gross_minor": (0, None), "refunds_minor": (None, 0),
+                 "cost_minor": (0, None), "cost_returned_minor": (None, 0)}
 
 
 def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = None,
                     extra_columns: tuple = ()) -> dict:
-    """The metadata of a saved state file (format ``fmt``, version 1 or 2), checked.
+    """The metadata of a saved state file (format ``fmt``, a version of :data:`STATE_VERSIONS`), checked.
 
     Each way a file can be damaged or foreign is a one-line error naming the file and what
     is wrong: metadata that is not JSON, a missing key or a value of the wrong type, a
     missing column or one of the wrong type, nulls, values that no saved state holds.
-    Version 1 (before states recorded their time zone) reads as UTC.
+    Version 1 (before states recorded their time zone) reads as UTC; versions before 3
+    have no cost column (``columns["cost"]`` reads as None).  With a cost column the cost
+    rows' columns are checked as the other fields are.
     """
     raw = (table.schema.metadata or {}).get(b"rfmx.state")
     if raw is None:
@@ -160,9 +212,9 @@ def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = N
         raise RfmxError(f"{path}: damaged state file: its metadata is not JSON ({exc})") from None
     if not isinstance(meta, dict):
         raise RfmxError(f"{path}: damaged state file: its metadata is not a JSON object")
-    if meta.get("format") != fmt or meta.get("version") not in (1, STATE_VERSION):
+    if meta.get("format") != fmt or meta.get("version") not in STATE_VERSIONS:
         raise RfmxError(f"{path}: state format {meta.get('format')!r} version {meta.get('version')!r}; "
-                        f"this rfmx reads {fmt!r} versions 1 and {STATE_VERSION}")
+                        f"this rfmx reads {fmt!r} versions {', '.join(map(str, STATE_VERSIONS))}")
     keys = dict(_META_KEYS, **(extra_keys or {}))
     if meta["version"] >= 2:
         keys["timezone"] = (str,)
@@ -174,8 +226,11 @@ def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = N
             raise RfmxError(f"{path}: damaged state file: metadata '{key}' is {value!r}")
     c = meta["columns"]
     if not (all(isinstance(c.get(k), str) for k in ("customer", "time", "amount"))
-            and isinstance(c.get("order_id"), (str, type(None)))):
+            and isinstance(c.get("order_id"), (str, type(None))) and isinstance(c.get("cost"), (str, type(None)))):
         raise RfmxError(f"{path}: damaged state file: metadata 'columns' is {c!r}")
+    c.setdefault("cost", None)
+    if c["cost"] is not None:
+        extra_columns = tuple(extra_columns) + _COST_NAMES
     bad = [k for k in _COUNTERS if meta[k] < 0]
     if bad or not 0 <= meta["amount_scale"] <= 18 or meta["id_kind"] not in (None, "int", "bytes"):
         key = bad[0] if bad else ("amount_scale" if not 0 <= meta["amount_scale"] <= 18 else "id_kind")
@@ -195,12 +250,14 @@ def read_state_meta(path, table: pa.Table, fmt: str, extra_keys: dict | None = N
         col = table.column(name)
         if col.null_count:
             raise RfmxError(f"{path}: damaged state file: column '{name}' has {col.null_count} null value(s)")
-        if name in _FIELD_NAMES and col.type != pa.int64():
+        if (name in _FIELD_NAMES or name in _COST_NAMES) and col.type != pa.int64():
             raise RfmxError(f"{path}: damaged state file: column '{name}' is {col.type}, not int64")
     if table.num_rows:
         import pyarrow.compute as pc
 
         for name, (lo, hi) in _FIELD_RANGES.items():
+            if table.schema.get_field_index(name) < 0:
+                continue  # cost rows: checked present above when the state has a cost column
             mm = pc.min_max(table.column(name)).as_py()
             if (lo is not None and mm["min"] < lo) or (hi is not None and mm["max"] > hi):
                 raise RfmxError(f"{path}: damaged state file: column '{name}' holds values from {mm['min']} to "
@@ -216,7 +273,7 @@ class _Converted:
     """One batch, validated and converted by :meth:`RFMState._convert`, waiting to be folded."""
 
     __slots__ = ("rows", "nulls_skipped", "outside", "rounded", "latest", "tz", "ids", "empty", "lines", "hashed",
-                 "row0")
+                 "row0", "cost")
 
     def __init__(self, rows: int):
         self.rows = rows            # lines offered
@@ -230,6 +287,7 @@ class _Converted:
         self.lines = None           # (ids, time_us, amount_minor, order_id, keep); None: nothing kept
         self.hashed = None          # RFMState._hash(ids)
         self.row0 = 0               # source row of the first line, or of every line once some were dropped
+        self.cost = None            # (m, N_COST_FIELDS) cost by sign per line (with a cost column)
 
 
 class RFMState:
@@ -253,6 +311,10 @@ class RFMState:
         IANA time zone of the business's calendar (default ``UTC``): which day an order
         falls on, and what times without a zone (naive timestamps, dates, a bare ``since``
         or ``as_of`` date) mean.  See :mod:`rfmx.calendar`.
+    cost:
+        Optional column of each line's cost (money, parsed exactly as the amount).  The
+        state then also keeps each customer's cost total, and :meth:`finalize` adds gross
+        profit, margin and refund rates (README "Profit and cost-to-serve").
 
     Amounts with non-zero digits beyond ``amount_scale`` are refused unless
     :attr:`rounding` is ``"half-even"`` or ``"half-up"`` (``build_state(round=...)`` sets
@@ -261,12 +323,13 @@ class RFMState:
 
     def __init__(self, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
                  order_id: str | None = None, *, since=None, until=None, amount_scale: int = 2,
-                 on_null: str = "error", threads: int | None = None, timezone: str | None = None):
+                 on_null: str = "error", threads: int | None = None, timezone: str | None = None,
+                 cost: str | None = None):
         if on_null not in ("error", "skip"):
             raise RfmxError(f"on_null must be 'error' or 'skip', got {on_null!r}")
         if not 0 <= int(amount_scale) <= MAX_AMOUNT_SCALE:
             raise RfmxError(f"amount_scale must be between 0 and {MAX_AMOUNT_SCALE}, got {amount_scale}")
-        self.columns = ColumnMap(customer, time, amount, order_id)
+        self.columns = ColumnMap(customer, time, amount, order_id, cost)
         self.amount_scale = int(amount_scale)
         self.timezone = check_timezone(timezone)
         self.since_us = to_us(since, self.timezone)
@@ -308,6 +371,22 @@ class RFMState:
         self._key_offsets = np.zeros((N_PARTITIONS, self._ncap + 1), dtype=np.int64)
         self._key_data = np.empty((N_PARTITIONS, 4096 if kind == "bytes" else 1), dtype=np.uint8)
         self._nbytes = np.zeros(N_PARTITIONS, dtype=np.int64)
+        self._cost = self._new_cost(self._ncap) if self.columns.cost else None
+
+    def _new_cost(self, capacity: int) -> np.ndarray:
+        """Zeroed cost rows (P, capacity, N_COST_FIELDS): a customer's row is zero until its
+        first cost is added, so rows past the customers must stay zero (unlike ``_agg``'s,
+        which the kernels initialize on insert)."""
+        from .kernels.rfm import N_COST_FIELDS
+
+        return np.zeros((len(self._n), capacity, N_COST_FIELDS), dtype=np.int64)
+
+    def _grow_cost(self) -> None:
+        """Give the cost rows the aggregate rows' capacity (after ``_agg`` grew)."""
+        if self._cost is not None and self._cost.shape[1] != self._agg.shape[1]:
+            new = self._new_cost(self._agg.shape[1])
+            new[:, : self._cost.shape[1]] = self._cost
+            self._cost = new
 
     def _reserve(self, incoming: np.ndarray, incoming_bytes: np.ndarray | None) -> None:
         """Make room for ``incoming`` new customers (and bytes) per partition."""
@@ -326,6 +405,7 @@ class RFMState:
             else:
                 self._key_offsets = grow(self._key_offsets, self._n, self._agg.shape[1] + 1, extra=1)
             self._ncap = self._agg.shape[1]
+            self._grow_cost()
         if incoming_bytes is not None:
             bneed = int((self._nbytes + incoming_bytes).max())
             if bneed >= MAX_ARENA_BYTES:
@@ -469,9 +549,18 @@ class RFMState:
         t, conv.tz = time_us(batch.column(cols.time), source, cols.time, row0, self.timezone)
         if conv.tz is None and self.timezone != UTC:
             t = wall_to_instant(t, self.timezone)  # naive times and dates are the business's wall clock
-        amt, conv.rounded = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0,
+        amt, rounded = amount_minor(batch.column(cols.amount), self.amount_scale, source, cols.amount, row0,
                                          rounding=self.rounding)
+        conv.rounded += rounded
         oid = order_ids(batch.column(cols.order_id), source, cols.order_id) if cols.order_id else _EMPTY_I64
+        if cols.cost:
+            from .kernels.rfm import N_COST_FIELDS, split_cost
+
+            cst, rounded = cost_minor(batch.column(cols.cost), self.amount_scale, source, cols.cost, row0,
+                                      rounding=self.rounding)
+            conv.rounded += rounded
+            conv.cost = np.empty((len(cst), N_COST_FIELDS), dtype=np.int64)
+            split_cost(cst, conv.cost)
         keep = np.empty(0, dtype=np.bool_)
         if self.since_us is not None or self.until_us is not None:
             keep = np.ones(len(t), dtype=np.bool_)
@@ -513,6 +602,32 @@ class RFMState:
         self._refuse_wrapped(wrapped, conv.ids, lambda r, customer: (
             f"{source}: column '{self.columns.amount}' (amount): the money total of customer "
             f"{customer} leaves the exact range at row {source_row(conv.row0, r)}"))
+        if conv.cost is not None:
+            ids, keep = conv.lines[0], conv.lines[4]
+            wrapped = self._fold_cost(ids, conv.hashed[0], conv.cost, keep)
+            self._refuse_wrapped(wrapped, ids, lambda r, customer: (
+                f"{source}: column '{self.columns.cost}' (cost): the cost total of customer "
+                f"{customer} leaves the exact range at row {source_row(conv.row0, r)}"))
+
+    def _fold_cost(self, ids: CustomerIds, hashes: np.ndarray, values: np.ndarray, keep: np.ndarray) -> np.ndarray:
+        """Add cost rows ``values`` (one per line or per customer of ``ids``, customers the
+        state already holds) to the customers' cost totals; per worker, the first row whose
+        total left int64, or -1."""
+        from .kernels._policy import threads
+        from .kernels.customers import PARTITION_BITS
+        from .kernels.rfm import cost_fold_partitioned_bytes, cost_fold_partitioned_int64
+
+        self._grow_cost()
+        with threads(self.threads) as n_workers:
+            wrapped = np.empty(n_workers, dtype=np.int64)
+            if ids.kind == "int":
+                cost_fold_partitioned_int64(ids.ints, hashes, values, keep, n_workers, PARTITION_BITS, _GROUP,
+                                            self._table, self._keys, self._n, self._cost, wrapped)
+            else:
+                cost_fold_partitioned_bytes(ids.offsets, ids.data, hashes, values, keep, n_workers, PARTITION_BITS,
+                                            _GROUP, self._table, self._key_offsets, self._key_data, self._n,
+                                            self._nbytes, self._cost, wrapped)
+        return wrapped
 
     def _fold(self, ids: CustomerIds, t: np.ndarray, amt: np.ndarray, oid: np.ndarray, keep: np.ndarray,
               hashed: tuple | None = None) -> np.ndarray:
@@ -596,10 +711,17 @@ class RFMState:
         if self.time_zone is None:
             self.time_zone = other.time_zone
         if ids is not None:
-            self._merge_rows(ids, rows, what)
+            self._merge_rows(ids, rows, what, other._flat_cost())
         return self
 
-    def _merge_rows(self, ids: CustomerIds, rows: np.ndarray, what: str) -> None:
+    def _flat_cost(self) -> np.ndarray | None:
+        """The cost rows (m, N_COST_FIELDS) in :meth:`_flat`'s customer order (None: no cost column)."""
+        if self._cost is None:
+            return None
+        n = self._n
+        return np.concatenate([self._cost[p, : n[p]] for p in range(len(n))])
+
+    def _merge_rows(self, ids: CustomerIds, rows: np.ndarray, what: str, cost_rows: np.ndarray | None = None) -> None:
         from .kernels._policy import threads
         from .kernels.customers import PARTITION_BITS
         from .kernels.rfm import rfm_merge_partitioned_bytes, rfm_merge_partitioned_int64
@@ -619,6 +741,10 @@ class RFMState:
                                             self._n, self._nbytes, self._agg, wrapped)
         self._refuse_wrapped(wrapped, ids, lambda r, customer: (
             f"{what}: merged, the money total of customer {customer} leaves the exact range"))
+        if cost_rows is not None:
+            wrapped = self._fold_cost(ids, hashes, cost_rows, np.empty(0, dtype=np.bool_))
+            self._refuse_wrapped(wrapped, ids, lambda r, customer: (
+                f"{what}: merged, the cost total of customer {customer} leaves the exact range"))
 
     def drop_index(self) -> None:
         """Free the id → customer hash table (a quarter of the state's memory).
@@ -682,7 +808,8 @@ class RFMState:
         of the last/first order to the ``as_of`` day, in the state's time zone),
         ``n_orders``, ``n_refunds``, ``monetary_total``, ``monetary_minor``,
         ``avg_order_value``, ``gross_total``, ``refunds_total``.  Customers with refunds but
-        no order in the window have null times and recency.
+        no order in the window have null times and recency.  With a cost column, the
+        profit columns of :data:`PROFIT_COLUMNS` follow (README "Profit and cost-to-serve").
 
         ``consume=True`` hands the state's memory back partition by partition while the
         result is built, so the state and the result are never in memory together (peak
@@ -706,6 +833,9 @@ class RFMState:
         ints = np.empty((7, m), dtype=np.int64)
         floats = np.empty((4, m), dtype=np.float64)
         has_orders = np.empty(m, dtype=np.bool_)
+        cost = self._cost_columns()
+        if consume:
+            self._cost = None
         if self._kind is not None:
             P = len(self._n)
             with self._threads() as n_workers:
@@ -722,16 +852,29 @@ class RFMState:
                             release(self._agg, p)
         if consume:
             self._agg = None
-        return self._result_table(self._id_array(ids), ints, floats, has_orders, as_of_us)
+        return self._result_table(self._id_array(ids), ints, floats, has_orders, as_of_us, cost)
+
+    def _cost_columns(self) -> np.ndarray | None:
+        """The cost rows as columns (N_COST_FIELDS, m), customers as :meth:`_flat` lays them out."""
+        if self._cost is None:
+            return None
+        from .kernels.rfm import N_COST_FIELDS, cost_fields_partitioned
+
+        out = np.zeros((N_COST_FIELDS, self.n_customers), dtype=np.int64)
+        if self._kind is not None:
+            with self._threads():
+                cost_fields_partitioned(self._cost, self._n, out)
+        return out
 
     def _timestamp_type(self) -> pa.DataType:
         """The type of the output's times: zoned in the state's zone (naive for naive UTC input)."""
         return pa.timestamp("us", tz=self.time_zone if self.timezone == UTC else self.timezone)
 
     def _result_table(self, id_array: pa.Array, ints: np.ndarray, floats: np.ndarray, has_orders: np.ndarray,
-                      as_of_us: int | None) -> pa.Table:
+                      as_of_us: int | None, cost: np.ndarray | None = None) -> pa.Table:
         """The finalized table from the outputs of ``rfm_finalize_partitioned`` (the one place
-        that turns them into columns, for :meth:`finalize` and the timeline's snapshots)."""
+        that turns them into columns, for :meth:`finalize` and the timeline's snapshots);
+        ``cost`` (N_COST_FIELDS, m): the customers' cost rows, with a cost column."""
         from .kernels import rfm as k
 
         m = len(has_orders)
@@ -767,6 +910,11 @@ class RFMState:
             "gross_total": pa.array(floats[k.OUT_GROSS]),
             "refunds_total": pa.array(floats[k.OUT_REFUNDS]),
         })
+        if cost is not None:
+            for name, column in profit_columns(id_array, ints[k.OUT_NET_MINOR], floats[k.OUT_GROSS],
+                                               floats[k.OUT_REFUNDS], ints[k.OUT_N_ORDERS], ints[k.OUT_N_REFUNDS],
+                                               cost, self.amount_scale).items():
+                table = table.append_column(name, column)
         meta = {"rfmx.as_of": _us_to_iso(as_of_us, self.timezone) or "", "rfmx.amount_scale": str(self.amount_scale),
                 "rfmx.customer_column": self.columns.customer, "rfmx.timezone": self.timezone}
         return table.replace_schema_metadata(meta)
@@ -802,11 +950,16 @@ class RFMState:
         data = {"customer_id": self._id_array(ids)}
         for j, name in enumerate(_FIELD_NAMES):
             data[name] = pa.array(fields[j])  # no copy: each column is a view of its row of ``fields``
+        cost = self._cost_columns()
+        if cost is not None:
+            for j, name in enumerate(_COST_NAMES):
+                data[name] = pa.array(cost[j])
         meta = {
             "format": STATE_FORMAT,
             "version": STATE_VERSION,
             "columns": {"customer": self.columns.customer, "time": self.columns.time,
-                        "amount": self.columns.amount, "order_id": self.columns.order_id},
+                        "amount": self.columns.amount, "order_id": self.columns.order_id,
+                        "cost": self.columns.cost},
             "amount_scale": self.amount_scale,
             "since_us": self.since_us,
             "until_us": self.until_us,
@@ -846,7 +999,7 @@ class RFMState:
         c = meta["columns"]
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], since=meta["since_us"],
                     until=meta["until_us"], amount_scale=meta["amount_scale"], threads=threads,
-                    timezone=meta["timezone"])
+                    timezone=meta["timezone"], cost=c["cost"])
         state._restore(meta, table, what)
         return state
 
@@ -865,7 +1018,12 @@ class RFMState:
         rows = np.empty((table.num_rows, len(_FIELD_NAMES)), dtype=np.int64)
         for j, name in enumerate(_FIELD_NAMES):
             rows[:, j] = table.column(name).to_numpy()
-        self._merge_rows(ids, rows, str(path))
+        cost_rows = None
+        if self.columns.cost:
+            cost_rows = np.empty((table.num_rows, len(_COST_NAMES)), dtype=np.int64)
+            for j, name in enumerate(_COST_NAMES):
+                cost_rows[:, j] = table.column(name).to_numpy()
+        self._merge_rows(ids, rows, str(path), cost_rows)
         self.customers_loaded = self.n_customers
         if self.customers_loaded != table.num_rows:
             self._broken = f"{path}: damaged state file: a customer id occurs more than once"

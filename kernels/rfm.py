@@ -50,6 +50,14 @@ __all__ = [
     "rfm_fields_partitioned",
     "rfm_finalize_partitioned",
     "finalize_row",
+    "COST_FIELDS",
+    "N_COST_FIELDS",
+    "COST",
+    "COST_RETURNED",
+    "split_cost",
+    "cost_fold_partitioned_int64",
+    "cost_fold_partitioned_bytes",
+    "cost_fields_partitioned",
 ]
 
 _I64_MAX = np.iinfo(np.int64).max
@@ -70,6 +78,17 @@ N_FIELDS = len(FIELDS)
 (FIRST_ORDER, LAST_ORDER, N_ORDERS, N_REFUNDS, GROSS, REFUNDS,
  FIRST_ORDER_ID, LAST_ORDER_ID) = range(N_FIELDS)
 _IDENTITY = np.array([f[1] for f in FIELDS], dtype=np.int64)
+
+# The per-customer cost of the lines (only with a cost column): a second row block beside
+# the aggregate rows, so that runs without cost keep their one-cache-line row.  Costs of
+# one sign go to a total of that sign, as money does, so a total leaves int64 only when
+# the final total does, whatever the order lines and merges come in.
+COST_FIELDS = (
+    ("cost_minor", 0, "sum"),              # costs >= 0 (goods sold, the cost of serving)
+    ("cost_returned_minor", 0, "sum"),     # costs < 0 (goods coming back with a refund)
+)
+N_COST_FIELDS = len(COST_FIELDS)
+COST, COST_RETURNED = range(N_COST_FIELDS)
 
 
 def new_aggregates(shape) -> np.ndarray:
@@ -444,6 +463,98 @@ def rfm_merge_partitioned_bytes(offsets, data, hashes, later, has_order_id, n_wo
                 if combine(agg, p, c, later, r, has_order_id) and first_wrapped < 0:
                     first_wrapped = r
         wrapped[w] = first_wrapped
+
+
+# --- cost: the second row block -----------------------------------------------------
+#
+# With a cost column, each batch is folded by the update kernel above and then by
+# cost_fold_*: a second pass over the lines that finds each (by then known) customer and
+# adds the line's cost to its cost row.  The same kernel folds a merged or loaded state's
+# cost rows, one per customer.  Runs without cost never touch it.
+
+
+@kernel
+def split_cost(cost_minor, out):
+    """Per line, its cost by sign: ``out[i, COST]`` the cost if >= 0, ``out[i, COST_RETURNED]``
+    the cost if < 0 (``cost_minor`` (m,), ``out`` (m, N_COST_FIELDS) int64)."""
+    for i in range(cost_minor.shape[0]):
+        v = cost_minor[i]
+        if v < 0:
+            out[i, COST] = 0
+            out[i, COST_RETURNED] = v
+        else:
+            out[i, COST] = v
+            out[i, COST_RETURNED] = 0
+
+
+@kernel(inline=True)
+def _add_cost(cost, p, c, values, r):
+    """Fold ``values[r]`` into ``cost[p, c]``; True (nothing added) when a total would leave int64."""
+    if values[r, COST] > _I64_MAX - cost[p, c, COST] or values[r, COST_RETURNED] < _I64_MIN - cost[p, c, COST_RETURNED]:
+        return True
+    cost[p, c, COST] += values[r, COST]
+    cost[p, c, COST_RETURNED] += values[r, COST_RETURNED]
+    return False
+
+
+@kernel(parallel=True)
+def cost_fold_partitioned_int64(ids, hashes, values, keep, n_workers, partition_bits, group, table, keys, n, cost,
+                                wrapped):
+    """Add cost rows ``values`` (m, N_COST_FIELDS) of customers ``ids`` (already in the
+    table: folded or merged just before) into ``cost`` (P, ncap, N_COST_FIELDS).
+
+    ``keep`` as in :func:`rfm_update_partitioned_int64`; ``wrapped`` (n_workers,): per
+    worker the first row whose cost total left int64, or -1.
+    """
+    m = ids.shape[0]
+    for w in prange(n_workers):
+        rows = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
+        i = 0
+        while i < m:
+            i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
+            for j in range(k):
+                r = rows[j]
+                p = partition_of(hashes[r], partition_bits)
+                c = probe_int64(table, keys, n, p, ids[r], hashes[r])
+                if _add_cost(cost, p, c, values, r) and first_wrapped < 0:
+                    first_wrapped = r
+        wrapped[w] = first_wrapped
+
+
+@kernel(parallel=True)
+def cost_fold_partitioned_bytes(offsets, data, hashes, values, keep, n_workers, partition_bits, group, table,
+                                key_offsets, key_data, n, nbytes, cost, wrapped):
+    """As :func:`cost_fold_partitioned_int64` for byte-string ids."""
+    m = hashes.shape[0]
+    for w in prange(n_workers):
+        rows = np.empty(group, dtype=np.int64)
+        codes = np.empty(group, dtype=np.int64)
+        first_wrapped = -1
+        i = 0
+        while i < m:
+            i, k = select_group(hashes, keep, i, group, rows, w, n_workers, partition_bits, table)
+            find_group_bytes(rows, k, offsets, data, hashes, partition_bits, table, key_offsets, key_data, n, nbytes,
+                             codes)
+            for j in range(k):
+                r = rows[j]
+                if _add_cost(cost, partition_of(hashes[r], partition_bits), codes[j], values, r) and first_wrapped < 0:
+                    first_wrapped = r
+        wrapped[w] = first_wrapped
+
+
+@kernel(parallel=True)
+def cost_fields_partitioned(cost, n, out):
+    """The cost rows as columns, customers laid out as in :func:`rfm_fields_partitioned`
+    (``out``: (N_COST_FIELDS, m) int64)."""
+    P = n.shape[0]
+    start = np.zeros(P + 1, dtype=np.int64)
+    for p in range(P):
+        start[p + 1] = start[p] + n[p]
+    for p in prange(P):
+        for c in range(n[p]):
+            for f in range(N_COST_FIELDS):
+                out[f, start[p] + c] = cost[p, c, f]
 
 
 # --- finalize: per-customer rows -> output columns ------------------------------------

@@ -17,6 +17,12 @@ engine/columns.py):
 - without order ids every non-refund line is one order; with order ids a non-refund line
   starts a new order when its id differs from the previous non-refund line of the same
   customer (input order);
+- with a cost column, a line's cost (money, converted as the amount) is the line's: it
+  adds to its customer's cost total whatever the line's sign (a refund line's negative
+  cost is goods coming back); gross profit = net money - cost total (minor units); margin
+  rate = profit / net money (None when net money is 0); refund rate = refund lines /
+  orders (None without orders); refund money rate = |refund money| / gross money (None
+  when gross money is 0);
 - ``recency_days`` and ``tenure_days``: calendar days (UTC dates, by Python's ``datetime``)
   from the date of the last / first order to the date of ``as_of``, null for a customer
   without orders.
@@ -111,8 +117,10 @@ class Customer:
         self.refunds_minor = 0
         self.first_order_id = None
         self.last_order_id = None
+        self.cost_minor = 0
 
-    def add(self, time_us: int, amount_minor: int, order_id, has_order_id: bool) -> None:
+    def add(self, time_us: int, amount_minor: int, order_id, has_order_id: bool, cost_minor: int = 0) -> None:
+        self.cost_minor += cost_minor
         if amount_minor < 0:
             self.n_refunds += 1
             self.refunds_minor += amount_minor
@@ -134,30 +142,54 @@ class Customer:
 
 
 def naive_customers(customers, times_us, amounts_minor, order_ids=None, *, since_us=None,
-                    as_of_us=None) -> tuple[dict, int | None]:
+                    as_of_us=None, costs_minor=None) -> tuple[dict, int | None]:
     """Per-customer :class:`Customer` of the lines in ``[since, as_of)``, and the as_of used.
 
     Lines with a ``None`` in any column are dropped.  ``order_ids`` None means no order-id
     column.  ``as_of_us`` None means the default (midnight after the latest kept line).
+    ``costs_minor``: each line's cost (None: no cost column; a None cost drops the line).
     """
     has_oid = order_ids is not None
     n = len(customers)
     oids = order_ids if has_oid else [0] * n
+    costs = costs_minor if costs_minor is not None else [0] * n
     kept = []
-    for c, t, a, o in zip(customers, times_us, amounts_minor, oids):
-        if c is None or t is None or a is None or o is None:
+    for c, t, a, o, k in zip(customers, times_us, amounts_minor, oids, costs):
+        if c is None or t is None or a is None or o is None or k is None:
             continue
         if since_us is not None and t < since_us:
             continue
         if as_of_us is not None and t >= as_of_us:
             continue
-        kept.append((c, t, a, o))
+        kept.append((c, t, a, o, k))
     if as_of_us is None:
-        as_of_us = default_as_of(t for _, t, _, _ in kept)
+        as_of_us = default_as_of(t for _, t, _, _, _ in kept)
     out: dict = {}
-    for c, t, a, o in kept:
-        out.setdefault(c, Customer()).add(t, a, o, has_oid)
+    for c, t, a, o, k in kept:
+        out.setdefault(c, Customer()).add(t, a, o, has_oid, k)
     return out, as_of_us
+
+
+def naive_profit(customers, times_us, amounts_minor, costs_minor, order_ids=None, *, since_us=None,
+                 as_of_us=None, amount_scale: int = 2) -> dict:
+    """``{customer_id: {column: value}}`` with the profit columns a cost column adds
+    (``rfmx.state.PROFIT_COLUMNS``), by the rules in this module's docstring."""
+    cust, _ = naive_customers(customers, times_us, amounts_minor, order_ids, since_us=since_us,
+                              as_of_us=as_of_us, costs_minor=costs_minor)
+    unit = 10 ** amount_scale
+    rows = {}
+    for key, cu in cust.items():
+        net = cu.gross_minor + cu.refunds_minor
+        profit = net - cu.cost_minor
+        rows[key] = {
+            "cost_total": cu.cost_minor / unit,
+            "profit_total": profit / unit,
+            "profit_minor": profit,
+            "margin_rate": profit / net if net else None,
+            "refund_rate": cu.n_refunds / cu.n_orders if cu.n_orders else None,
+            "refund_money_rate": abs(cu.refunds_minor / unit) / (cu.gross_minor / unit) if cu.gross_minor else None,
+        }
+    return rows
 
 
 def finalize_rows(customers: dict, as_of_us: int | None, amount_scale: int = 2) -> dict:
