@@ -42,7 +42,7 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
+__all__ = ["aggregate", "score", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
 DEFAULT_FAN_IN = 8
@@ -607,3 +607,90 @@ def _counters(run: _Run, customers: int) -> dict:
     return {"rows_read": s.rows_read, "rows_null_skipped": s.rows_null_skipped,
             "rows_outside_window": s.rows_outside_window, "amounts_rounded": s.amounts_rounded,
             "customers": int(customers), "shares": run.shares, "buckets": len(run.buckets)}
+
+
+def _write_scored(scored: pa.Table, metadata: bytes, output) -> object:
+    """A scored bucket with the run's ``rfmx.scores`` metadata: written as a Parquet part
+    (``output``: ``(filesystem, path)``; returns the rows) or returned."""
+    meta = dict(scored.schema.metadata or {})
+    meta[b"rfmx.scores"] = metadata
+    table = scored.replace_schema_metadata(meta)
+    if output is None:
+        return table
+    import pyarrow.parquet as pq
+
+    filesystem, path = output
+    try:
+        pq.write_table(table, path, filesystem=filesystem)
+    except (pa.ArrowException, OSError) as exc:
+        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
+    return table.num_rows
+
+
+def score(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+          order_id: str | None = None, *, bins: int | None = None, ties: str = "keep", monetary: str = "total",
+          cuts=None, segments="rfm-grid", weights=None, tiers=None, as_of=None, since=None, amount_scale: int = 2,
+          on_null: str = "error", timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+          batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
+          output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
+          report=None):
+    """Per-customer aggregates, scores, RFM codes, value scores and tiers, segments and ABC
+    classes of ``source`` computed on a Dask cluster: the table of :func:`rfmx.score`,
+    customer for customer, bit for bit (schema metadata included).
+
+    The customers are aggregated as by :func:`aggregate`; each bucket stays on its worker
+    and the population-wide numbers a score depends on — every dimension's quantile edges,
+    the customers per RFM code, the ABC revenue thresholds — are reduced exactly from
+    per-bucket histograms (:mod:`rfmx.dask_scores`), then each bucket is scored where it
+    lives.  ``ties="first"`` (ties broken by one machine's row order) and weights on raw
+    columns (each customer's rank among all customers) are refused.  Scoring options as
+    :func:`rfmx.score`; the others as :func:`aggregate`; ``report`` also receives the
+    ``rfmx.scores`` metadata as ``scores``.
+    """
+    import json
+
+    from .dask_scores import ScoreSpec, bucket_score, population
+    from .segments import merge_coverage
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    spec = ScoreSpec.resolve(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+                             tiers=tiers)
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        as_of_us = run.summary.resolve_as_of(None)
+        token = uuid.uuid4().hex[:12]
+        tables = _finalize(run, as_of_us, None, f"rfmx-finalize-{token}")
+        _raise_first_error(tables)
+        pop = population(client, tables, spec, f"rfmx-population-{token}")
+        scored = [client.submit(bucket_score, t, spec, pop, key=f"rfmx-score-{token}-{b}")
+                  for b, t in enumerate(tables)]
+        infos = client.gather([client.submit(operator.getitem, f, 1, key=f"rfmx-score-info-{token}-{b}")
+                               for b, f in enumerate(scored)])
+        # Every bucket carries the population's edges and counts; the coverage counted its own customers.
+        info = dict(infos[0], segments=merge_coverage([i["segments"] for i in infos]))
+        metadata = json.dumps(info).encode()
+        final = [client.submit(_write_scored, client.submit(operator.getitem, f, 0, key=f"rfmx-scored-{token}-{b}"),
+                               metadata, dataset.part(b) if dataset is not None else None,
+                               key=f"rfmx-write-{token}-{b}") for b, f in enumerate(scored)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "score", "as_of_us": as_of_us})
+        if report is not None:
+            report.update(_counters(run, customers), scores=info)
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
