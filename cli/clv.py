@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import click
 
-from .options import (check_state_timezone, column_options, order_sources, read_options, renamed_option, report_state,
-                      show_progress, stream_options)
+from .options import (check_dask_run, check_state_timezone, column_options, dask_options, dask_settings, order_sources,
+                      read_options, renamed_option, report_state, show_progress, stream_options)
 
 #: what --horizon counts: lifetimes' monthly cash flows by default, as saved jobs expect
 HORIZON_UNITS = ("day", "week", "month")
@@ -12,9 +12,9 @@ HORIZON_UNITS = ("day", "week", "month")
 
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(), default=None,
               help="Per-customer summary and predictions: .parquet, .csv, .arrow/.feather, a database (with "
-                   "--table) or - (standard output).")
+                   "--table) or - (standard output); with --dask a folder for a Parquet dataset.")
 @click.option("--model", "model_name", type=click.Choice(["bgnbd", "pareto"]), default="bgnbd", show_default=True,
               help="Purchase/dropout model: BG/NBD or Pareto/NBD.")
 @click.option("--holdout-start", default=None,
@@ -50,6 +50,7 @@ HORIZON_UNITS = ("day", "week", "month")
               help="With --holdout-start: write the predicted-vs-actual table (.csv, .parquet, ...).")
 @column_options
 @stream_options
+@dask_options
 def clv(sources, output, model_name, holdout_start, horizon, horizon_unit, discount, period, unit, penalizer, spend,
         model_out, spend_model_out, model_in, spend_model_in, calibration_out, customer, time_col, amount,
         order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
@@ -60,6 +61,7 @@ def clv(sources, output, model_name, holdout_start, horizon, horizon_unit, disco
       rfmx clv orders.parquet --unit week -o clv.parquet --model-out bgnbd.json
       rfmx clv new.parquet --unit week --model-in bgnbd.json --horizon 26 --horizon-unit week -o clv.csv
       rfmx clv orders.parquet --holdout-start 2025-07-01 --calibration-out check.csv
+      rfmx clv 'orders/*.parquet' --unit week --dask local:4 -o clv/
 
     Streams SOURCES (files, globs, a database with --query/--table, or - for standard
     input) into a BTYD summary (frequency, recency, T, monetary value per customer), fits
@@ -76,6 +78,16 @@ def clv(sources, output, model_name, holdout_start, horizon, horizon_unit, disco
         raise click.UsageError("give at least one SOURCE or --state-in")
     if calibration_out and not holdout_start:
         raise click.UsageError("--calibration-out needs --holdout-start")
+    on_dask = dask_settings()
+    if on_dask:
+        from .on_dask import clv_on_dask
+
+        check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
+        return run_guarded(clv_on_dask, on_dask, sources, output, customer, time_col, amount, order_id, as_of, since,
+                           batch_size, amount_scale, on_null, delimiter, model=model_name, period=period, unit=unit,
+                           penalizer=penalizer, spend=spend, horizon=horizon, horizon_unit=horizon_unit,
+                           discount=discount, holdout_start=holdout_start, model_in=model_in,
+                           spend_model_in=spend_model_in, model_out=model_out, spend_model_out=spend_model_out)
 
     def run():
         from rfmx.outputs import CommandFiles

@@ -42,7 +42,7 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "score", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
+__all__ = ["aggregate", "score", "clv", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
 DEFAULT_FAN_IN = 8
@@ -242,10 +242,17 @@ class _Settings:
     batch_size: int
     delimiter: str | None
     n_buckets: int
+    period: str | None = None     # a BTYD state (purchase periods kept) collapsing purchases per period
 
     def new_state(self):
         from .state import RFMState
 
+        if self.period is not None:
+            from .clv.summary import BTYDState
+
+            return BTYDState(self.customer, self.time, self.amount, self.order_id, period=self.period,
+                             since=self.since_us, until=self.until_us, amount_scale=self.amount_scale,
+                             on_null=self.on_null, threads=1, timezone=self.timezone)
         return RFMState(self.customer, self.time, self.amount, self.order_id, since=self.since_us,
                         until=self.until_us, amount_scale=self.amount_scale, on_null=self.on_null, threads=1,
                         timezone=self.timezone)
@@ -690,6 +697,89 @@ def score(source, customer: str = "customer_id", time: str = "order_time", amoun
                                     {"command": "score", "as_of_us": as_of_us})
         if report is not None:
             report.update(_counters(run, customers), scores=info)
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def clv(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+        order_id: str | None = None, *, model: str = "bgnbd", spend: bool = True, period: str = "day",
+        unit: str | None = None, penalizer: float = 0.0, horizon: int = 12, horizon_unit: str = "month",
+        discount: float = 0.01, as_of=None, since=None, amount_scale: int = 2, on_null: str = "error",
+        timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+        batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
+        output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
+        report=None):
+    """BTYD summary and CLV per customer of ``source`` on a Dask cluster: the table of
+    :func:`rfmx.clv.add_clv_columns` over :func:`rfmx.clv.summary`, with the models fitted on
+    all customers, customer for customer and bit for bit (see :mod:`rfmx.dask_clv`).
+
+    Each share folds into a BTYD state (purchase periods per customer), split and merged by
+    customer bucket as :func:`aggregate` does; each bucket's summary stays on its worker.
+    ``model``: ``"bgnbd"`` or ``"pareto"``, fitted once on the client from the buckets'
+    ``(frequency, recency, T)`` pattern counts; with ``spend`` Gamma-Gamma is fitted on one
+    worker from the repeat buyers' ``(frequency, monetary_value)``.  Predictions are made per
+    bucket.  ``period``/``unit``/``penalizer``/``horizon``/``horizon_unit``/``discount`` as
+    ``rfmx clv``; the others as :func:`aggregate`.  ``report`` also receives the fitted
+    models (``model``, ``spend_model``) and the distinct ``patterns``.
+    """
+    from .clv.models import BGNBD, ParetoNBD
+    from .clv.summary import _period_name
+    from .dask_clv import (bucket_clv, bucket_patterns, bucket_repeat_spend, bucket_summary, fit_spend,
+                           fit_transactions, merge_patterns, summary_meta)
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    models = {"bgnbd": BGNBD, "pareto": ParetoNBD}
+    if model not in models:
+        raise RfmxError(f"model must be one of {', '.join(models)}, got {model!r}")
+    if not penalizer >= 0:
+        raise RfmxError(f"penalizer must be >= 0, got {penalizer}")
+    period = _period_name(period)
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    settings = replace(settings, period=period)
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        as_of_us = run.summary.resolve_as_of(None)
+        if as_of_us is None:
+            raise RfmxError("the BTYD summary needs orders (the input is empty) or an as_of date")
+        token = uuid.uuid4().hex[:12]
+        s = run.summary
+        summaries = [client.submit(bucket_summary, part, as_of_us, s.id_type, s.time_zone, unit,
+                                   key=f"rfmx-btyd-summary-{token}-{b}") for b, part in enumerate(run.buckets)]
+        _raise_first_error(summaries)
+        meta = client.gather(client.submit(summary_meta, summaries[0], key=f"rfmx-btyd-meta-{token}"))
+        parts = [client.submit(bucket_patterns, f, key=f"rfmx-btyd-patterns-{token}-{b}")
+                 for b, f in enumerate(summaries)]
+        patterns = client.gather(client.submit(merge_patterns, *parts, key=f"rfmx-btyd-patterns-{token}"))
+        fitted = fit_transactions(models[model], penalizer, patterns, meta)
+        spend_model = None
+        if spend:
+            spends = [client.submit(bucket_repeat_spend, f, key=f"rfmx-btyd-spend-{token}-{b}")
+                      for b, f in enumerate(summaries)]
+            spend_model = client.gather(client.submit(fit_spend, penalizer, meta, *spends,
+                                                      key=f"rfmx-btyd-gamma-gamma-{token}"))
+        final = [client.submit(bucket_clv, f, fitted, spend_model, horizon, discount, horizon_unit,
+                               dataset.part(b) if dataset is not None else None, key=f"rfmx-clv-{token}-{b}")
+                 for b, f in enumerate(summaries)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "clv", "as_of_us": as_of_us})
+        if report is not None:
+            report.update(_counters(run, customers), model=fitted, spend_model=spend_model,
+                          patterns=len(patterns[0]))
         return result
     finally:
         if dataset is not None:

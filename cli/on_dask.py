@@ -1,0 +1,36 @@
+"""The ``--dask`` runs of commands whose single-machine body lives elsewhere (``rfmx clv --dask``):
+the options a distributed run cannot take are usage errors, the rest goes to :mod:`rfmx.dask`."""
+from __future__ import annotations
+
+import click
+
+
+def clv_on_dask(on_dask, sources, output, customer, time_col, amount, order_id, as_of, since, batch_size,
+                amount_scale, on_null, delimiter, *, holdout_start, model_in, spend_model_in, model_out,
+                spend_model_out, **options):
+    """``rfmx clv --dask``: :func:`rfmx.dask.clv`, the fitted models printed (and saved) as one
+    machine prints them."""
+    from rfmx.outputs import CommandFiles
+
+    from .aggregate import run_on_dask
+    from .clv import report_zero_spend
+
+    for flag, given in (("--holdout-start", holdout_start), ("--model-in", model_in),
+                        ("--spend-model-in", spend_model_in)):
+        if given:
+            raise click.UsageError(f"{flag} is not available with --dask: a Dask run fits the models on all "
+                                   f"customers and writes their predictions")
+    files = CommandFiles().write("--model-out", model_out).write("--spend-model-out", spend_model_out)
+    with files:  # checked before anything is read; the models are saved once the run has written -o
+        counters = run_on_dask("clv", on_dask, sources, output, customer, time_col, amount, order_id, as_of, since,
+                               batch_size, amount_scale, on_null, delimiter, **options)
+        model, spend_model = counters["model"], counters["spend_model"]
+        click.echo(f"rfmx clv: fitted on {counters['patterns']:,} distinct (frequency, recency, T) patterns", err=True)
+        click.echo(model.summary(), err=True)
+        if model_out:
+            files.save("--model-out", model)
+        if spend_model is not None:
+            report_zero_spend(spend_model)
+            click.echo(spend_model.summary(), err=True)
+            if spend_model_out:
+                files.save("--spend-model-out", spend_model)
