@@ -42,7 +42,8 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "score", "clv", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
+__all__ = ["aggregate", "score", "clv", "cluster_customers", "connect", "cluster", "plan_shares", "DatasetOutput",
+           "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
 DEFAULT_FAN_IN = 8
@@ -780,6 +781,100 @@ def clv(source, customer: str = "customer_id", time: str = "order_time", amount:
         if report is not None:
             report.update(_counters(run, customers), model=fitted, spend_model=spend_model,
                           patterns=len(patterns[0]))
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def cluster_customers(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+                      order_id: str | None = None, *, k: int = 8, features=None, log=True, scaling: str = "zscore",
+                      init="k-means++", max_iter: int = 300, tol: float = 1e-4, random_state=0,
+                      name: str = "cluster", as_of=None, since=None, amount_scale: int = 2, on_null: str = "error",
+                      timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+                      batch_size: int = 1 << 20, delimiter: str | None = None, client=None,
+                      buckets: int | None = None, output=None, single_file: bool = False,
+                      share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN, report=None):
+    """k-means clusters of the customers of ``source`` on a Dask cluster: the per-customer
+    table of :func:`aggregate` with a ``cluster`` column, and the fitted
+    :class:`~rfmx.cluster.CustomerClusters` in ``report["model"]`` (see :mod:`rfmx.dask_kmeans`).
+
+    Lloyd iterations reduce per-bucket partial sums in bucket order (results do not depend
+    on the number of workers); ``init``: ``"k-means++"`` (scikit-learn's draws from
+    ``random_state``, over the customers bucket by bucket: not one machine's seeds) or an
+    array (k, d) of initial centres in standardized feature space, e.g. those of a
+    one-machine fit — given the same centres the labels equal one machine's and centres and
+    inertia agree to rounding.  ``scaling``: ``"zscore"`` or ``"none"``.  Other options as
+    :func:`rfmx.cluster.fit_clusters` and :func:`aggregate`.
+    """
+    from .cluster import DEFAULT_FEATURES, CustomerClusters, FeatureTransform, KMeans
+    from .dask_kmeans import KMeansSpec, bucket_labels, bucket_moments, fit_transform, lloyd, seed_kmeans_plusplus
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    spec = KMeansSpec(features or DEFAULT_FEATURES, log, scaling)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise RfmxError(f"k must be an int >= 1, got {k!r}")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1 or not tol >= 0:
+        raise RfmxError(f"max_iter must be an int >= 1 and tol >= 0, got {max_iter!r} and {tol!r}")
+    init_array = None
+    if isinstance(init, str):
+        if init != "k-means++":
+            raise RfmxError(f"init must be 'k-means++' or an array of centres on Dask, got {init!r}")
+    else:
+        init_array = np.array(init, dtype=np.float64, order="C")
+        if init_array.shape != (k, len(spec.transform.features)) or not np.isfinite(init_array).all():
+            raise RfmxError(f"init centres must be finite, of shape ({k}, {len(spec.transform.features)}); "
+                            f"got shape {init_array.shape}")
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        as_of_us = run.summary.resolve_as_of(None)
+        token = uuid.uuid4().hex[:12]
+        tables = _finalize(run, as_of_us, None, f"rfmx-finalize-{token}")
+        _raise_first_error(tables)
+        n = fit_transform(client, tables, spec, f"rfmx-kmeans-transform-{token}")
+        if k > n:
+            raise RfmxError(f"k={k} clusters but only {n:,} customers to cluster")
+        sums = client.gather([client.submit(bucket_moments, t, spec, None, key=f"rfmx-kmeans-tol-{token}-{b}")
+                              for b, t in enumerate(tables)])
+        mean = np.sum([s[1] for s in sums], axis=0) / n
+        squares = client.gather([client.submit(bucket_moments, t, spec, mean, key=f"rfmx-kmeans-var-{token}-{b}")
+                                 for b, t in enumerate(tables)])
+        tol_abs = float(np.mean(np.sum([s[1] for s in squares], axis=0) / n) * tol) if tol else 0.0
+        if init_array is None:
+            init_array = seed_kmeans_plusplus(client, tables, spec, int(k), random_state, [s[0] for s in sums],
+                                              f"rfmx-kmeans-seed-{token}")
+        centres, n_iter = lloyd(client, tables, spec, np.array(init_array, dtype=np.float64), int(max_iter), tol_abs,
+                                f"rfmx-kmeans-lloyd-{token}")
+        labelled = [client.submit(bucket_labels, t, spec, centres, name, dataset.part(b) if dataset is not None else None,
+                                  key=f"rfmx-kmeans-labels-{token}-{b}") for b, t in enumerate(tables)]
+        inertia = sum(client.gather([client.submit(operator.getitem, f, 1, key=f"rfmx-kmeans-inertia-{token}-{b}")
+                                     for b, f in enumerate(labelled)]))
+        final = [client.submit(operator.getitem, f, 0, key=f"rfmx-kmeans-out-{token}-{b}")
+                 for b, f in enumerate(labelled)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "cluster", "as_of_us": as_of_us})
+        est = KMeans(int(k), init=init if isinstance(init, str) else np.asarray(init_array), max_iter=max_iter,
+                     tol=tol, random_state=random_state if not isinstance(random_state, np.random.RandomState)
+                     else None)
+        est.cluster_centers_, est.inertia_, est.n_iter_ = centres, float(inertia), int(n_iter)
+        est.n_features_in_ = len(spec.transform.features)
+        model = CustomerClusters(FeatureTransform.from_dict(spec.fitted), est)
+        if report is not None:
+            report.update(_counters(run, customers), model=model, initial_centres=np.asarray(init_array))
         return result
     finally:
         if dataset is not None:
