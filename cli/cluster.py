@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, segments_option, stream_options
+from .options import (
+    build_state_from_options,
+    check_dask_run,
+    column_options,
+    dask_options,
+    dask_settings,
+    report_state,
+    segments_option,
+    stream_options,
+)
 
 
 def profile_lines(profiles) -> list[str]:
@@ -52,8 +61,8 @@ def k_table_lines(table) -> list[str]:
               help="Number of clusters [default: 8, or none with --k-range alone].")
 @click.option("--k-range", default=None, metavar="A..B",
               help="Compare k = A..B (or a list 2,4,8): inertia, variance explained and silhouette, printed.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-              help="Per-customer aggregates + a 'cluster' column: .parquet, .csv, .arrow/.feather, a database (with --table) or - (standard output, --format).")
+@click.option("-o", "--output", type=click.Path(), default=None,
+              help="Per-customer aggregates + a 'cluster' column: .parquet, .csv, .arrow/.feather, a database (with --table) or - (standard output, --format); with --dask a folder for a Parquet dataset.")
 @click.option("--features", default="recency_days,n_orders,monetary_total", show_default=True,
               help="Per-customer columns to cluster on, comma-separated.")
 @click.option("--scaling", type=click.Choice(["zscore", "robust", "none"]), default="zscore", show_default=True,
@@ -86,6 +95,7 @@ def k_table_lines(table) -> list[str]:
 @segments_option
 @column_options
 @stream_options
+@dask_options
 def cluster(sources, k, k_range, output, features, scaling, log_features, n_init, max_iter, tol, seed, init_sample,
             mini_batch, epochs, silhouette_sample, k_table, profiles_out, model_out, model_in, segments, customer,
             time_col, amount, order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in,
@@ -97,6 +107,7 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
       rfmx cluster orders.parquet -k 6 -o clusters.parquet --model-out clusters.json
       rfmx cluster orders.parquet --k-range 2..10 --k-table k.csv
       rfmx cluster new.parquet --model-in clusters.json -o clusters.csv
+      rfmx cluster 'orders/*.parquet' -k 6 --dask local:4 -o clusters/ --model-out clusters.json
 
     Streams SOURCES (files, globs, a database with --query/--table, - for standard input;
     or --state-in) into the per-customer table, standardizes the
@@ -119,6 +130,17 @@ def cluster(sources, k, k_range, output, features, scaling, log_features, n_init
     if k_table and not k_range:
         raise click.UsageError("--k-table needs --k-range")
     names = tuple(f.strip() for f in features.split(",") if f.strip())
+    on_dask = dask_settings()
+    if on_dask:
+        from .on_dask import cluster_on_dask
+
+        check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
+        return run_guarded(cluster_on_dask, on_dask, sources, output, customer, time_col, amount, order_id, as_of,
+                           since, batch_size, amount_scale, on_null, delimiter, k=k, features=names, log=log_features,
+                           scaling=scaling, max_iter=max_iter, tol=tol, random_state=seed, model_out=model_out,
+                           refused={"--k-range": k_range, "--model-in": model_in, "--n-init": n_init != 1,
+                                    "--init-sample": init_sample, "--mini-batch": mini_batch,
+                                    "--profiles": profiles_out})
     fit_options = dict(features=names, log=log_features, scaling=scaling,
                        algorithm="minibatch" if mini_batch else "lloyd", n_init=n_init, max_iter=max_iter, tol=tol,
                        random_state=seed, init_sample=init_sample, mini_batch_size=mini_batch or 65_536,

@@ -34,3 +34,31 @@ def clv_on_dask(on_dask, sources, output, customer, time_col, amount, order_id, 
             click.echo(spend_model.summary(), err=True)
             if spend_model_out:
                 files.save("--spend-model-out", spend_model)
+
+
+def cluster_on_dask(on_dask, sources, output, customer, time_col, amount, order_id, as_of, since, batch_size,
+                    amount_scale, on_null, delimiter, *, k, refused, model_out, **options):
+    """``rfmx cluster --dask``: :func:`rfmx.dask.cluster_customers`; the fit and the centres
+    printed (cluster profiles need medians over every customer: not on Dask)."""
+    from rfmx.outputs import CommandFiles
+
+    from .aggregate import run_on_dask
+
+    for flag, given in refused.items():
+        if given:
+            raise click.UsageError(f"{flag} is not available with --dask (k-means++ and Lloyd over all customers; "
+                                   f"profiles need every customer's values)")
+    files = CommandFiles().write("--model-out", model_out)
+    with files:  # checked before anything is read; the model is saved once the run has written -o
+        counters = run_on_dask("cluster_customers", on_dask, sources, output, customer, time_col, amount, order_id,
+                               as_of, since, batch_size, amount_scale, on_null, delimiter, k=k or 8, **options)
+        model = counters["model"]
+        click.echo(f"rfmx: fitted k={model.n_clusters} on Dask ({model.kmeans.n_iter_} iterations, inertia "
+                   f"{model.kmeans.inertia_:,.1f})", err=True)
+        centres = model.centres()
+        labels = model.labels
+        for row, label in zip(centres.to_pylist(), labels):
+            values = ", ".join(f"{name} {row[name]:,.2f}" for name in centres.column_names[1:])
+            click.echo(f"  cluster {row['cluster']}: {label}: centre {values}")
+        if model_out:
+            files.save("--model-out", model)

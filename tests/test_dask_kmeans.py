@@ -121,3 +121,28 @@ def test_kmeans_refusals(client, tmp_path):
         rd.cluster_customers(paths, k=2, init=np.zeros((3, 3)), client=client)
     with pytest.raises(RfmxError, match="only"):
         rd.cluster_customers(paths, k=10_000, client=client)
+
+
+def test_cli_cluster_on_dask(client, tmp_path):
+    from click.testing import CliRunner
+
+    from rfmx.cli.main import main
+    from rfmx.cluster import CustomerClusters
+
+    table = random_orders(8, 2_000, customers=500)
+    paths = write_split(table, tmp_path, [1_000], 100)
+    out = tmp_path / "clusters"
+    args = ["cluster", *paths, "--order-id", "order_id", "-k", "3", "--seed", "5", "--dask", client.scheduler.address,
+            "--buckets", "3"]
+    result = CliRunner().invoke(main, [*args, "-o", str(out), "--model-out", str(tmp_path / "m.json")])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "on Dask" in result.stderr and "fitted k=3" in result.stderr and result.output.count("cluster ") == 3
+    report = {}
+    rd.cluster_customers(paths, order_id="order_id", k=3, random_state=5, client=client, buckets=3, report=report)
+    saved = CustomerClusters.load(tmp_path / "m.json")
+    assert np.array_equal(saved.kmeans.cluster_centers_, report["model"].kmeans.cluster_centers_)
+    got = pq.read_table(out)
+    assert got.num_rows == rfmx.aggregate(paths).num_rows and "cluster" in got.column_names
+    for extra in (["--k-range", "2..4"], ["--profiles", str(tmp_path / "p.csv")], ["--mini-batch", "100"]):
+        result = CliRunner().invoke(main, [*args, "-o", str(tmp_path / "x"), *extra])
+        assert result.exit_code == 2 and extra[0] in result.stderr, result.stderr
