@@ -5,8 +5,16 @@
 >>> client = Client("tcp://scheduler:8786")                    # or rfmx.dask.connect("local:4")
 >>> rfm = rfmx.dask.aggregate("s3://shop/orders/", client=client)          # a Dask DataFrame
 >>> rfmx.dask.aggregate("orders/*.parquet", client=client, output="rfm/")  # a Parquet dataset
+>>> rfmx.dask.score("orders/*.parquet", client=client, output="scores/")   # scores, segments, tiers, ABC
+>>> rfmx.dask.clv("orders/*.parquet", client=client, unit="week", output="clv/")
+>>> rfmx.dask.cluster_customers("orders/*.parquet", k=6, client=client, output="clusters/")
 
-How a run goes (see docs/dask.md):
+The population-wide steps after the aggregate live in :mod:`rfmx.dask_scores` (exact
+quantile edges, code counts and ABC thresholds from per-bucket histograms),
+:mod:`rfmx.dask_clv` (BTYD pattern counts, one fit, predictions per bucket) and
+:mod:`rfmx.dask_kmeans` (Lloyd sums reduced in bucket order).
+
+How an aggregate goes (see docs/dask.md):
 
 1. The client plans the input (file footers only, as one machine does: missing columns and
    integer ids beside string ids fail before any row is read) and cuts it into *shares*:

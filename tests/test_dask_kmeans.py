@@ -55,7 +55,7 @@ def assert_agrees(got_table, report, transform, km, labels):
     assert all(got[i] is None for i in got if i not in labels)
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), n=st.integers(300, 2_000), k=st.integers(1, 6), buckets=st.integers(1, 6),
        n_files=st.integers(1, 3), log=st.booleans(), scaling=st.sampled_from(["zscore", "none"]))
 def test_same_initial_centres_same_clusters(client, tmp_path_factory, seed, n, k, buckets, n_files, log, scaling):

@@ -53,7 +53,7 @@ OPTIONS = st.sampled_from([
 ])
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), n=st.integers(0, 600), string_ids=st.booleans(), wide=st.booleans(),
        n_files=st.integers(1, 3), buckets=st.integers(1, 6), options=OPTIONS,
        as_of=st.sampled_from([None, "2024-03-20"]))
