@@ -113,11 +113,14 @@ def state_summary(table: pa.Table) -> pa.Table:
 
 
 def state_class(table: pa.Table) -> type:
-    """The state class a state table is of: :class:`RFMState`, or
-    :class:`~rfmx.clv.BTYDState` (which also keeps purchase periods) by its format."""
+    """The state class a state table is of, by its format: :class:`RFMState`,
+    :class:`~rfmx.clv.BTYDState` (also purchase periods) or :class:`~rfmx.history.TimelineState`
+    (also a row per customer and calendar period)."""
     from .clv.summary import BTYD_STATE_FORMAT, BTYDState
+    from .history import TIMELINE_STATE_FORMAT, TimelineState
 
-    return BTYDState if _meta(table).get("format") == BTYD_STATE_FORMAT else RFMState
+    fmt = _meta(table).get("format")
+    return BTYDState if fmt == BTYD_STATE_FORMAT else TimelineState if fmt == TIMELINE_STATE_FORMAT else RFMState
 
 
 def merge_states(tables: list[pa.Table], *, what: str = "a share", threads: int | None = 1) -> RFMState:

@@ -8,6 +8,7 @@
 >>> rfmx.dask.score("orders/*.parquet", client=client, output="scores/")   # scores, segments, tiers, ABC
 >>> rfmx.dask.clv("orders/*.parquet", client=client, unit="week", output="clv/")
 >>> rfmx.dask.cluster_customers("orders/*.parquet", k=6, client=client, output="clusters/")
+>>> rfmx.dask.snapshots("orders/*.parquet", every="month", client=client, output="snapshots/")
 
 The population-wide steps after the aggregate live in :mod:`rfmx.dask_scores` (exact
 quantile edges, code counts and ABC thresholds from per-bucket histograms),
@@ -50,7 +51,7 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "score", "clv", "cluster_customers", "connect", "cluster", "plan_shares", "DatasetOutput",
+__all__ = ["aggregate", "score", "clv", "cluster_customers", "snapshots", "connect", "cluster", "plan_shares", "DatasetOutput",
            "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
@@ -252,10 +253,19 @@ class _Settings:
     delimiter: str | None
     n_buckets: int
     period: str | None = None     # a BTYD state (purchase periods kept) collapsing purchases per period
+    timeline: bool = False        # with period: a timeline state (a row per customer and period) instead
+    week_start: str = "monday"
 
     def new_state(self):
         from .state import RFMState
 
+        if self.timeline:
+            from .history import TimelineState
+
+            return TimelineState(self.customer, self.time, self.amount, self.order_id, period=self.period,
+                                 week_start=self.week_start, since=self.since_us, until=self.until_us,
+                                 amount_scale=self.amount_scale, on_null=self.on_null, threads=1,
+                                 timezone=self.timezone)
         if self.period is not None:
             from .clv.summary import BTYDState
 
@@ -883,6 +893,113 @@ def cluster_customers(source, customer: str = "customer_id", time: str = "order_
         model = CustomerClusters(FeatureTransform.from_dict(spec.fitted), est)
         if report is not None:
             report.update(_counters(run, customers), model=model, initial_centres=np.asarray(init_array))
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def _bucket_timeline(part: bytes, id_type, time_zone):
+    state = merge_states([from_ipc(part)], what="a bucket")
+    if id_type is not None:
+        state.id_type = id_type
+    state.time_zone = time_zone
+    return state
+
+
+def _bucket_boundaries(part: bytes, id_type, time_zone) -> list:
+    """The default snapshot boundaries of one bucket (microseconds): its first period with
+    lines + 1 to the one after its latest line."""
+    from .state import to_us
+
+    return [to_us(b) for b in _bucket_timeline(part, id_type, time_zone).boundaries()]
+
+
+def _bucket_snapshots(part: bytes, id_type, time_zone, as_of_us: list, output) -> object:
+    """One bucket's snapshots as of each of ``as_of_us``, as one long table with an ``as_of``
+    column (a Parquet row group per snapshot, written to ``output``; returns the rows) or returned."""
+    from .pipeline import with_as_of
+
+    state = _bucket_timeline(part, id_type, time_zone)
+    tables = [with_as_of(t, a, state.timezone) for a, t in state.snapshots(as_of_us)]
+    if output is None:
+        return pa.concat_tables(tables)
+    import pyarrow.parquet as pq
+
+    filesystem, path = output
+    try:
+        with pq.ParquetWriter(path, tables[0].schema, filesystem=filesystem) as writer:
+            for t in tables:
+                writer.write_table(t)
+    except (pa.ArrowException, OSError) as exc:
+        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
+    return sum(t.num_rows for t in tables)
+
+
+def snapshots(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+              order_id: str | None = None, *, every: str = "month", week_start: str = "monday", as_of_dates=None,
+              start=None, end=None, as_of=None, since=None, amount_scale: int = 2, on_null: str = "error",
+              timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+              batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
+              output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
+              report=None):
+    """The per-customer RFM table as of each period boundary, computed on a Dask cluster: one
+    long table (``as_of`` first), each snapshot equal to ``rfmx.aggregate(source, as_of=boundary)``
+    customer for customer (:meth:`rfmx.history.TimelineState.snapshots` on one machine).
+
+    Each share folds into a timeline state (a row per customer and ``every`` period), split
+    and merged by customer bucket as :func:`aggregate` does; the boundaries — ``as_of_dates``,
+    or every period boundary from ``start`` to ``end`` (default: from the second period with
+    lines to the one after the latest line, over all buckets) — are fixed on the client, and
+    each bucket writes its snapshots, in ``as_of`` order, as one part (a row group per
+    snapshot).  Snapshots are not scored here (see docs/dask.md).  Other options as
+    :func:`aggregate`; ``report`` also receives the ``boundaries``.
+    """
+    from .history import TimelineState
+    from .state import to_us
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    probe = TimelineState(customer, time, amount, order_id, period=every, week_start=week_start)  # checks both
+    settings = replace(settings, period=probe.period, timeline=True, week_start=probe.week_start)
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        s = run.summary
+        token = uuid.uuid4().hex[:12]
+        if as_of_dates is None:
+            found = [b for b in client.gather([client.submit(_bucket_boundaries, part, s.id_type, s.time_zone,
+                                                             key=f"rfmx-boundaries-{token}-{b}")
+                                               for b, part in enumerate(run.buckets)]) if b]
+            first = to_us(start, s.timezone) if start is not None else min((b[0] for b in found), default=None)
+            last = to_us(end, s.timezone) if end is not None else max((b[-1] for b in found), default=None)
+            wanted = [] if first is None or last is None else [to_us(b) for b in s.boundaries(first, last)]
+        else:
+            wanted = sorted({to_us(d, s.timezone) for d in
+                             ([as_of_dates] if isinstance(as_of_dates, (str, int)) else as_of_dates)})
+        if not wanted:
+            raise RfmxError("no snapshot to make: no period boundary between the first line and the last "
+                            "(give as_of_dates, start or end)")
+        final = [client.submit(_bucket_snapshots, part, s.id_type, s.time_zone, wanted,
+                               dataset.part(b) if dataset is not None else None, key=f"rfmx-snapshots-{token}-{b}")
+                 for b, part in enumerate(run.buckets)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "snapshots", "as_of_us": wanted})
+        if report is not None:
+            report.update(_counters(run, customers), boundaries=wanted)
+            report["rows"] = report.pop("customers")
         return result
     finally:
         if dataset is not None:
