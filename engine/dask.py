@@ -51,8 +51,8 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "score", "clv", "cluster_customers", "snapshots", "connect", "cluster", "plan_shares", "DatasetOutput",
-           "DEFAULT_FAN_IN", "MARKER"]
+__all__ = ["aggregate", "score", "clv", "cluster_customers", "snapshots", "connect", "cluster", "plan_shares",
+           "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
 DEFAULT_FAN_IN = 8
@@ -877,7 +877,8 @@ def cluster_customers(source, customer: str = "customer_id", time: str = "order_
                                               f"rfmx-kmeans-seed-{token}")
         centres, n_iter = lloyd(client, tables, spec, np.array(init_array, dtype=np.float64), int(max_iter), tol_abs,
                                 f"rfmx-kmeans-lloyd-{token}")
-        labelled = [client.submit(bucket_labels, t, spec, centres, name, dataset.part(b) if dataset is not None else None,
+        labelled = [client.submit(bucket_labels, t, spec, centres, name,
+                                  dataset.part(b) if dataset is not None else None,
                                   key=f"rfmx-kmeans-labels-{token}-{b}") for b, t in enumerate(tables)]
         inertia = sum(client.gather([client.submit(operator.getitem, f, 1, key=f"rfmx-kmeans-inertia-{token}-{b}")
                                      for b, f in enumerate(labelled)]))
@@ -936,9 +937,23 @@ def _bucket_snapshots(part: bytes, id_type, time_zone, as_of_us: list, output) -
     return sum(t.num_rows for t in tables)
 
 
+def _bucket_snapshot(part: bytes, id_type, time_zone, as_of_us: int) -> pa.Table:
+    """One bucket's snapshot as of ``as_of_us`` (a period boundary)."""
+    state = _bucket_timeline(part, id_type, time_zone)
+    return next(iter(state.snapshots([as_of_us])))[1]
+
+
+def _write_scored_snapshot(scored: pa.Table, metadata: bytes, as_of_us: int, timezone: str, output) -> object:
+    from .pipeline import with_as_of
+
+    return _write_scored(with_as_of(scored, as_of_us, timezone), metadata, output)
+
+
 def snapshots(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
               order_id: str | None = None, *, every: str = "month", week_start: str = "monday", as_of_dates=None,
-              start=None, end=None, as_of=None, since=None, amount_scale: int = 2, on_null: str = "error",
+              start=None, end=None, scores: bool = False, bins: int | None = None, ties: str = "keep",
+              monetary: str = "total", cuts=None, segments="rfm-grid", weights=None, tiers=None, as_of=None,
+              since=None, amount_scale: int = 2, on_null: str = "error",
               timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
               batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
               output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
@@ -952,8 +967,11 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
     or every period boundary from ``start`` to ``end`` (default: from the second period with
     lines to the one after the latest line, over all buckets) — are fixed on the client, and
     each bucket writes its snapshots, in ``as_of`` order, as one part (a row group per
-    snapshot).  Snapshots are not scored here (see docs/dask.md).  Other options as
-    :func:`aggregate`; ``report`` also receives the ``boundaries``.
+    snapshot).  With ``scores=True`` each snapshot is scored as :func:`score` scores (its own
+    quantile edges, code counts and ABC thresholds, reduced over its buckets): what
+    ``rfmx timeline`` writes per snapshot; each (snapshot, bucket) is then one part, snapshot
+    after snapshot.  Scoring options as :func:`score`; the others as :func:`aggregate`;
+    ``report`` also receives the ``boundaries``.
     """
     from .history import TimelineState
     from .state import to_us
@@ -968,6 +986,12 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
                             delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
     probe = TimelineState(customer, time, amount, order_id, period=every, week_start=week_start)  # checks both
+    spec = None
+    if scores:
+        from .dask_scores import ScoreSpec
+
+        spec = ScoreSpec.resolve(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
+                                 weights=weights, tiers=tiers)
     settings = replace(settings, period=probe.period, timeline=True, week_start=probe.week_start)
     dataset = None
     if output is not None and not single_file:
@@ -992,9 +1016,12 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
         if not wanted:
             raise RfmxError("no snapshot to make: no period boundary between the first line and the last "
                             "(give as_of_dates, start or end)")
-        final = [client.submit(_bucket_snapshots, part, s.id_type, s.time_zone, wanted,
-                               dataset.part(b) if dataset is not None else None, key=f"rfmx-snapshots-{token}-{b}")
-                 for b, part in enumerate(run.buckets)]
+        if spec is None:
+            final = [client.submit(_bucket_snapshots, part, s.id_type, s.time_zone, wanted,
+                                   dataset.part(b) if dataset is not None else None, key=f"rfmx-snapshots-{token}-{b}")
+                     for b, part in enumerate(run.buckets)]
+        else:
+            final = _scored_snapshots(run, spec, wanted, dataset, token)
         result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
                                     {"command": "snapshots", "as_of_us": wanted})
         if report is not None:
@@ -1004,3 +1031,31 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
     finally:
         if dataset is not None:
             dataset.discard()
+
+
+def _scored_snapshots(run: _Run, spec, wanted: list, dataset, token: str) -> list:
+    """Every snapshot scored over its buckets (one snapshot's buckets on the workers at a
+    time); futures of the parts, snapshot after snapshot, bucket after bucket."""
+    import json
+
+    from .dask_scores import bucket_score, population
+    from .segments import merge_coverage
+
+    client, s, B = run.client, run.summary, len(run.buckets)
+    final = []
+    for j, as_of_us in enumerate(wanted):
+        key = f"rfmx-snapshot-{token}-{j}"
+        tables = [client.submit(_bucket_snapshot, part, s.id_type, s.time_zone, as_of_us, key=f"{key}-{b}")
+                  for b, part in enumerate(run.buckets)]
+        _raise_first_error(tables)
+        pop = population(client, tables, spec, f"{key}-population")
+        scored = [client.submit(bucket_score, t, spec, pop, key=f"{key}-score-{b}") for b, t in enumerate(tables)]
+        infos = client.gather([client.submit(operator.getitem, f, 1, key=f"{key}-info-{b}")
+                               for b, f in enumerate(scored)])
+        metadata = json.dumps(dict(infos[0], segments=merge_coverage([i["segments"] for i in infos]))).encode()
+        final += [client.submit(_write_scored_snapshot, client.submit(operator.getitem, f, 0, key=f"{key}-scored-{b}"),
+                                metadata, as_of_us, s.timezone,
+                                dataset.part(j * B + b) if dataset is not None else None, key=f"{key}-write-{b}")
+                  for b, f in enumerate(scored)]
+        _raise_first_error(final[-B:])  # written (or held) before the next snapshot's buckets are made
+    return final

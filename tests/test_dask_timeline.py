@@ -85,3 +85,33 @@ def test_snapshots_at_given_dates_as_dataframe(client, tmp_path):
         rd.snapshots(paths, order_id="order_id", as_of_dates=["2024-02-15"], client=client)
     with pytest.raises(RfmxError, match="every|period"):
         rd.snapshots(paths, every="year", client=client)
+
+
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 2**16), buckets=st.integers(1, 4),
+       options=st.sampled_from([{}, {"bins": 4, "segments": "pymc-quartiles"}, {"bins": 3, "segments": None}]))
+def test_scored_snapshots_equal_one_machine(client, tmp_path_factory, seed, buckets, options):
+    """Each snapshot scored over its buckets equals ``rfmx score --as-of`` that boundary:
+    what ``rfmx timeline`` writes, snapshot by snapshot."""
+    import json
+
+    from rfmx.api import build_state
+    from rfmx.history import TimelineState
+    from rfmx.pipeline import with_as_of
+    from rfmx.scores import score_table
+
+    root = tmp_path_factory.mktemp("scored")
+    table = random_orders(seed, 1_500, customers=250)
+    paths = write_split(table, root, [600], 100)
+    state = TimelineState(order_id="order_id", period="month")
+    build_state(paths, order_id="order_id", state=state)
+    snaps = [(a, score_table(t, **options)) for a, t in state.snapshots()]
+    report = {}
+    rd.snapshots(paths, order_id="order_id", scores=True, client=client, buckets=buckets, output=root / "out",
+                 report=report, **options)
+    assert len(os.listdir(root / "out")) == 1 + buckets * len(snaps)
+    got = pq.read_table(root / "out")
+    assert_same_snapshots(got, pa.concat_tables([with_as_of(t, a, state.timezone) for a, t in snaps]))
+    for j, (_, want) in enumerate(snaps):  # every part of a snapshot carries that snapshot's score metadata
+        part = pq.read_table(root / "out" / f"part-{j * buckets:05d}.parquet")
+        assert json.loads(part.schema.metadata[b"rfmx.scores"]) == json.loads(want.schema.metadata[b"rfmx.scores"])
