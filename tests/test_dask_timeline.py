@@ -49,7 +49,7 @@ def assert_same_snapshots(got: pa.Table, want: pa.Table) -> None:
         assert got.column(name).equals(want.column(name)), name
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), n=st.integers(1, 500), string_ids=st.booleans(), n_files=st.integers(1, 3),
        buckets=st.integers(1, 5), every=st.sampled_from(["day", "week", "month"]),
        week_start=st.sampled_from(["monday", "sunday"]))
@@ -87,7 +87,7 @@ def test_snapshots_at_given_dates_as_dataframe(client, tmp_path):
         rd.snapshots(paths, every="year", client=client)
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.integers(0, 2**16), buckets=st.integers(1, 4),
        options=st.sampled_from([{}, {"bins": 4, "segments": "pymc-quartiles"}, {"bins": 3, "segments": None}]))
 def test_scored_snapshots_equal_one_machine(client, tmp_path_factory, seed, buckets, options):
