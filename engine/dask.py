@@ -744,7 +744,7 @@ def clv(source, customer: str = "customer_id", time: str = "order_time", amount:
     models (``model``, ``spend_model``) and the distinct ``patterns``.
     """
     from .clv.models import BGNBD, ParetoNBD
-    from .clv.summary import _period_name
+    from .clv.summary import BTYDState
     from .dask_clv import (bucket_clv, bucket_patterns, bucket_repeat_spend, bucket_summary, fit_spend,
                            fit_transactions, merge_patterns, summary_meta)
 
@@ -758,7 +758,7 @@ def clv(source, customer: str = "customer_id", time: str = "order_time", amount:
         raise RfmxError(f"model must be one of {', '.join(models)}, got {model!r}")
     if not penalizer >= 0:
         raise RfmxError(f"penalizer must be >= 0, got {penalizer}")
-    period = _period_name(period)
+    period = BTYDState(customer, time, amount, order_id, period=period).period  # checked and named once, here
     client = connect(client)
     settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,

@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_TIERS",
     "Population",
     "code_counts",
+    "dimension_columns",
     "dimension_keys",
 ]
 
