@@ -334,7 +334,7 @@ rfm AS (
 """
 
 # pd.qcut(rank, 5)'s bin of rank k among n, in SQL integer arithmetic.
-_SQL_QBIN = "greatest(1, (5 * ({k} - 1) + n - 2) // (n - 1))"
+SQL_QBIN = "greatest(1, (5 * ({k} - 1) + n - 2) // (n - 1))"
 DUCKDB_SCORES = DUCKDB_PER_CUSTOMER + """,
 ranked AS (
     SELECT *, count(*) OVER () AS n,
@@ -346,8 +346,8 @@ ranked AS (
 SELECT customer_id, recency_days, n_orders, money_cents,
        6 - {r} AS r_score, {f} AS f_score, {m} AS m_score
 FROM ranked
-""".replace("{r}", _SQL_QBIN.format(k="r_rank")).replace("{f}", _SQL_QBIN.format(k="f_rank")).replace(
-    "{m}", _SQL_QBIN.format(k="m_rank"))
+""".replace("{r}", SQL_QBIN.format(k="r_rank")).replace("{f}", SQL_QBIN.format(k="f_rank")).replace(
+    "{m}", SQL_QBIN.format(k="m_rank"))
 
 
 def duckdb_arrow(con, sql):

@@ -8,7 +8,7 @@ per-customer result to Parquet.  rfmx's commands against DuckDB (``COPY (…) TO
     python -m benchmarks.end_to_end --tiny --repeats 7        # the fixed cost of a command
     python -m benchmarks.end_to_end --tiny --baseline /old/venv/bin/rfmx   # against an earlier build
 
-Contenders, each one process per run (after one unmeasured run each), the clock around the whole process (start-up,
+Contenders, each one process per run (after one unmeasured round, ``--warmup``), the clock around the whole process (start-up,
 imports, kernel loading, reading, computing, writing and closing the file):
 
 * **rfmx-aggregate**: ``rfmx aggregate ORDERS -o out.parquet`` — the 12 per-customer columns
@@ -48,7 +48,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .contenders import table_checksum, checksum_differences
+from .contenders import SQL_QBIN, checksum_differences, table_checksum
 from .data import rfmx_command
 
 REPO = Path(__file__).resolve().parents[1]
@@ -80,9 +80,6 @@ rfm AS (
     FROM per, horizon
 )"""
 
-# pd.qcut(rank, 5)'s bin of rank k among n customers, in integer arithmetic.
-_QBIN = "greatest(1, (5 * ({k} - 1) + n - 2) // (n - 1))"
-
 _DUCKDB_SQL = {
     "aggregate": _DUCKDB_PER_CUSTOMER + "\nSELECT * FROM rfm",
     "score": _DUCKDB_PER_CUSTOMER + """,
@@ -95,8 +92,8 @@ ranked AS (
 )
 SELECT * EXCLUDE (n, r_rank, f_rank, m_rank),
        6 - {r} AS r_score, {f} AS f_score, {m} AS m_score
-FROM ranked""".replace("{r}", _QBIN.format(k="r_rank")).replace("{f}", _QBIN.format(k="f_rank")).replace(
-        "{m}", _QBIN.format(k="m_rank")),
+FROM ranked""".replace("{r}", SQL_QBIN.format(k="r_rank")).replace("{f}", SQL_QBIN.format(k="f_rank")).replace(
+        "{m}", SQL_QBIN.format(k="m_rank")),
 }
 
 _DUCKDB_CHILD = """
@@ -217,14 +214,17 @@ def tiny_orders(path: Path) -> None:
     }), str(path))
 
 
-def measure(inputs: list[str], contenders: list[str], repeats: int, work: Path, log, check: bool = True) -> list[dict]:
-    """Every contender on every input, ``repeats`` rotated rounds; one row per (input, contender)."""
+def measure(inputs: list[str], contenders: list[str], repeats: int, work: Path, log, check: bool = True,
+            warmup: int = 1) -> list[dict]:
+    """Every contender on every input, ``repeats`` rotated rounds after ``warmup`` unmeasured
+    ones; one row per (input, contender)."""
     rows = []
     for src in inputs:
-        for c in contenders:  # one unmeasured run each: Numba caches filled, files in the page cache
-            out = work / f"{c}.parquet"
-            run_once(command(c, src, str(out)))
-            out.unlink()
+        for _ in range(warmup):  # Numba's cache filled, the input in the page cache
+            for c in contenders:
+                out = work / f"{c}.parquet"
+                run_once(command(c, src, str(out)))
+                out.unlink()
         runs = {c: [] for c in contenders}
         sums, sizes = {}, {}
         for r in range(repeats):
@@ -293,6 +293,7 @@ def main(argv=None) -> int:
     p.add_argument("--baseline", default=None, metavar="EXE",
                    help="also run this rfmx executable (e.g. an earlier commit's, installed in another environment) "
                         "as contender 'baseline'")
+    p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds before the measured ones, per input")
     p.add_argument("--no-check", action="store_true", help="skip reading the outputs back for the checksums")
     p.add_argument("--work", type=Path, default=None, help="folder for the outputs (default: a temporary one)")
     p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
@@ -317,7 +318,7 @@ def main(argv=None) -> int:
         print(msg, file=sys.stderr, flush=True)
 
     try:
-        rows = measure(inputs, contenders, a.repeats, work, log, check=not a.no_check)
+        rows = measure(inputs, contenders, a.repeats, work, log, check=not a.no_check, warmup=a.warmup)
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)

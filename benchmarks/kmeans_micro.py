@@ -71,13 +71,14 @@ def _crc(labels) -> int:
 def worker_rfmx(args, X, init):
     import numpy as np
 
-    from rfmx.cluster import KMeans, MiniBatchKMeans, _lloyd, _points, _threads, _tolerance, kmeans_plusplus
+    from rfmx.cluster import KMeans, MiniBatchKMeans, _lloyd, _tolerance, kmeans_plusplus
     from rfmx.kernels.kmeans import lloyd_assign, lloyd_merge, n_chunks
+    from rfmx.points import feature_major, kernel_threads
 
     out = {}
-    with _threads(args.threads) as n_threads:
+    with kernel_threads(args.threads) as n_threads:
         out["threads"] = n_threads
-        xt = _points(X)  # a view: X is Fortran-ordered
+        xt = feature_major(X)  # a view: X is Fortran-ordered
         KMeans(args.k, init=init, max_iter=3).fit(X[:20_000])  # compile
         d, n = xt.shape
         cs = 1024

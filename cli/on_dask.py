@@ -7,7 +7,7 @@ import click
 
 def clv_on_dask(on_dask, sources, output, customer, time_col, amount, order_id, as_of, since, batch_size,
                 amount_scale, on_null, delimiter, *, holdout_start, model_in, spend_model_in, model_out,
-                spend_model_out, **options):
+                spend_model_out, compare=None, **options):
     """``rfmx clv --dask``: :func:`rfmx.dask.clv`, the fitted models printed (and saved) as one
     machine prints them."""
     from rfmx.outputs import CommandFiles
@@ -15,8 +15,10 @@ def clv_on_dask(on_dask, sources, output, customer, time_col, amount, order_id, 
     from .aggregate import run_on_dask
     from .clv import report_zero_spend
 
+    if options["model"] not in ("bgnbd", "pareto"):
+        raise click.UsageError(f"--model {options['model']} is not available with --dask; use bgnbd or pareto")
     for flag, given in (("--holdout-start", holdout_start), ("--model-in", model_in),
-                        ("--spend-model-in", spend_model_in)):
+                        ("--spend-model-in", spend_model_in), ("--compare", compare)):
         if given:
             raise click.UsageError(f"{flag} is not available with --dask: a Dask run fits the models on all "
                                    f"customers and writes their predictions")
@@ -53,8 +55,8 @@ def cluster_on_dask(on_dask, sources, output, customer, time_col, amount, order_
         counters = run_on_dask("cluster_customers", on_dask, sources, output, customer, time_col, amount, order_id,
                                as_of, since, batch_size, amount_scale, on_null, delimiter, k=k or 8, **options)
         model = counters["model"]
-        click.echo(f"rfmx: fitted k={model.n_clusters} on Dask ({model.kmeans.n_iter_} iterations, inertia "
-                   f"{model.kmeans.inertia_:,.1f})", err=True)
+        click.echo(f"rfmx: fitted k={model.n_clusters} on Dask ({model.estimator.n_iter_} iterations, inertia "
+                   f"{model.estimator.inertia_:,.1f})", err=True)
         centres = model.centres()
         labels = model.labels
         for row, label in zip(centres.to_pylist(), labels):

@@ -14,7 +14,10 @@ TABLE_OPTIONS = (
     ("--migration", "migration", "A migration table (rfmx timeline --migration-out): its last pair is drawn."),
     ("--cohorts", "cohorts", "A cohort table (rfmx timeline --cohorts-out)."),
     ("--clusters", "clusters", "A clustered per-customer table (rfmx cluster -o, or rfmx score --clusters)."),
-    ("--k-table", "k_table", "A k comparison table (rfmx cluster --k-range ... --k-table)."),
+    ("--k-table", "k_table", "A k comparison table (rfmx cluster --k-range ... --k-table): the recommended k "
+                             "is marked."),
+    ("--dendrogram", "dendrogram", "A Ward tree (rfmx cluster --method ward --dendrogram-out, JSON): drawn with "
+                                   "its cut."),
     ("--clv", "clv", "A CLV table (rfmx clv -o, or rfmx score --clv)."),
     ("--calibration", "calibration", "A calibration vs holdout table (rfmx clv --calibration-out)."),
     ("--alerts", "alerts", "An alerts table (rfmx alerts -o): the top alerts by value at stake."),
@@ -40,19 +43,20 @@ def table_options(f):
 @score_options
 @column_options
 @stream_options
-def report(sources, output, figures_dir, title, scores, timeline, migration, cohorts, clusters, k_table, clv,
-           calibration, alerts, bins, ties, monetary, cuts, segments, weights, tiers, customer, time_col, amount,
+def report(sources, output, figures_dir, title, scores, timeline, migration, cohorts, clusters, k_table, dendrogram,
+           clv, calibration, alerts, bins, ties, monetary, cuts, segments, weights, tiers, customer, time_col, amount,
            order_id, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out,
            progress):
     """An offline HTML report of every analysis: headline numbers, the R x F heatmap,
     segments, the Lorenz curve; with the other tables, migration, sizes over time, cohorts,
-    cluster profiles, k choice and CLV matrices.
+    cluster profiles, k choice, the Ward tree and CLV matrices.
 
     \b
     Examples:
       rfmx report orders.parquet -o report.html            # scores the orders first (as rfmx score)
       rfmx report --scores scores.parquet --timeline snapshots.parquet --cohorts cohorts.parquet \\
-          --clusters clusters.parquet --k-table k.csv --clv clv.parquet --calibration check.csv -o report.html
+          --clusters clusters.parquet --k-table k.csv --dendrogram tree.json --clv clv.parquet \\
+          --calibration check.csv -o report.html
       rfmx report --scores scores.parquet --figures figures/   # SVG and PNG files for slides
 
     SOURCES are order files, globs, a database (with --query or --table) or - for
@@ -63,7 +67,7 @@ def report(sources, output, figures_dir, title, scores, timeline, migration, coh
     from .main import run_guarded
 
     tables = dict(scores=scores, timeline=timeline, migration=migration, cohorts=cohorts, clusters=clusters,
-                  k_table=k_table, clv=clv, calibration=calibration, alerts=alerts)
+                  k_table=k_table, dendrogram=dendrogram, clv=clv, calibration=calibration, alerts=alerts)
     if (sources or state_in) and scores:
         raise click.UsageError("give order SOURCES (or --state-in) to score, or --scores, not both")
     if not (sources or state_in) and all(v is None for v in tables.values()):

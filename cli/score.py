@@ -11,6 +11,7 @@ import functools
 
 import click
 
+from .clv import ORDER_MODELS
 from .options import (
     build_state_from_options,
     check_dask_run,
@@ -79,7 +80,7 @@ def run_steps(table, steps):
               help="Per-customer aggregates + scores + segments: .parquet, .csv, .arrow/.feather, a database "
                    "(with --table) or - (standard output); with --dask a folder for a Parquet dataset.")
 @score_options
-@click.option("--clv", type=click.Choice(["bgnbd", "pareto"]), default=None,
+@click.option("--clv", type=click.Choice(ORDER_MODELS), default=None,
               help="Add probability_alive, expected_purchases, expected_spend and clv from this BTYD model "
                    "+ Gamma-Gamma (see rfmx clv); --state-in/--state-out then hold a BTYD state.")
 @click.option("--clv-horizon", type=click.IntRange(min=1), default=12, show_default=True,

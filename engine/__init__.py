@@ -33,6 +33,7 @@ _LAZY = {
     "segment_changes": ("migrations", "segment_changes"),
     "cohort_table": ("cohorts", "cohort_table"),
     "KMeans": ("cluster", "KMeans"),
+    "Ward": ("hierarchy", "Ward"),
     "BTYDState": ("clv", "BTYDState"),
     "btyd_summary": ("clv", "summary"),
     "BGNBD": ("clv", "BGNBD"),

@@ -1,15 +1,19 @@
-"""Customer clustering: k-means over RFM features, choosing k, cluster profiles.
+"""Customer clustering: k-means over RFM features, the customer model, choosing k, profiles.
 
 Two layers:
 
 - estimators on plain arrays, shaped like scikit-learn's (no scikit-learn at run time):
   :class:`KMeans` (k-means++ seeding, parallel Lloyd iterations) and
   :class:`MiniBatchKMeans` (``partial_fit`` over batches: feature matrices beyond RAM);
-  :func:`kmeans_plusplus`, :func:`silhouette_score`;
+  :func:`kmeans_plusplus`, :func:`silhouette_score`; Ward's hierarchical clustering is
+  :class:`rfmx.hierarchy.Ward`;
 - the customer side, over the finalized per-customer table (``rfmx.aggregate``):
-  :class:`FeatureTransform` (log1p and standardization, stored with the model),
-  :func:`fit_clusters` -> :class:`CustomerClusters` (``predict``, ``profiles``, JSON
-  ``save``/``load``), :func:`choose_k`, :func:`cluster_profiles`, :func:`add_cluster_column`.
+  :class:`~rfmx.customer_features.FeatureTransform` (log1p and standardization, stored
+  with the model), :func:`make_estimator` (every clustering option, read in one place),
+  :func:`fit_clusters` -> :class:`CustomerClusters` (k-means or Ward: ``predict``,
+  ``profiles``, unique ``labels``, JSON ``save``/``load``), :func:`choose_k` (with the
+  recommendation of :mod:`rfmx.kchoice`), :func:`cluster_profiles`,
+  :func:`add_cluster_column`.  Clusters within segments: :mod:`rfmx.subclusters`.
 
 Reproducibility: the random draws (k-means++, random init, samples) come from a
 ``numpy.random.RandomState`` and are the same draws scikit-learn makes for the same
@@ -20,15 +24,15 @@ Importing this module compiles nothing and does not import Numba.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
+from .customer_features import DEFAULT_FEATURES, FeatureTransform, cluster_labels
 from .errors import RfmxError
+from .points import (CHUNK_SIZE, as_random_state, check_k, feature_major, kernel_threads,
+                     nearest_centres, save_json)
 
 __all__ = [
     "KMeans",
@@ -41,17 +45,16 @@ __all__ = [
     "choose_k",
     "cluster_profiles",
     "add_cluster_column",
+    "make_estimator",
+    "kmeans_from_dict",
+    "labels_with_nulls",
     "parse_k_range",
+    "K_CHOICE_KEY",
     "DEFAULT_FEATURES",
     "CHUNK_SIZE",
     "SILHOUETTE_SAMPLE",
 ]
 
-#: Features clustered by default: recency, frequency and monetary value.
-DEFAULT_FEATURES = ("recency_days", "n_orders", "monetary_total")
-#: Points per chunk of every parallel pass.  Results depend on it (summation order), never
-#: on the thread count.
-CHUNK_SIZE = 1024
 #: Points on which silhouettes are computed (O(s^2) distances) when choosing k.
 SILHOUETTE_SAMPLE = 10_000
 MODEL_FORMAT = "rfmx-clusters"
@@ -62,67 +65,6 @@ def _kernels():
     from .kernels import kmeans
 
     return kmeans
-
-
-@contextlib.contextmanager
-def _threads(n):
-    """``n`` Numba threads (None: as set), parallel tasks handed out one at a time."""
-    import numba
-
-    from .kernels._policy import threads
-
-    with threads(n) as count, numba.parallel_chunksize(1):
-        yield count
-
-
-def _random_state(seed) -> np.random.RandomState:
-    """None (fresh entropy), an int seed or a ``RandomState`` (used as is), as scikit-learn."""
-    if seed is None:
-        return np.random.RandomState()
-    if isinstance(seed, np.random.RandomState):
-        return seed
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        return np.random.RandomState(int(seed))
-    raise RfmxError(f"random_state must be None, an int or a numpy RandomState, got {seed!r}")
-
-
-def _points(X, what: str = "X") -> np.ndarray:
-    """``X`` (n, d) as the kernels' feature-major ``(d, n)`` C-contiguous float64 array.
-
-    A Fortran-ordered float64 ``X`` is used without a copy.  Rejects NaN and infinity.
-    """
-    X = np.asarray(X)
-    if X.ndim != 2:
-        raise RfmxError(f"{what} must be 2-dimensional (customers x features), got shape {X.shape}")
-    if X.shape[1] == 0:
-        raise RfmxError(f"{what} has no features (shape {X.shape})")
-    try:
-        xt = np.asfortranarray(X, dtype=np.float64).T
-    except (TypeError, ValueError) as exc:
-        raise RfmxError(f"{what} is not numeric: {exc}") from None
-    _check_finite(xt, what)
-    return xt
-
-
-def _check_finite(xt: np.ndarray, what: str) -> None:
-    for f in range(xt.shape[0]):
-        row = xt[f]
-        if not np.isfinite(row).all():
-            bad = np.flatnonzero(~np.isfinite(row))
-            raise RfmxError(f"{what}: feature {f} has {len(bad):,} NaN or infinite values (first at row {int(bad[0])})")
-
-
-def _check_k(k, n: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-        raise RfmxError(f"n_clusters must be an int, got {k!r}")
-    k = int(k)
-    if k < 1:
-        raise RfmxError(f"n_clusters must be >= 1, got {k}")
-    if n == 0:
-        raise RfmxError("no customers to cluster (empty population)")
-    if k > n:
-        raise RfmxError(f"n_clusters={k} is more than the {n:,} customers to cluster")
-    return k
 
 
 def _uniform_choice(rs: np.random.RandomState, n: int, **kw):
@@ -179,10 +121,10 @@ def kmeans_plusplus(X, n_clusters: int, *, random_state=None, n_local_trials: in
     that lowers the potential (total squared distance) most.  Returns ``(centres (k, d),
     indices (k,))``; with the same ``random_state`` it makes scikit-learn's random draws.
     """
-    xt = _points(X)
-    k = _check_k(n_clusters, xt.shape[1])
-    with _threads(threads):
-        return _kmeans_plusplus(xt, k, _random_state(random_state), int(chunk_size), n_local_trials)
+    xt = feature_major(X)
+    k = check_k(n_clusters, xt.shape[1])
+    with kernel_threads(threads):
+        return _kmeans_plusplus(xt, k, as_random_state(random_state), int(chunk_size), n_local_trials)
 
 
 # --- Lloyd ----------------------------------------------------------------------------------
@@ -261,20 +203,6 @@ def _tolerance(xt: np.ndarray, tol: float) -> float:
     return float(np.mean(np.var(xt, axis=1)) * tol)
 
 
-def _assign(xt, centres, chunk_size, with_inertia):
-    K = _kernels()
-    n = xt.shape[1]
-    nch = K.n_chunks(n, chunk_size)
-    labels = np.full(n, -1, dtype=np.int32)
-    inertia = np.empty(nch if with_inertia else 0, dtype=np.float64)
-    changed = np.empty(nch, dtype=np.int64)
-    sums = np.empty((0, 1, 1), dtype=np.float64)
-    counts = np.empty((0, 1), dtype=np.int64)
-    K.lloyd_assign(xt, centres, chunk_size, labels, sums, counts, inertia, changed)
-    total, _ = K.lloyd_merge(sums, counts, inertia, changed, np.empty((1, 1)), np.empty(1, np.int64))
-    return labels, float(total)
-
-
 class _Estimator:
     """What KMeans and MiniBatchKMeans share: predict, score, transform, JSON."""
 
@@ -286,7 +214,7 @@ class _Estimator:
 
     def _new_points(self, X) -> np.ndarray:
         self._check_fitted()
-        xt = _points(X)
+        xt = feature_major(X)
         if xt.shape[0] != self.cluster_centers_.shape[1]:
             raise RfmxError(f"X has {xt.shape[0]} features but the model was fitted with "
                             f"{self.cluster_centers_.shape[1]}")
@@ -295,14 +223,14 @@ class _Estimator:
     def predict(self, X) -> np.ndarray:
         """The nearest centre of each row of ``X`` (n, d): int32 labels (n,)."""
         xt = self._new_points(X)
-        with _threads(self.threads):
-            return _assign(xt, self.cluster_centers_, self.chunk_size, False)[0]
+        with kernel_threads(self.threads):
+            return nearest_centres(xt, self.cluster_centers_, self.chunk_size, False)[0]
 
     def score(self, X) -> float:
         """Minus the inertia of ``X`` (sum of squared distances to the nearest centre)."""
         xt = self._new_points(X)
-        with _threads(self.threads):
-            return -_assign(xt, self.cluster_centers_, self.chunk_size, True)[1]
+        with kernel_threads(self.threads):
+            return -nearest_centres(xt, self.cluster_centers_, self.chunk_size, True)[1]
 
     def transform(self, X) -> np.ndarray:
         """Euclidean distance of each row of ``X`` to each centre: (n, k)."""
@@ -392,7 +320,7 @@ class _Estimator:
 
     def save(self, path) -> None:
         """Write :meth:`to_dict` as JSON (atomically)."""
-        _save_json(self.to_dict(), path)
+        save_json(self.to_dict(), path)
 
     @classmethod
     def load(cls, path):
@@ -404,6 +332,12 @@ class _Estimator:
     def __repr__(self) -> str:
         shown = ", ".join(f"{p}={getattr(self, p)!r}" for p in self._params[:1])
         return f"{type(self).__name__}({shown})"
+
+
+def kmeans_from_dict(data: dict, where: str = "saved model"):
+    """The :class:`KMeans` or :class:`MiniBatchKMeans` a ``to_dict()`` described (by its
+    ``estimator`` name); a damaged description is a one-line RfmxError."""
+    return _Estimator.from_dict(data, where)
 
 
 class KMeans(_Estimator):
@@ -499,15 +433,15 @@ class KMeans(_Estimator):
         ``sample_weight`` is not supported (must be None)."""
         if sample_weight is not None:
             raise RfmxError("sample_weight is not supported")
-        xt = _points(X)
+        xt = feature_major(X)
         d, n = xt.shape
-        k = _check_k(self.n_clusters, n)
+        k = check_k(self.n_clusters, n)
         init_array = self._check_params(d)
-        rs = _random_state(self.random_state)
+        rs = as_random_state(self.random_state)
         tol = _tolerance(xt, self.tol)
         runs = 1 if init_array is not None else int(self.n_init)
         best = None
-        with _threads(self.threads):
+        with kernel_threads(self.threads):
             for _ in range(runs):
                 centres = self._seed(xt, k, rs, init_array)
                 result = _lloyd(xt, centres, int(self.max_iter), tol, int(self.chunk_size))
@@ -550,17 +484,17 @@ class MiniBatchKMeans(_Estimator):
 
     def _rs(self):
         if not hasattr(self, "_random"):
-            self._random = _random_state(self.random_state)
+            self._random = as_random_state(self.random_state)
         return self._random
 
     def partial_fit(self, X, y=None) -> "MiniBatchKMeans":
         """Fold one batch (n_b, d) into the centres."""
         K = _kernels()
-        xt = _points(X)
+        xt = feature_major(X)
         d, n = xt.shape
-        with _threads(self.threads):
+        with kernel_threads(self.threads):
             if not hasattr(self, "cluster_centers_"):
-                k = _check_k(self.n_clusters, n)
+                k = check_k(self.n_clusters, n)
                 rs = self._rs()
                 pts = xt
                 size = self.init_sample if self.init_sample is not None else 3 * int(self.batch_size)
@@ -596,9 +530,9 @@ class MiniBatchKMeans(_Estimator):
 
     def fit(self, X, y=None) -> "MiniBatchKMeans":
         """``max_epochs`` shuffled passes of mini-batches over ``X`` (n, d), then labels."""
-        xt = _points(X)
+        xt = feature_major(X)
         n = xt.shape[1]
-        _check_k(self.n_clusters, n)
+        check_k(self.n_clusters, n)
         for attr in ("cluster_centers_", "_counts", "_random"):
             self.__dict__.pop(attr, None)
         rs = self._rs()
@@ -609,8 +543,8 @@ class MiniBatchKMeans(_Estimator):
             order = rs.permutation(n)
             for start in range(0, n, bs):
                 self.partial_fit(xt[:, np.sort(order[start:start + bs])].T)
-        with _threads(self.threads):
-            self.labels_, self.inertia_ = _assign(xt, self.cluster_centers_, int(self.chunk_size), True)
+        with kernel_threads(self.threads):
+            self.labels_, self.inertia_ = nearest_centres(xt, self.cluster_centers_, int(self.chunk_size), True)
         self.n_iter_ = int(self.max_epochs)
         return self
 
@@ -627,13 +561,13 @@ def silhouette_score(X, labels, *, sample_size: int | None = SILHOUETTE_SAMPLE, 
     cluster (the coefficient is undefined there).
     """
     K = _kernels()
-    xt = _points(X)
+    xt = feature_major(X)
     labels = np.asarray(labels)
     n = xt.shape[1]
     if labels.shape != (n,):
         raise RfmxError(f"labels have shape {labels.shape}; expected ({n},)")
     if sample_size is not None and sample_size < n:
-        idx = _random_state(random_state).permutation(n)[:sample_size]
+        idx = as_random_state(random_state).permutation(n)[:sample_size]
         xt = np.ascontiguousarray(xt[:, idx])
         labels = labels[idx]
     _, dense = np.unique(labels, return_inverse=True)
@@ -642,214 +576,46 @@ def silhouette_score(X, labels, *, sample_size: int | None = SILHOUETTE_SAMPLE, 
     if k < 2 or k >= len(dense):
         return float("nan")
     out = np.empty(len(dense), dtype=np.float64)
-    with _threads(threads):
+    with kernel_threads(threads):
         K.silhouette_samples(xt, dense, k, out)
     return float(out.mean())
-
-
-# --- JSON ---------------------------------------------------------------------------------------
-
-
-def _save_json(data: dict, path) -> None:
-    from .sinks import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(json.dumps(data, indent=1, allow_nan=False) + "\n")
-
-
-# --- features -------------------------------------------------------------------------------------
-
-_WORDS = {
-    "recency_days": ("recent", "lapsing", "lapsed"),
-    "n_orders": ("rare", "occasional", "frequent"),
-    "monetary_total": ("low spend", "mid spend", "high spend"),
-    "tenure_days": ("new", "established", "long-standing"),
-    "avg_order_value": ("small baskets", "mid baskets", "big baskets"),
-}
-#: A centre more than this many standardized units below (above) the population centre
-#: reads as "low" ("high") in a cluster's label.
-LABEL_THRESHOLD = 0.5
-
-
-def _signed_log1p(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.log1p(np.abs(v))
-
-
-def _signed_expm1(v: np.ndarray) -> np.ndarray:
-    return np.sign(v) * np.expm1(np.abs(v))
-
-
-class FeatureTransform:
-    """Per-customer table -> standardized feature matrix; fitted once, stored with the model.
-
-    Each feature column is read as float64, optionally log-transformed with the
-    sign-preserving ``sign(v) * log1p(|v|)`` (net money can be negative), then
-    standardized: ``"zscore"`` ((v - mean) / std), ``"robust"`` ((v - median) / IQR, the
-    std where the IQR is 0) or ``"none"``.  Customers with a null in any feature (a
-    refund-only customer has no recency) are left out and reported; NaN or infinite
-    values, a missing or non-numeric column and a constant feature are errors.
-    """
-
-    def __init__(self, features=DEFAULT_FEATURES, *, log=True, scaling: str = "zscore"):
-        features = tuple(features)
-        if not features:
-            raise RfmxError("no features given")
-        if len(set(features)) != len(features):
-            raise RfmxError(f"features repeat a column: {list(features)}")
-        if scaling not in ("zscore", "robust", "none"):
-            raise RfmxError(f"scaling must be 'zscore', 'robust' or 'none', got {scaling!r}")
-        if isinstance(log, bool):
-            log = tuple(log for _ in features)
-        else:
-            unknown = set(log) - set(features)
-            if unknown:
-                raise RfmxError(f"log names columns that are not features: {sorted(unknown)}")
-            log = tuple(f in set(log) for f in features)
-        self.features = features
-        self.log = log
-        self.scaling = scaling
-
-    def raw(self, table: pa.Table, where: str = "table") -> tuple[np.ndarray, np.ndarray]:
-        """``(values (n_kept, d) Fortran-ordered float64 after the log step, kept (n,) bool)``."""
-        import pyarrow.compute as pc
-
-        n = table.num_rows
-        kept = np.ones(n, dtype=bool)
-        cols = []
-        for name in self.features:
-            if name not in table.column_names:
-                numeric = [f.name for f in table.schema
-                           if pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_decimal(f.type)]
-                raise RfmxError(f"{where}: no column '{name}' to use as a feature; numeric columns: {', '.join(numeric)}")
-            col = table.column(name)
-            t = col.type
-            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t)):
-                raise RfmxError(f"{where}: feature '{name}' has type {t}; use a numeric column "
-                                f"(e.g. recency_days, tenure_days, n_orders, monetary_total)")
-            if col.null_count:
-                kept &= np.asarray(col.is_valid())
-            cols.append(col)
-        X = np.empty((int(kept.sum()), len(cols)), dtype=np.float64, order="F")
-        mask = None if kept.all() else pa.array(kept)
-        for f, (name, col) in enumerate(zip(self.features, cols)):
-            if mask is not None:
-                col = col.filter(mask)
-            v = pc.cast(col, pa.float64()).to_numpy()
-            if not np.isfinite(v).all():
-                bad = np.flatnonzero(~np.isfinite(v))
-                row = int(np.flatnonzero(kept)[bad[0]])
-                raise RfmxError(f"{where}: feature '{name}' has {len(bad):,} NaN or infinite values (first at row {row})")
-            X[:, f] = _signed_log1p(v) if self.log[f] else v
-        return X, kept
-
-    def fit(self, table: pa.Table, where: str = "table") -> "FeatureTransform":
-        """Learn the centre and scale of each feature over the customers of ``table``."""
-        X, kept = self.raw(table, where)
-        n = X.shape[0]
-        if n == 0:
-            raise RfmxError(f"{where}: no customers to cluster ({table.num_rows:,} rows, none with all features non-null)")
-        center = np.zeros(X.shape[1])
-        scale = np.ones(X.shape[1])
-        for f, name in enumerate(self.features):
-            v = X[:, f]
-            std = float(v.std())
-            if n > 1 and v.min() == v.max():
-                raise RfmxError(f"{where}: feature '{name}' is constant ({float(v[0])!r} after the log step) over the "
-                                f"{n:,} customers; it cannot separate clusters: drop it from the features")
-            if self.scaling == "zscore":
-                center[f], scale[f] = float(v.mean()), std if std > 0 else 1.0
-            elif self.scaling == "robust":
-                q1, med, q3 = np.percentile(v, [25, 50, 75])
-                center[f] = float(med)
-                scale[f] = float(q3 - q1) if q3 > q1 else (std if std > 0 else 1.0)
-        self.center_ = center
-        self.scale_ = scale
-        self.n_fitted_ = n
-        return self
-
-    def transform(self, table: pa.Table, where: str = "table") -> tuple[np.ndarray, np.ndarray]:
-        """``(X (n_kept, d) Fortran-ordered standardized features, kept (n,) bool)``."""
-        if not hasattr(self, "center_"):
-            raise RfmxError("the feature transform is not fitted")
-        X, kept = self.raw(table, where)
-        X -= self.center_
-        X /= self.scale_
-        return X, kept
-
-    def inverse(self, Z: np.ndarray) -> np.ndarray:
-        """Standardized points (m, d) back in the columns' own units."""
-        V = np.asarray(Z, dtype=np.float64) * self.scale_ + self.center_
-        for f in range(V.shape[1]):
-            if self.log[f]:
-                V[:, f] = _signed_expm1(V[:, f])
-        return V
-
-    def to_dict(self) -> dict:
-        out = {"features": list(self.features), "log": list(self.log), "scaling": self.scaling}
-        if hasattr(self, "center_"):
-            out.update(center=self.center_.tolist(), scale=self.scale_.tolist(), n_fitted=self.n_fitted_)
-        return out
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str = "saved model") -> "FeatureTransform":
-        """The transform :meth:`to_dict` described; a damaged one is a one-line RfmxError."""
-        from .modelfile import Fields
-
-        f = Fields(where)
-        data = f.mapping(data, "the feature transform ('features')")
-        features = f.strings(f.get(data, "features", "the feature names"), "features")
-        log = f.get(data, "log", "the features' log flags ('log')")
-        if not isinstance(log, list) or len(log) != len(features) or not all(isinstance(v, bool) for v in log):
-            f.fail(f"log must be a list of {len(features)} true/false flags, one per feature")
-        scaling = f.string(f.get(data, "scaling"), "scaling", choices=("zscore", "robust", "none"))
-        try:
-            obj = cls(features, log=[name for name, flag in zip(features, log) if flag], scaling=scaling)
-        except RfmxError as exc:
-            f.fail(str(exc))
-        if "center" in data:
-            obj.center_ = f.array(data["center"], "center", length=len(features))
-            obj.scale_ = f.array(f.get(data, "scale", "the feature scales ('scale')"), "scale",
-                                 length=len(features), positive=True)
-            obj.n_fitted_ = f.integer(data.get("n_fitted"), "n_fitted", minimum=0, optional=True)
-        return obj
-
-
-def centre_label(transform: FeatureTransform, centre: np.ndarray, threshold: float = LABEL_THRESHOLD) -> str:
-    """A short human label from a centre in standardized units, e.g. "recent, frequent,
-    high spend": each feature reads low / mid / high at -threshold / +threshold."""
-    words = []
-    for name, z in zip(transform.features, centre):
-        low, mid, high = _WORDS.get(name, (f"low {name}", f"mid {name}", f"high {name}"))
-        words.append(low if z < -threshold else high if z > threshold else mid)
-    return ", ".join(words)
 
 
 # --- the customer model -------------------------------------------------------------------------------
 
 
 class CustomerClusters:
-    """A fitted customer clustering: the feature transform plus a fitted k-means estimator.
+    """A fitted customer clustering: the feature transform plus a fitted estimator
+    (:class:`KMeans`, :class:`MiniBatchKMeans` or :class:`rfmx.hierarchy.Ward`).
 
     ``predict(table)`` places customers (new ones too) in the clusters; ``profiles``
     describes them; ``save``/``load`` use JSON (never pickle).
     """
 
-    def __init__(self, transform: FeatureTransform, kmeans: KMeans | MiniBatchKMeans):
+    def __init__(self, transform: FeatureTransform, estimator):
         self.transform = transform
-        self.kmeans = kmeans
+        self.estimator = estimator
+
+    @property
+    def method(self) -> str:
+        """``"kmeans"`` or ``"ward"``."""
+        from .hierarchy import Ward
+
+        return "ward" if isinstance(self.estimator, Ward) else "kmeans"
 
     @property
     def n_clusters(self) -> int:
-        return int(self.kmeans.cluster_centers_.shape[0])
+        return int(self.estimator.cluster_centers_.shape[0])
 
     @property
     def labels(self) -> list[str]:
-        """One human label per cluster, from its centre."""
-        return [centre_label(self.transform, c) for c in self.kmeans.cluster_centers_]
+        """One human label per cluster, from its centre; no two alike (see
+        :func:`rfmx.customer_features.cluster_labels`)."""
+        return cluster_labels(self.transform, self.estimator.cluster_centers_)
 
     def centres(self) -> pa.Table:
         """The centres in the features' own units (one row per cluster)."""
-        V = self.transform.inverse(self.kmeans.cluster_centers_)
+        V = self.transform.inverse(self.estimator.cluster_centers_)
         data = {"cluster": pa.array(np.arange(self.n_clusters, dtype=np.int32))}
         for f, name in enumerate(self.transform.features):
             data[name] = pa.array(V[:, f])
@@ -860,8 +626,23 @@ class CustomerClusters:
         X, kept = self.transform.transform(table, where)
         out = np.zeros(table.num_rows, dtype=np.int32)
         if X.shape[0]:
-            out[kept] = self.kmeans.predict(X)
+            out[kept] = self.estimator.predict(X)
         return pa.array(out, mask=None if kept.all() else ~kept)
+
+    def recut(self, n_clusters: int | None = None, distance: float | None = None) -> "CustomerClusters":
+        """Cut a Ward model's tree again at ``n_clusters`` or ``distance`` (no refit; see
+        :meth:`rfmx.hierarchy.Ward.recut`).  Returns self."""
+        if self.method != "ward":
+            raise RfmxError("only a Ward model (--method ward) can be cut again; a k-means model is refitted")
+        self.estimator.recut(n_clusters, distance)
+        return self
+
+    def dendrogram(self) -> dict:
+        """A Ward model's tree and cut (:meth:`rfmx.hierarchy.Ward.dendrogram`) with the
+        ``features`` and the cluster ``labels``: the JSON of ``--dendrogram-out``."""
+        if self.method != "ward":
+            raise RfmxError("only a Ward model (--method ward) has a dendrogram")
+        return {**self.estimator.dendrogram(), "features": list(self.transform.features), "labels": self.labels}
 
     def profiles(self, table: pa.Table, clusters: pa.Array | None = None) -> pa.Table:
         """:func:`cluster_profiles` with this model's labels (``clusters`` default: predict)."""
@@ -871,42 +652,86 @@ class CustomerClusters:
 
     def to_dict(self) -> dict:
         return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "features": self.transform.to_dict(),
-                "kmeans": self.kmeans.to_dict(), "labels": self.labels}
+                ("ward" if self.method == "ward" else "kmeans"): self.estimator.to_dict(), "labels": self.labels}
 
     def save(self, path) -> None:
         """Write the model as JSON (atomically)."""
-        _save_json(self.to_dict(), path)
+        save_json(self.to_dict(), path)
 
     @classmethod
-    def load(cls, path) -> "CustomerClusters":
-        """Read a model written by :meth:`save`; refuses other formats and versions, and a
-        damaged file (bad JSON, NaN or infinite numbers, shapes that disagree, missing or
-        mistyped fields) is a one-line RfmxError naming the file and what is wrong."""
-        from .modelfile import Fields, read_model_json
+    def from_dict(cls, data: dict, where: str = "saved model") -> "CustomerClusters":
+        """The model :meth:`to_dict` described; refuses other formats and versions, and a
+        damaged description (NaN or infinite numbers, shapes that disagree, missing or
+        mistyped fields) is a one-line RfmxError starting with ``where``."""
+        from .modelfile import Fields
 
-        data = read_model_json(path, "cluster model")
-        f = Fields(path)
+        f = Fields(where)
+        data = f.mapping(data, "the cluster model")
         if data.get("format") != MODEL_FORMAT or data.get("version") != MODEL_VERSION:
             f.fail(f"not an rfmx cluster model (format/version {(data.get('format'), data.get('version'))}); "
                    f"this rfmx reads {MODEL_FORMAT!r} version {MODEL_VERSION}")
-        transform = FeatureTransform.from_dict(f.get(data, "features", "the feature transform ('features')"), str(path))
-        kmeans = _Estimator.from_dict(f.get(data, "kmeans", "the k-means estimator ('kmeans')"), str(path))
-        model = cls(transform, kmeans)
-        if not hasattr(model.kmeans, "cluster_centers_") or not hasattr(model.transform, "center_"):
+        transform = FeatureTransform.from_dict(f.get(data, "features", "the feature transform ('features')"), where)
+        if "ward" in data:
+            from .hierarchy import Ward
+
+            estimator = Ward.from_dict(data["ward"], where)
+            fitted = hasattr(estimator, "linkage_")
+            width = estimator.micro_centers_.shape[1] if fitted else None
+        else:
+            estimator = kmeans_from_dict(f.get(data, "kmeans", "the k-means estimator ('kmeans')"), where)
+            fitted = hasattr(estimator, "cluster_centers_")
+            width = estimator.cluster_centers_.shape[1] if fitted else None
+        model = cls(transform, estimator)
+        if not fitted or not hasattr(model.transform, "center_"):
             f.fail("the cluster model is not fitted")
         d = len(transform.features)
-        if kmeans.cluster_centers_.shape[1] != d:
-            f.fail(f"the cluster centres have {kmeans.cluster_centers_.shape[1]} coordinates but the model has "
-                   f"{d} features")
+        if width != d:
+            f.fail(f"the cluster centres have {width} coordinates but the model has {d} features")
         if "labels" in data:
             f.strings(data["labels"], "labels", length=model.n_clusters)
         return model
 
+    @classmethod
+    def load(cls, path) -> "CustomerClusters":
+        """Read a model written by :meth:`save` (see :meth:`from_dict`); a damaged file is a
+        one-line RfmxError naming the file and what is wrong."""
+        from .modelfile import read_model_json
+
+        return cls.from_dict(read_model_json(path, "cluster model"), str(path))
+
     def __repr__(self) -> str:
-        return f"CustomerClusters(k={self.n_clusters}, features={list(self.transform.features)})"
+        return f"CustomerClusters(method={self.method!r}, k={self.n_clusters}, features={list(self.transform.features)})"
 
 
-def _estimator(k, algorithm, *, n_init, max_iter, tol, random_state, init_sample, mini_batch_size, epochs, threads):
+def make_estimator(k: int | None = 8, *, method: str = "kmeans", algorithm: str = "lloyd",
+                   distance: float | None = None, n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
+                   random_state=0, init_sample: int | None = None, mini_batch_size: int = 65_536, epochs: int = 1,
+                   n_micro: int | None = None, micro_sample: int | None = None, threads: int | None = None):
+    """The unfitted estimator the options describe -- the one place the clustering options
+    of :func:`fit_clusters`, :func:`choose_k` and :func:`rfmx.subclusters.fit_within` are
+    read.
+
+    ``method="kmeans"``: :class:`KMeans` (``algorithm="lloyd"``: ``n_init``, ``max_iter``,
+    ``tol``, ``init_sample``) or :class:`MiniBatchKMeans` (``"minibatch"``:
+    ``mini_batch_size``, ``epochs``, ``init_sample``).  ``method="ward"``:
+    :class:`rfmx.hierarchy.Ward` cut at ``k`` clusters or at ``distance`` (``n_micro``,
+    ``micro_sample``; the k-means options are not used).  ``random_state`` and ``threads``
+    serve both.
+    """
+    if method == "ward":
+        from .hierarchy import DEFAULT_MICRO, MICRO_SAMPLE, Ward
+
+        if algorithm != "lloyd":
+            raise RfmxError("mini-batch k-means is a k-means option: it does not apply to --method ward")
+        return Ward(k, distance=distance, n_micro=DEFAULT_MICRO if n_micro is None else n_micro,
+                    micro_sample=MICRO_SAMPLE if micro_sample is None else micro_sample,
+                    random_state=random_state, threads=threads)
+    if method != "kmeans":
+        raise RfmxError(f"method must be 'kmeans' or 'ward', got {method!r}")
+    if distance is not None:
+        raise RfmxError("a cut at a distance needs a tree: use it with --method ward")
+    if n_micro is not None or micro_sample is not None:
+        raise RfmxError("micro-clusters are the first stage of --method ward; k-means has none")
     if algorithm == "lloyd":
         return KMeans(k, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
                       init_sample=init_sample, threads=threads)
@@ -916,33 +741,37 @@ def _estimator(k, algorithm, *, n_init, max_iter, tol, random_state, init_sample
     raise RfmxError(f"algorithm must be 'lloyd' or 'minibatch', got {algorithm!r}")
 
 
-def fit_clusters(table: pa.Table, k: int = 8, *, features=DEFAULT_FEATURES, log=True, scaling: str = "zscore",
-                 algorithm: str = "lloyd", n_init: int = 1, max_iter: int = 300, tol: float = 1e-4,
-                 random_state=0, init_sample: int | None = None, mini_batch_size: int = 65_536, epochs: int = 1,
-                 threads: int | None = None, where: str = "table") -> tuple[CustomerClusters, pa.Array]:
+def labels_with_nulls(values: np.ndarray, kept: np.ndarray) -> pa.Array:
+    """Cluster per row of a table (int32): ``values`` for the rows ``kept``, null elsewhere."""
+    labels = np.zeros(len(kept), dtype=np.int32)
+    labels[kept] = values
+    return pa.array(labels, mask=None if kept.all() else ~kept)
+
+
+def fit_clusters(table: pa.Table, k: int | None = 8, *, features=DEFAULT_FEATURES, log=True,
+                 scaling: str = "zscore", where: str = "table", **options) -> tuple[CustomerClusters, pa.Array]:
     """Cluster the customers of a per-customer table (``rfmx.aggregate``'s output).
 
     Returns ``(model, clusters)``: the fitted :class:`CustomerClusters` and each row's
-    cluster (int32 array, null for customers left out for a null feature).  ``algorithm``
-    ``"minibatch"`` uses :class:`MiniBatchKMeans` (``mini_batch_size``, ``epochs``) instead
-    of Lloyd (``n_init``, ``max_iter``, ``tol``).  See :class:`FeatureTransform` and :class:`KMeans` for the other options.
+    cluster (int32 array, null for customers left out for a null feature).  ``options``
+    choose and tune the estimator (:func:`make_estimator`: ``method="kmeans"`` or
+    ``"ward"``, ``distance``, ``algorithm``, ``n_init``, ``max_iter``, ``n_micro``, ...); see
+    :class:`FeatureTransform` for ``features``, ``log`` and ``scaling``.
     """
     transform = FeatureTransform(features, log=log, scaling=scaling).fit(table, where)
     X, kept = transform.transform(table, where)
-    _check_k(k, X.shape[0])
-    est = _estimator(k, algorithm, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
-                     init_sample=init_sample, mini_batch_size=mini_batch_size, epochs=epochs, threads=threads)
+    est = make_estimator(k, **options)
+    if options.get("distance") is None:
+        check_k(k, X.shape[0])
     est.fit(X)
-    labels = np.zeros(table.num_rows, dtype=np.int32)
-    labels[kept] = est.labels_
-    return CustomerClusters(transform, est), pa.array(labels, mask=None if kept.all() else ~kept)
+    return CustomerClusters(transform, est), labels_with_nulls(est.labels_, kept)
 
 
 def add_cluster_column(table: pa.Table, k: int = 8, *, name: str = "cluster", model: CustomerClusters | None = None,
                        **options) -> pa.Table:
     """``table`` with a ``cluster`` column (int32, null where a feature is null).
 
-    Fits a k-means model with :func:`fit_clusters` (``options`` are its keywords) or, with
+    Fits a model with :func:`fit_clusters` (``options`` are its keywords) or, with
     ``model``, places the customers in that model's clusters.
     """
     clusters = model.predict(table) if model is not None else fit_clusters(table, k, **options)[1]
@@ -967,18 +796,31 @@ def parse_k_range(text: str) -> list[int]:
         raise RfmxError(f"cannot read {text!r} as a k range (e.g. 2..12 or 2,4,8)") from None
 
 
+#: The k table's metadata key holding the recommendation (JSON: k, reason, the two readings).
+K_CHOICE_KEY = "rfmx.k_choice"
+
+
 def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE_SAMPLE, random_state=0,
-             features=DEFAULT_FEATURES, log=True, scaling: str = "zscore", algorithm: str = "lloyd", n_init: int = 1,
-             max_iter: int = 300, tol: float = 1e-4, init_sample: int | None = None,
-             mini_batch_size: int = 65_536, epochs: int = 1, threads: int | None = None) -> pa.Table:
-    """Compare k over ``k_values``: one row per k, ready to plot (elbow and silhouette).
+             features=DEFAULT_FEATURES, log=True, scaling: str = "zscore", **options) -> pa.Table:
+    """Compare k over ``k_values`` and recommend one: one row per k, ready to plot.
 
     Columns: ``k``, ``inertia`` (sum of squared distances in standardized units),
     ``variance_explained`` (1 - inertia / total sum of squares), ``silhouette`` (mean, on a
     uniform sample of ``silhouette_sample`` customers, the same sample for every k; null
-    for k = 1), ``n_iter``.  ``table_or_X``: a per-customer table (features as in
-    :func:`fit_clusters`) or an already standardized array (n, d).
+    for k = 1), ``n_iter`` (Lloyd iterations; null for Ward), ``elbow_distance`` (how far
+    below the chord of the inertia curve the k lies, see :mod:`rfmx.kchoice`) and
+    ``recommended`` (true on the recommended k).  The schema metadata ``rfmx.k_choice``
+    holds the recommendation and its reason (JSON); :func:`rfmx.kchoice.recommend_k`
+    recomputes it from the columns.
+
+    ``table_or_X``: a per-customer table (features as in :func:`fit_clusters`) or an
+    already standardized array (n, d).  ``options``: the estimator's, as
+    :func:`make_estimator` (``method="ward"`` builds one tree and cuts it at every k).
     """
+    import json
+
+    from .kchoice import recommend_k
+
     if isinstance(table_or_X, (pa.Table, pa.RecordBatch)):
         table = table_or_X if isinstance(table_or_X, pa.Table) else pa.Table.from_batches([table_or_X])
         X, _ = FeatureTransform(features, log=log, scaling=scaling).fit(table).transform(table)
@@ -987,18 +829,23 @@ def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE
     ks = sorted({int(k) for k in k_values})
     if not ks:
         raise RfmxError("no k values to compare")
-    xt = _points(X)
+    xt = feature_major(X)
     for k in ks:
-        _check_k(k, xt.shape[1])
+        check_k(k, xt.shape[1])
     total_ss = float(((xt - xt.mean(axis=1, keepdims=True)) ** 2).sum())
     sample = None
     if silhouette_sample is not None and silhouette_sample < xt.shape[1]:
-        sample = np.sort(_random_state(random_state).permutation(xt.shape[1])[:silhouette_sample])
+        sample = np.sort(as_random_state(random_state).permutation(xt.shape[1])[:silhouette_sample])
+    threads = options.get("threads")
     rows = {"k": [], "inertia": [], "variance_explained": [], "silhouette": [], "n_iter": []}
+    tree = None
+    if options.get("method") == "ward":
+        tree = make_estimator(ks[-1], random_state=random_state, **options).fit(X)
     for k in ks:
-        est = _estimator(k, algorithm, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
-                         init_sample=init_sample, mini_batch_size=mini_batch_size, epochs=epochs,
-                         threads=threads).fit(X)
+        if tree is not None:
+            est = tree.recut(k)
+        else:
+            est = make_estimator(k, random_state=random_state, **options).fit(X)
         if sample is None:
             sil = silhouette_score(X, est.labels_, sample_size=None, threads=threads)
         else:
@@ -1007,13 +854,18 @@ def choose_k(table_or_X, k_values, *, silhouette_sample: int | None = SILHOUETTE
         rows["inertia"].append(est.inertia_)
         rows["variance_explained"].append(1.0 - est.inertia_ / total_ss if total_ss > 0 else None)
         rows["silhouette"].append(None if math.isnan(sil) else sil)
-        rows["n_iter"].append(int(est.n_iter_))
+        rows["n_iter"].append(None if tree is not None else int(est.n_iter_))
+    choice = recommend_k(rows["k"], rows["inertia"], rows["silhouette"])
     out = pa.table({"k": pa.array(rows["k"], pa.int32()), "inertia": pa.array(rows["inertia"], pa.float64()),
                     "variance_explained": pa.array(rows["variance_explained"], pa.float64()),
                     "silhouette": pa.array(rows["silhouette"], pa.float64()),
-                    "n_iter": pa.array(rows["n_iter"], pa.int32())})
+                    "n_iter": pa.array(rows["n_iter"], pa.int32()),
+                    "elbow_distance": pa.array([choice.elbow_distance[k] for k in ks], pa.float64()),
+                    "recommended": pa.array([k == choice.k for k in ks], pa.bool_())})
     n_sil = xt.shape[1] if sample is None else len(sample)
-    return out.replace_schema_metadata({"rfmx.silhouette_sample": str(n_sil)})
+    info = {"k": choice.k, "reason": choice.reason, "best_silhouette_k": choice.best_silhouette_k,
+            "elbow_k": choice.elbow_k, "method": options.get("method", "kmeans")}
+    return out.replace_schema_metadata({"rfmx.silhouette_sample": str(n_sil), K_CHOICE_KEY: json.dumps(info)})
 
 
 # --- profiles -------------------------------------------------------------------------------------

@@ -24,8 +24,9 @@ from .errors import RfmxError
 from .tables import combined, group_codes, money_column, numeric_column, readonly, summable
 
 __all__ = ["MissingColumns", "headline", "lorenz", "rf_grid", "segments", "segment_sizes", "migration_cells",
-           "cohort_cells", "cluster_snake", "cluster_sizes", "k_curve", "clv_matrix", "calibration",
-           "value_distribution", "alerts", "label_order", "HEADLINE_PERCENTS", "LORENZ_PERCENTS", "SNAKE_FEATURES"]
+           "cohort_cells", "cluster_snake", "cluster_sizes", "k_curve", "k_choice", "dendrogram", "clv_matrix",
+           "calibration", "value_distribution", "alerts", "label_order", "HEADLINE_PERCENTS", "LORENZ_PERCENTS",
+           "SNAKE_FEATURES", "DENDROGRAM_LEAVES"]
 
 HEADLINE_PERCENTS = (1, 5, 10, 20)
 #: Customer shares (percent, top customers first) at which the Lorenz curve is drawn: every
@@ -363,15 +364,23 @@ def label_order(labels: list[str], order=None) -> list[str]:
 # --- clusters -------------------------------------------------------------------------------------
 
 def _cluster_codes(table: pa.Table) -> tuple[np.ndarray, list[str]]:
-    """Cluster per customer as 0..k-1 codes over the sorted cluster ids (-1: not clustered), and names."""
+    """Cluster per customer as 0..k-1 codes over the sorted cluster ids (-1: not clustered),
+    and names: "cluster 3", or the sub-segment ("Champions / 2") of ``rfmx cluster
+    --within`` when the table has that column."""
     _require(table, ("cluster",), "clusters", "give the output of rfmx cluster -o or rfmx score --clusters")
     arr = combined(table.column("cluster"))
     if not pa.types.is_integer(arr.type):
         raise RfmxError(f"column 'cluster' has type {arr.type}; rfmx cluster writes integers")
     ids = np.asarray(arr.cast(pa.int64()).fill_null(-1))
-    present = np.unique(ids[ids >= 0])
+    present, first = np.unique(ids, return_index=True)
+    first = first[present >= 0]
+    present = present[present >= 0]
     codes = np.where(ids >= 0, np.searchsorted(present, ids), -1)
-    return codes, [f"cluster {int(c)}" for c in present]
+    names = [f"cluster {int(c)}" for c in present]
+    if "subsegment" in table.column_names and len(first):
+        sub = combined(table.column("subsegment")).take(pa.array(first)).cast(pa.string()).to_pylist()
+        names = [s if s is not None else n for s, n in zip(sub, names)]
+    return codes, names
 
 
 def cluster_snake(clusters: pa.Table, features=SNAKE_FEATURES) -> pa.Table:
@@ -437,14 +446,28 @@ def cluster_sizes(clusters: pa.Table) -> pa.Table:
 
 def k_curve(k_table: pa.Table) -> pa.Table:
     """The elbow and silhouette curves of ``rfmx cluster --k-range ... --k-table``: ``k``,
-    ``inertia``, ``variance_explained`` and ``silhouette`` (null for k = 1), by k."""
+    ``inertia``, ``variance_explained``, ``silhouette`` (null for k = 1) and
+    ``recommended`` (true on the k :func:`k_choice` recommends), by k."""
     _require(k_table, ("k", "inertia", "silhouette"), "elbow and silhouette")
     t = k_table.sort_by("k")
     out = {"k": t.column("k").cast(pa.int64()), "inertia": t.column("inertia").cast(pa.float64())}
     out["variance_explained"] = (t.column("variance_explained").cast(pa.float64())
                                  if "variance_explained" in t.column_names else pa.nulls(t.num_rows, pa.float64()))
     out["silhouette"] = t.column("silhouette").cast(pa.float64())
+    choice = k_choice(k_table)
+    out["recommended"] = pa.array([k == choice.k for k in out["k"].to_pylist()], pa.bool_())
     return pa.table(out)
+
+
+def k_choice(k_table: pa.Table):
+    """The k a k table recommends, and why (:func:`rfmx.kchoice.recommend_k` over its
+    ``k``, ``inertia`` and ``silhouette``: the same rule ``rfmx cluster --k-range`` applies)."""
+    from .kchoice import recommend_k
+
+    _require(k_table, ("k", "inertia", "silhouette"), "elbow and silhouette")
+    t = k_table.sort_by("k")
+    return recommend_k(t.column("k").to_pylist(), t.column("inertia").cast(pa.float64()).to_pylist(),
+                       t.column("silhouette").cast(pa.float64()).to_pylist())
 
 
 # --- CLV ------------------------------------------------------------------------------------------
@@ -620,3 +643,103 @@ def alerts(table: pa.Table, top: int = 25) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             continue
     return pa.table(out)
+
+
+# --- the Ward tree --------------------------------------------------------------------------------
+
+#: Leaves drawn of a dendrogram at most (the tree is drawn down to this many clusters, or to the cut's k if more).
+DENDROGRAM_LEAVES = 30
+ABOVE_CUT = "above the cut"
+
+
+def dendrogram(tree, *, leaves: int = DENDROGRAM_LEAVES) -> tuple[pa.Table, pa.Table, dict]:
+    """The lines of a Ward tree (``rfmx cluster --dendrogram-out``, a path or its dict) down
+    to ``max(leaves, k)`` groups, as scipy's ``dendrogram(truncate_mode="lastp")`` draws it.
+
+    Returns (links, tips, info).  ``links``: one row per line -- ``x``, ``y``, ``x2``,
+    ``y2`` (x: positions 0..p-1 of the groups left to right; y: Ward heights) and
+    ``cluster`` (the cut's cluster a line lies in, or ``above the cut``).  ``tips``: one row
+    per group drawn at the bottom -- ``x``, ``cluster``, ``label`` (the cluster's label when
+    the file has them), ``customers``, ``leaves`` (micro-clusters in it).  ``info``:
+    ``n_clusters``, ``cut_y`` (where the cut line is drawn: between the last merge applied
+    and the next, or at the distance cut at), ``groups`` (p) and ``leaves`` (all
+    micro-clusters).  Size: O(p), never one row per micro-cluster beyond p.
+    """
+    from .hierarchy import cut_tree, read_dendrogram
+
+    info = read_dendrogram(tree)
+    Z, sizes, k = info["linkage"], info["leaf_sizes"], info["n_clusters"]
+    m = len(sizes)
+    p = min(m, max(int(leaves), k))
+    if info["distance"] is not None:
+        leaf_cluster = cut_tree(Z, distance=info["distance"])
+    else:
+        leaf_cluster = cut_tree(Z, k)
+    names = [f"cluster {c}" for c in range(int(leaf_cluster.max()) + 1)]
+    labels = info["labels"] if info["labels"] is not None and len(info["labels"]) == len(names) else None
+    shown = m - p  # merges below the drawn groups
+    # per node: customers, leaves, one leaf (for its cluster); groups = nodes made by the first `shown` merges or leaves
+    weight = np.concatenate([sizes.astype(np.float64), Z[:, 3]]) if m > 1 else sizes.astype(np.float64)
+    n_leaves = np.ones(2 * m - 1, dtype=np.int64)
+    any_leaf = np.arange(2 * m - 1)
+    for i, (a, b, _, _) in enumerate(Z):
+        n_leaves[m + i] = n_leaves[int(a)] + n_leaves[int(b)]
+        any_leaf[m + i] = any_leaf[int(a)]
+    applied = m - k if info["distance"] is None else int(np.searchsorted(Z[:, 2], info["distance"], side="right"))
+    x_of, y_of = {}, {}
+    tips = {"x": [], "cluster": [], "label": [], "customers": [], "leaves": []}
+    links = {"x": [], "y": [], "x2": [], "y2": [], "cluster": []}
+
+    def cluster_of(node):
+        return names[int(leaf_cluster[any_leaf[node]])]
+
+    # left-to-right: a group's position is its rank among the groups
+    stack = [2 * m - 2] if m > 1 else [0]
+    order = []
+    while stack:
+        node = stack.pop()
+        if node < m or node - m < shown:
+            order.append(node)
+        else:
+            a, b = int(Z[node - m, 0]), int(Z[node - m, 1])
+            stack += [b, a]
+    for pos, node in enumerate(order):
+        x_of[node], y_of[node] = float(pos), 0.0
+        c = int(leaf_cluster[any_leaf[node]])
+        tips["x"].append(float(pos))
+        tips["cluster"].append(names[c])
+        tips["label"].append(labels[c] if labels else names[c])
+        tips["customers"].append(int(weight[node]))
+        tips["leaves"].append(int(n_leaves[node]))
+    for r in range(shown, m - 1):
+        a, b, h = int(Z[r, 0]), int(Z[r, 1]), float(Z[r, 2])
+        node = m + r
+        x_of[node], y_of[node] = (x_of[a] + x_of[b]) / 2, h
+        inside = r < applied
+        for child in (a, b):  # the vertical line from the child up to this merge
+            links["x"].append(x_of[child])
+            links["y"].append(y_of[child])
+            links["x2"].append(x_of[child])
+            links["y2"].append(h)
+            links["cluster"].append(cluster_of(child) if inside else ABOVE_CUT)
+        links["x"].append(x_of[a])
+        links["y"].append(h)
+        links["x2"].append(x_of[b])
+        links["y2"].append(h)
+        links["cluster"].append(cluster_of(node) if inside else ABOVE_CUT)
+    heights = Z[:, 2]
+    if info["distance"] is not None:
+        cut_y = float(info["distance"])
+    elif applied < m - 1:
+        low = float(heights[applied - 1]) if applied > 0 else 0.0
+        cut_y = (low + float(heights[applied])) / 2
+    else:
+        cut_y = float(heights[-1]) if m > 1 else 0.0
+    out_links = pa.table({"x": pa.array(links["x"], pa.float64()), "y": pa.array(links["y"], pa.float64()),
+                          "x2": pa.array(links["x2"], pa.float64()), "y2": pa.array(links["y2"], pa.float64()),
+                          "cluster": pa.array(links["cluster"], pa.string())})
+    out_tips = pa.table({"x": pa.array(tips["x"], pa.float64()), "cluster": pa.array(tips["cluster"], pa.string()),
+                         "label": pa.array(tips["label"], pa.string()),
+                         "customers": pa.array(tips["customers"], pa.int64()),
+                         "leaves": pa.array(tips["leaves"], pa.int64())})
+    return out_links, out_tips, {"n_clusters": len(names), "cut_y": cut_y, "groups": p, "leaves": m}

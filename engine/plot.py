@@ -28,7 +28,7 @@ except ImportError:  # pragma: no cover - depends on the installation
     raise RfmxError("figures need the report extra: pip install 'rfmx[report]' (Altair and vl-convert)") from None
 
 __all__ = ["rf_heatmap", "segment_bars", "lorenz", "migration_matrix", "segment_sizes", "cohort_retention",
-           "cluster_snake", "cluster_sizes", "k_curve", "clv_matrix", "calibration", "value_distribution",
+           "cluster_snake", "cluster_sizes", "k_curve", "dendrogram", "clv_matrix", "calibration", "value_distribution",
            "alerts", "save", "spec", "vegalite_version", "WIDTH"]
 
 WIDTH = 640
@@ -288,12 +288,13 @@ def cluster_sizes(clusters: pa.Table) -> alt.Chart:
     """Share of customers and share of revenue per cluster."""
     table = figures.cluster_sizes(clusters)
     order = table.column("cluster").to_pylist()
+    angle = 0 if max((len(n) for n in order), default=0) * len(order) <= 110 else -40  # long names: slanted
     return alt.Chart(_data(table)).transform_fold(
         ["customer_share", "revenue_share"], as_=["measure_key", "share"]
     ).transform_calculate(
         measure="datum.measure_key == 'customer_share' ? 'share of customers' : 'share of revenue'"
     ).mark_bar().encode(
-        x=alt.X("cluster:N", sort=order, title=None, axis=alt.Axis(labelAngle=0)),
+        x=alt.X("cluster:N", sort=order, title=None, axis=alt.Axis(labelAngle=angle, labelLimit=160)),
         xOffset=alt.XOffset("measure:N", sort=["share of customers", "share of revenue"]),
         y=alt.Y("share:Q", title="share of all customers / of net revenue (%)", axis=alt.Axis(format="%")),
         color=alt.Color("measure:N", title=None, scale=alt.Scale(range=["#9ecae1", "#08519c"]),
@@ -308,22 +309,65 @@ def cluster_sizes(clusters: pa.Table) -> alt.Chart:
 
 
 def k_curve(k_table: pa.Table) -> alt.HConcatChart:
-    """Inertia (the elbow) and mean silhouette against k, from ``rfmx cluster --k-table``."""
+    """Inertia (the elbow) and mean silhouette against k, from ``rfmx cluster --k-table``,
+    with the recommended k marked and the reason for it in the subtitle."""
     data = figures.k_curve(k_table)
+    choice = figures.k_choice(k_table)
     tips = [_tip("k", "O", "k"), _tip("inertia", "Q", "inertia", ",.1f"),
             _tip("variance_explained", "Q", "variance explained", ".2%"),
-            _tip("silhouette", "Q", "silhouette", ".4f")]
+            _tip("silhouette", "Q", "silhouette", ".4f"), _tip("recommended", "N", "recommended")]
     base = alt.Chart(_data(data)).encode(x=alt.X("k:O", title="k (number of clusters)", axis=alt.Axis(labelAngle=0)),
                                          tooltip=tips)
-    elbow = base.mark_line(point=True).encode(
-        y=alt.Y("inertia:Q", title="inertia (sum of squared distances, standardized units)")
-    ).properties(width=WIDTH // 2 - 30, height=260)
-    silhouette = base.mark_line(point=True, color="#2ca02c").encode(
-        y=alt.Y("silhouette:Q", title="mean silhouette (-1..1, higher = better separated)")
-    ).properties(width=WIDTH // 2 - 30, height=260)
+    size = alt.condition("datum.recommended", alt.value(160), alt.value(30))
+    fill = alt.condition("datum.recommended", alt.value("#d62728"), alt.value("#555"))
+
+    def panel(field, title, colour):
+        y = alt.Y(f"{field}:Q", title=title)
+        line = base.mark_line(color=colour).encode(y=y)
+        points = base.mark_point(filled=True).encode(y=y, size=size, color=fill)
+        return alt.layer(line, points).properties(width=WIDTH // 2 - 30, height=260)
+
+    elbow = panel("inertia", "inertia (sum of squared distances, standardized units)", "#1f77b4")
+    silhouette = panel("silhouette", "mean silhouette (-1..1, higher = better separated)", "#2ca02c")
+    why = (f"Recommended: {choice.reason}." if choice.k is not None else f"{choice.reason[0].upper()}"
+           f"{choice.reason[1:]}.")
     return alt.hconcat(elbow, silhouette).properties(
         title=_title("Choosing k: elbow and silhouette",
-                     "Pick k where the inertia stops falling steeply (the elbow) and the silhouette is high."))
+                     f"{why} The red point marks it. Pick k where the inertia stops falling steeply (the elbow) "
+                     f"and the silhouette is high."))
+
+
+def dendrogram(tree) -> alt.LayerChart:
+    """A Ward tree (``rfmx cluster --dendrogram-out``, a path or its dict), drawn down to
+    the groups :func:`rfmx.figures.dendrogram` keeps, coloured by the cut's clusters, with
+    the cut as a dashed line and each group's customers at the bottom."""
+    links, tips, info = figures.dendrogram(tree)
+    clusters = sorted(set(tips.column("cluster").to_pylist()), key=lambda c: int(c.split()[-1]))
+    domain = clusters + [figures.ABOVE_CUT]
+    palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22",
+               "#7f7f7f"]
+    colours = [palette[i % len(palette)] for i in range(len(clusters))] + ["#b0b0b0"]
+    colour = alt.Color("cluster:N", title="cluster", scale=alt.Scale(domain=domain, range=colours))
+    x = alt.X("x:Q", axis=None, scale=alt.Scale(domain=[-0.5, info["groups"] - 0.5]))
+    height = alt.Y("y:Q", title="Ward height (standardized units)")
+    lines = alt.Chart(_data(links)).mark_rule(strokeWidth=1.6).encode(
+        x=x, x2="x2:Q", y=height, y2="y2:Q", color=colour,
+        tooltip=[_tip("cluster", "N", "cluster"), _tip("y2", "Q", "merge height", ".3f")])
+    cut = alt.Chart(alt.Data(values=[{"y": info["cut_y"]}])).mark_rule(strokeDash=[6, 4], color="#333").encode(
+        y=height, tooltip=[_tip("y", "Q", "cut height", ".3f")])
+    bottoms = alt.Chart(_data(tips)).transform_calculate(y="0").mark_text(
+        angle=270, align="right", dx=-4, fontSize=9).encode(
+        x=x, y=height, text=alt.Text("customers:Q", format=","), color=colour,
+        tooltip=[_tip("cluster", "N", "cluster"), _tip("label", "N", "label"),
+                 _tip("customers", "Q", "customers", COUNT), _tip("leaves", "Q", "micro-clusters", COUNT)])
+    shown = (f"the top of the tree: {info['groups']} groups of its {info['leaves']:,} micro-clusters"
+             if info["groups"] < info["leaves"] else f"all {info['leaves']:,} leaves")
+    return alt.layer(lines, cut, bottoms).properties(
+        width=WIDTH, height=260,
+        title=_title(f"Ward tree, cut into {info['n_clusters']} clusters",
+                     f"Drawn: {shown}; numbers at the bottom are customers. The dashed line is the cut: "
+                     f"branches below it are one cluster each; a tall branch above it is a merge that would "
+                     f"mix very different customers."))
 
 
 # --- CLV ------------------------------------------------------------------------------------------

@@ -82,8 +82,8 @@ INPUTS = {
                       "cumulative_revenue_per_customer")),
     "clusters": Input("--clusters", "clustered per-customer table", "rfmx cluster -o",
                       ("cluster", "recency_days", "n_orders"),
-                      ("cluster", "recency_days", "n_orders", "monetary_total", "monetary_minor"),
-                      ("cluster", "recency_days", "n_orders", "monetary_total", "monetary_minor")),
+                      ("cluster", "recency_days", "n_orders", "monetary_total", "monetary_minor", "subsegment"),
+                      ("cluster", "recency_days", "n_orders", "monetary_total", "monetary_minor"), ("subsegment",)),
     "k_table": Input("--k-table", "k comparison table", "rfmx cluster --k-range ... --k-table",
                      ("k", "inertia", "silhouette"), None, ("k", "inertia", "variance_explained", "silhouette")),
     "clv": Input("--clv", "CLV table", "rfmx clv -o", ("probability_alive", "expected_purchases"),
@@ -303,6 +303,7 @@ FIGURES = (
     ("cluster_snake", "clusters", "Cluster profiles (snake plot)"),
     ("cluster_sizes", "clusters", "Cluster sizes"),
     ("k_curve", "clusters", "Choosing k: elbow and silhouette"),
+    ("dendrogram", "clusters", "Ward tree (dendrogram)"),
     ("clv_probability_alive", "clv", "Frequency x recency: P(alive)"),
     ("clv_expected_purchases", "clv", "Frequency x recency: expected purchases"),
     ("calibration", "clv", "Calibration vs holdout"),
@@ -397,7 +398,7 @@ def _segment_order(scores: pa.Table | None):
 
 
 def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, clusters=None, k_table=None,
-                 clv=None, calibration=None, alerts=None, title: str | None = None,
+                 dendrogram=None, clv=None, calibration=None, alerts=None, title: str | None = None,
                  threads: int | None = None) -> Report:
     """Every figure the inputs allow (paths or ``pyarrow.Table`` s; see the module docstring).
 
@@ -405,7 +406,8 @@ def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, cl
     --clusters/--clv``) gives the cluster or CLV figures when ``clusters``/``clv`` are not
     given.  Timeline snapshots give the segment sizes over time (and lifecycle sizes when
     they have a ``lifecycle`` column) and, without ``migration``, the migration between
-    their last two snapshots.  Raises :class:`~rfmx.errors.RfmxError` for an input that is
+    their last two snapshots.  ``dendrogram``: a Ward tree (``rfmx cluster
+    --dendrogram-out``, a JSON path or its dict).  Raises :class:`~rfmx.errors.RfmxError` for an input that is
     not the rfmx table it is given as; a figure whose columns are missing is left out with
     a note in :attr:`Report.notes`.  ``threads``: figures computed at once (default 2; the
     kernels they call are serial and release the GIL).
@@ -414,7 +416,7 @@ def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, cl
 
     check_extra()
     given = dict(scores=scores, timeline=timeline, migration=migration, cohorts=cohorts, clusters=clusters,
-                 k_table=k_table, clv=clv, calibration=calibration, alerts=alerts)
+                 k_table=k_table, dendrogram=dendrogram, clv=clv, calibration=calibration, alerts=alerts)
     if all(v is None for v in given.values()):
         raise RfmxError("nothing to report: give scores and/or the tables of timeline, cluster or clv")
     if threads is not None and threads < 1:
@@ -424,11 +426,18 @@ def build_report(*, scores=None, timeline=None, migration=None, cohorts=None, cl
         # inputs are read (Arrow's readers release the GIL).
         warm = pool.submit(_warm_up, scores)
         # Every input is checked before any figure is drawn, so a wrong file fails at once.
-        tables = {k: read_input(k, v) for k, v in given.items() if v is not None and k != "timeline"}
+        tables = {k: read_input(k, v) for k, v in given.items()
+                  if v is not None and k not in ("timeline", "dendrogram")}
+        if dendrogram is not None:
+            from .hierarchy import read_dendrogram
+
+            read_dendrogram(dendrogram)  # checked with the tables, before any figure is drawn
+            tables["dendrogram"] = dendrogram
         tl = _Timeline(timeline) if timeline is not None else None
         warm.result()
         report = Report(title=title or "Customer value report")
-        report.inputs = [(INPUTS[k].what, v if not isinstance(v, pa.Table) else "(table)")
+        report.inputs = [(INPUTS[k].what if k in INPUTS else "Ward tree (dendrogram)",
+                          v if not isinstance(v, (pa.Table, dict)) else "(table)")
                          for k, v in given.items() if v is not None]
         jobs = [(key, pool.submit(make)) for key, make in _figure_jobs(tables, tl, report)]
         for key, job in jobs:
@@ -532,6 +541,8 @@ def _figure_jobs(tables: dict, tl, report: Report):
         yield "cluster_sizes", lambda: plot.cluster_sizes(tables["clusters"])
     if "k_table" in tables:
         yield "k_curve", lambda: plot.k_curve(tables["k_table"])
+    if "dendrogram" in tables:
+        yield "dendrogram", lambda: plot.dendrogram(tables["dendrogram"])
     if "clv" in tables:
         yield "clv_probability_alive", lambda: plot.clv_matrix(tables["clv"], "probability_alive")
         yield "clv_expected_purchases", lambda: plot.clv_matrix(tables["clv"], "expected_purchases")

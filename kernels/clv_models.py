@@ -1,5 +1,6 @@
-"""BTYD model kernels: BG/NBD, Pareto/NBD and Gamma-Gamma log-likelihoods with gradients,
-and their predictions (NumPy in, NumPy out).
+"""BTYD model kernels: BG/NBD (and MBG/NBD), Pareto/NBD and Gamma-Gamma log-likelihoods with
+gradients, and their predictions (NumPy in, NumPy out).  The discrete-time models (BG/BB,
+sBG) are in :mod:`rfmx.kernels.clv_discrete`.
 
 Conventions
 -----------
@@ -50,13 +51,15 @@ __all__ = [
     "pareto_predict",
     "gamma_gamma_spend",
     "hyp2f1_series",
+    "chunk_range",
+    "sum_chunks",
 ]
 
 _MAX_TERMS = 2_000_000
 
 
 @kernel(inline=True)
-def _sum_parts(part):
+def sum_chunks(part):
     """Column sums of the per-chunk partial sums, chunk by chunk in order (the same
     result for any thread count: the chunks, not the threads, fix the order)."""
     tot = np.zeros(part.shape[1])
@@ -282,7 +285,7 @@ def _sigmoid(u):
 
 
 @kernel
-def _chunk(n, n_chunks, k):
+def chunk_range(n, n_chunks, k):
     size = (n + n_chunks - 1) // n_chunks
     return k * size, min(n, (k + 1) * size)
 
@@ -290,10 +293,15 @@ def _chunk(n, n_chunks, k):
 # --- BG/NBD ------------------------------------------------------------------------
 
 @kernel(parallel=True)
-def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
+def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, modified, grad, hess):
     """Weighted BG/NBD log-likelihood (Fader, Hardie & Lee 2005, eq. 6), its gradient
     (4,) and its Hessian (4, 4) with respect to (r, alpha, a, b), for Newton steps and
     standard errors.
+
+    ``modified``: the MBG/NBD instead (Batislam, Denizel & Filiztekin 2007; Wagner & Hoppe
+    2008), where a customer may also drop out right after the first purchase: every
+    ``b + x`` of BG/NBD becomes ``b + x + 1`` and the "dropped out after the last purchase"
+    term applies to customers without repeat purchases too.
 
     ``params``: (r, alpha, a, b); ``ux``: unique x (u,); ``ut``: unique times; per pattern
     (m,): ``xi`` index into ``ux``, ``ri``/``ti`` indices of t_x / T into ``ut``, weight
@@ -303,6 +311,7 @@ def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
     hess = p3 H3 + p4 H4 + p3 p4 (g4 - g3)(g4 - g3)'.
     """
     r, alpha, a, b = params[0], params[1], params[2], params[3]
+    sh = 1.0 if modified else 0.0  # MBG/NBD: b + x + 1 wherever BG/NBD has b + x
     nu = ux.shape[0]
     cx = np.empty((nu, 10))  # ll, dr, da, db, drr, daa, dab, dbb, log(a/(b+x-1)), 1/(b+x-1)
     lg_r, lg_b, lg_ab = math.lgamma(r), math.lgamma(b), math.lgamma(a + b)
@@ -311,19 +320,20 @@ def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
     log_a = math.log(a)
     for j in range(nu):
         x = ux[j]
-        cx[j, 0] = math.lgamma(r + x) - lg_r + lg_ab + math.lgamma(b + x) - lg_b - math.lgamma(a + b + x)
+        xs = x + sh
+        cx[j, 0] = math.lgamma(r + x) - lg_r + lg_ab + math.lgamma(b + xs) - lg_b - math.lgamma(a + b + xs)
         cx[j, 1] = digamma(r + x) - dg_r
-        dabx = digamma(a + b + x)
+        dabx = digamma(a + b + xs)
         cx[j, 2] = dg_ab - dabx
-        cx[j, 3] = dg_ab + digamma(b + x) - dg_b - dabx
+        cx[j, 3] = dg_ab + digamma(b + xs) - dg_b - dabx
         cx[j, 4] = trigamma(r + x) - tg_r
-        tabx = trigamma(a + b + x)
+        tabx = trigamma(a + b + xs)
         cx[j, 5] = tg_ab - tabx
         cx[j, 6] = tg_ab - tabx
-        cx[j, 7] = tg_ab + trigamma(b + x) - tg_b - tabx
-        if x > 0:
-            cx[j, 8] = log_a - math.log(b + x - 1.0)
-            cx[j, 9] = 1.0 / (b + x - 1.0)
+        cx[j, 7] = tg_ab + trigamma(b + xs) - tg_b - tabx
+        if x > 0 or modified:
+            cx[j, 8] = log_a - math.log(b + xs - 1.0)
+            cx[j, 9] = 1.0 / (b + xs - 1.0)
         else:
             cx[j, 8] = 0.0
             cx[j, 9] = 0.0
@@ -337,7 +347,7 @@ def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
     part = np.zeros((n_chunks, 16))
     ia = 1.0 / a
     for k in prange(n_chunks):
-        lo, hi = _chunk(m, n_chunks, k)
+        lo, hi = chunk_range(m, n_chunks, k)
         acc = np.zeros(16)  # ll, g(4), h00 h01 h02 h03 h11 h12 h13 h22 h23 h33, wsum
         for i in range(lo, hi):
             j = xi[i]
@@ -352,7 +362,7 @@ def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
             g0, g1, g2, g3 = -lT, -rx * iT, 0.0, 0.0
             h01, h11, h22, h33 = -iT, rx * iT * iT, 0.0, 0.0
             h00 = h02 = h03 = h12 = h13 = h23 = 0.0
-            if x > 0:
+            if x > 0 or modified:
                 kx = ri[i]
                 ltx = lt[kx]
                 itx = it[kx]
@@ -401,7 +411,7 @@ def bgnbd_loglik_hessian(params, ux, xi, ut, ri, ti, w, n_chunks, grad, hess):
             acc[15] += wi
         for q_ in range(16):
             part[k, q_] = acc[q_]
-    tot = _sum_parts(part)
+    tot = sum_chunks(part)
     wsum = tot[15]
     log_alpha = math.log(alpha)
     # the r log(alpha) term of A1, once for all customers
@@ -475,30 +485,35 @@ def _bgnbd_expected_given_alive(t, x, T, r, alpha, a, b):
 
 
 @kernel(parallel=True)
-def bgnbd_expected_if_alive(params, x, T, times, out):
+def bgnbd_expected_if_alive(params, x, T, times, modified, out):
     """``out[i, k]``: BG/NBD expected purchases in ``(T, T + times[k]]`` of a customer who is
     alive with ``x`` repeat purchases at age ``T`` (it does not depend on recency, so callers
-    evaluate it once per unique (x, T))."""
+    evaluate it once per unique (x, T)).  ``modified``: MBG/NBD's (BG/NBD's with b + 1)."""
     r, alpha, a, b = params[0], params[1], params[2], params[3]
+    if modified:
+        b = b + 1.0
     for i in prange(x.shape[0]):
         for k in range(times.shape[0]):
             out[i, k] = _bgnbd_expected_given_alive(times[k], x[i], T[i], r, alpha, a, b)
 
 
 @kernel(parallel=True)
-def bgnbd_combine(params, x, tx, T, pair, if_alive, discount, alive, expected, value_weight):
+def bgnbd_combine(params, x, tx, T, pair, if_alive, discount, modified, alive, expected, value_weight):
     """BG/NBD predictions per customer: ``alive[i]`` = P(alive | x, t_x, T); expected purchases
     in ``(T, T + times[k]]`` = P(alive) * ``if_alive[pair[i], k]``, written to ``expected[i, k]``
     for every k if ``expected`` has a column per time, else the last one to ``expected[i, 0]``;
     ``value_weight[i]`` = ``sum_k (E_k - E_{k-1}) * discount[k]`` (times the expected spend it
     is the discounted CLV: lifetimes' monthly method with ``times`` the month ends and
-    ``discount[k] = (1 + rate)**-(k+1)``)."""
+    ``discount[k] = (1 + rate)**-(k+1)``).  ``modified``: MBG/NBD's P(alive), which has
+    b + x in place of b + x - 1 and holds for customers without repeat purchases too."""
     r, alpha, a, b = params[0], params[1], params[2], params[3]
+    if modified:
+        b = b + 1.0
     nt = discount.shape[0]
     every = expected.shape[1] == nt
     for i in prange(x.shape[0]):
         xi = x[i]
-        if xi > 0:
+        if xi > 0 or modified:
             d = math.log(a / (b + xi - 1.0)) + (r + xi) * (math.log(alpha + T[i]) - math.log(alpha + tx[i]))
             pa = _sigmoid(-d)
         else:
@@ -644,7 +659,7 @@ def pareto_loglik(params, ux, xi, tx, T, w, n_chunks, grad):
     m = xi.shape[0]
     part = np.zeros((n_chunks, 5))
     for k in prange(n_chunks):
-        lo, hi = _chunk(m, n_chunks, k)
+        lo, hi = chunk_range(m, n_chunks, k)
         buf = np.empty(4)
         g1 = np.empty(4)
         g2 = np.empty(4)
@@ -738,7 +753,7 @@ def gamma_gamma_loglik(params, ux, xi, m, log_m, w, n_chunks, grad, hess):
     n = xi.shape[0]
     part = np.zeros((n_chunks, 11))
     for k in prange(n_chunks):
-        lo, hi = _chunk(n, n_chunks, k)
+        lo, hi = chunk_range(n, n_chunks, k)
         acc = np.zeros(11)  # ll, gp, gq, gv, hpp, hpq, hpv, hqq, hqv, hvv, wsum
         for i in range(lo, hi):
             j = xi[i]
@@ -760,7 +775,7 @@ def gamma_gamma_loglik(params, ux, xi, m, log_m, w, n_chunks, grad, hess):
             acc[10] += wi
         for q_ in range(11):
             part[k, q_] = acc[q_]
-    tot = _sum_parts(part)
+    tot = sum_chunks(part)
     wsum = tot[10]
     grad[0] = tot[1]
     grad[1] = tot[2] + wsum * log_v

@@ -214,3 +214,115 @@ def test_score_clv_horizon_unit(runner, tmp_path):
         assert res.exit_code == 0, res.output
         totals.append(np.nansum(pq.read_table(out).column("clv").to_numpy(zero_copy_only=False)))
     assert abs(totals[1] / totals[0] - 1) < 0.01
+
+
+def test_clv_mbgnbd_writes_what_bgnbd_writes(runner, tmp_path):
+    outs = {}
+    for name in ("bgnbd", "mbgnbd"):
+        out = tmp_path / f"{name}.parquet"
+        res = runner.invoke(main, ["clv", *ARGS, "--model", name, "--unit", "week", "-o", str(out)])
+        assert res.exit_code == 0, res.output
+        outs[name] = pq.read_table(out)
+    assert outs["mbgnbd"].schema.equals(outs["bgnbd"].schema)
+    assert "MBG/NBD: 2,357 customers" in res.stderr
+    alive = outs["mbgnbd"].column("probability_alive").to_numpy()
+    one_time = outs["mbgnbd"].column("frequency").to_numpy() == 0
+    assert (alive[one_time] < 1).all()  # MBG/NBD: one-time buyers may have left
+
+
+def test_clv_bgbb_counts_periods(runner, tmp_path):
+    out, model = tmp_path / "bb.parquet", tmp_path / "bb.json"
+    res = runner.invoke(main, ["clv", *ARGS, "--model", "bgbb", "--period", "week", "--horizon", "26",
+                               "--horizon-unit", "week", "-o", str(out), "--model-out", str(model)])
+    assert res.exit_code == 0, res.output
+    assert "BG/BB: 2,357 customers" in res.stderr and "delta =" in res.stderr
+    t = pq.read_table(out)
+    assert np.isfinite(t.column("clv").to_numpy()).all()
+    from rfmx.clv import BGBB
+
+    saved = BGBB.load(model)
+    assert saved.time_unit_ == "week"
+    np.testing.assert_allclose(t.column("expected_purchases").to_numpy(), saved.expected_purchases(26, t), rtol=1e-12)
+    # --unit day with --period week: the same weeks (times converted back to periods)
+    res = runner.invoke(main, ["clv", *ARGS, "--model", "bgbb", "--period", "week", "--unit", "day", "--horizon",
+                               "26", "--horizon-unit", "week", "--model-in", str(model), "--no-spend",
+                               "-o", str(tmp_path / "bb2.parquet")])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(pq.read_table(tmp_path / "bb2.parquet").column("expected_purchases").to_numpy(),
+                                  t.column("expected_purchases").to_numpy())
+    for args, message in [
+        (["--period", "week"], "a month is not a whole number of weeks"),
+        (["--model-in", str(model)], "pass --period week"),
+    ]:
+        res = runner.invoke(main, ["clv", *ARGS, "--model", "bgbb", *args, "-o", str(tmp_path / "x.parquet")])
+        assert res.exit_code != 0 and message in res.output, res.output
+
+
+def test_clv_compare(runner, tmp_path):
+    cmp = tmp_path / "models.csv"
+    res = runner.invoke(main, ["clv", *ARGS, "--holdout-start", "1997-09-29", "--period", "week", "--compare", "all",
+                               "--compare-out", str(cmp), "--no-spend"])
+    assert res.exit_code == 0, res.output
+    table = pcsv.read_csv(cmp).to_pandas()
+    assert table["model"].tolist() == ["bgnbd", "mbgnbd", "pareto", "bgbb"] and (table["status"] == "ok").all()
+    best = table.loc[table["mae_customer"].idxmin(), "model"]
+    assert table.set_index("model")["best"][best] and f"best: {best} (lowest MAE per customer" in res.stdout
+    assert "MAE/customer" in res.stdout
+    res = runner.invoke(main, ["clv", *ARGS, "--holdout-start", "1997-09-29", "--period", "week", "--compare",
+                               "bgnbd,bgbb", "--no-spend"])
+    assert res.exit_code == 0 and "pareto" not in res.stdout.split("model comparison")[1]
+    for args, message in [
+        (["--compare", "bgnbd"], "--compare needs --holdout-start"),
+        (["--holdout-start", "1997-10-01", "--compare", "bgnbd,sbg"], "choose from bgnbd, mbgnbd, pareto, bgbb"),
+        (["--holdout-start", "1997-10-01", "--compare-out", "x.csv"], "--compare-out needs --compare"),
+    ]:
+        res = runner.invoke(main, ["clv", *ARGS, *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+
+
+def test_clv_sbg_survivors_and_contracts(runner, tmp_path):
+    proj, model = tmp_path / "proj.csv", tmp_path / "sbg.json"
+    res = runner.invoke(main, ["clv", "--model", "sbg", "--survivors", "1000,631,468,382,326,289,262,241",
+                               "--horizon", "5", "-o", str(proj), "--model-out", str(model)])
+    assert res.exit_code == 0, res.output
+    assert "alpha = 0.704" in res.stderr and "beta = 1.182" in res.stderr and "survival" in res.stdout
+    p = pcsv.read_csv(proj).to_pandas()
+    assert p["period"].tolist() == list(range(13)) and p["observed_survival"].iloc[7] == pytest.approx(0.241, rel=1e-14)
+    contracts = tmp_path / "contracts.csv"
+    contracts.write_text("customer_id,start,end\n1,0,3\n2,0,\n3,2,4\n4,5,\n5,1,2\n")
+    out = tmp_path / "derl.parquet"
+    res = runner.invoke(main, ["clv", str(contracts), "--model", "sbg", "--model-in", str(model), "--discount", "0.1",
+                               "-o", str(out), "--projection-out", str(tmp_path / "ret.csv")])
+    assert res.exit_code == 0, res.output
+    t = pq.read_table(out).to_pandas()
+    assert t["customer_id"].tolist() == [1, 2, 3, 4, 5] and t["active"].tolist() == [False, True, False, True, False]
+    assert t["periods"].tolist() == [3, 6, 2, 1, 1]
+    from rfmx.clv import SBG
+
+    sbg = SBG.load(model)
+    np.testing.assert_allclose(t["derl"][[1, 3]], sbg.derl([5, 0], 0.1), rtol=1e-14)
+    assert (t["derl"][[0, 2, 4]] == 0).all()
+    res = runner.invoke(main, ["clv", str(contracts), "--model", "sbg", "-o", str(tmp_path / "fit.csv")])
+    assert res.exit_code == 0 and "sBG: 5 customers" in res.stderr, res.output
+    for args, message in [
+        (["--model", "sbg"], "needs SOURCES (contracts), --survivors or --model-in"),
+        (["--model", "sbg", str(contracts), "--survivors", "10,5"], "SOURCES (contracts) or --survivors, not both"),
+        (["--model", "sbg", "--survivors", "10,5", "--holdout-start", "2020-01-01"],
+         "--holdout-start is not an option"),
+        (["--model", "sbg", "--survivors", "10,x"], "give whole numbers separated by commas"),
+        ([*ARGS, "--survivors", "10,5"], "--survivors is for --model sbg"),
+    ]:
+        res = runner.invoke(main, ["clv", *args])
+        assert res.exit_code == 2 and message in res.output, res.output
+    res = runner.invoke(main, ["clv", "--model", "sbg", "--survivors", "10,12"])
+    assert res.exit_code == 1 and "rises from 10 to 12" in res.output
+
+
+def test_clv_bgbb_holdout(runner, tmp_path):
+    cal = tmp_path / "cal.csv"
+    res = runner.invoke(main, ["clv", *ARGS, "--model", "bgbb", "--period", "week", "--holdout-start", "1997-09-29",
+                               "--horizon", "4", "--horizon-unit", "week", "--calibration-out", str(cal),
+                               "-o", str(tmp_path / "bb.parquet")])
+    assert res.exit_code == 0, res.output
+    check = pcsv.read_csv(cal).to_pandas()
+    assert check["n_customers"].sum() == 2357 and (check["predicted"] > 0).all()

@@ -223,7 +223,7 @@ def test_same_result_with_one_and_two_threads(cdnow):
             comp = compress(x, tx, T)
             data = BGNBD()._prepare(*comp[:4])
             g, H = np.empty(4), np.empty((4, 4))
-            ll = bgnbd_loglik_hessian(np.array([0.3, 5.0, 0.8, 2.0]), *data, 64, g, H)
+            ll = bgnbd_loglik_hessian(np.array([0.3, 5.0, 0.8, 2.0]), *data, 64, False, g, H)
         out.append((ll, np.concatenate([g, H.ravel()]), comp))
     assert out[0][0] == out[1][0] and (out[0][1] == out[1][1]).all()
     for a, b in zip(out[0][2], out[1][2]):
@@ -424,7 +424,8 @@ def test_fits_do_not_depend_on_customer_order(cdnow):
     (lambda d: d["params"].update(beta=1.0), "BG/NBD has no parameter 'beta'"),
     (lambda d: d.pop("params"), r"missing the BG/NBD parameters \('params'\)"),
     (lambda d: d.update(params=[1, 2, 3, 4]), "params must be a JSON object, got a list of 4"),
-    (lambda d: d.update(model="bg-nbd"), "unknown model 'bg-nbd'; expected one of 'bgnbd', 'pareto', 'gamma_gamma'"),
+    (lambda d: d.update(model="bg-nbd"), "unknown model 'bg-nbd'; expected one of 'bgnbd', 'mbgnbd', 'pareto', "
+                                        "'gamma_gamma', 'bgbb', 'sbg'"),
     (lambda d: d.pop("model"), r"missing the model name \('model'\)"),
     (lambda d: d.update(version=2), "not an rfmx CLV model file .*version 2"),
     (lambda d: d["standard_errors"].update(r=-1.0), "standard error of 'r' must be >= 0"),

@@ -47,9 +47,9 @@ def assert_agrees(got_table, report, transform, km, labels):
     model = report["model"]
     np.testing.assert_allclose(model.transform.center_, transform.center_, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(model.transform.scale_, transform.scale_, rtol=1e-12)
-    np.testing.assert_allclose(model.kmeans.cluster_centers_, km.cluster_centers_, rtol=1e-12, atol=1e-12)
-    assert model.kmeans.inertia_ == pytest.approx(km.inertia_, rel=1e-12)
-    assert model.kmeans.n_iter_ == km.n_iter_
+    np.testing.assert_allclose(model.estimator.cluster_centers_, km.cluster_centers_, rtol=1e-12, atol=1e-12)
+    assert model.estimator.inertia_ == pytest.approx(km.inertia_, rel=1e-12)
+    assert model.estimator.n_iter_ == km.n_iter_
     got = dict(zip(got_table.column("customer_id").to_pylist(), got_table.column("cluster").to_pylist()))
     assert {i: c for i, c in got.items() if c is not None} == labels
     assert all(got[i] is None for i in got if i not in labels)
@@ -103,7 +103,7 @@ def test_kmeans_plusplus_does_not_depend_on_workers(client, tmp_path):
             runs.append((pq.read_table(tmp_path / f"out{len(runs)}"), report))
     (a, ra), (b, rb) = runs
     assert a.equals(b)
-    assert np.array_equal(ra["model"].kmeans.cluster_centers_, rb["model"].kmeans.cluster_centers_)
+    assert np.array_equal(ra["model"].estimator.cluster_centers_, rb["model"].estimator.cluster_centers_)
     assert np.array_equal(ra["initial_centres"], rb["initial_centres"])
     # the seeds are customers' points, and from them Lloyd ends where one machine ends
     transform, km, labels, X = one_machine(paths, ra["initial_centres"])
@@ -140,7 +140,7 @@ def test_cli_cluster_on_dask(client, tmp_path):
     report = {}
     rd.cluster_customers(paths, order_id="order_id", k=3, random_state=5, client=client, buckets=3, report=report)
     saved = CustomerClusters.load(tmp_path / "m.json")
-    assert np.array_equal(saved.kmeans.cluster_centers_, report["model"].kmeans.cluster_centers_)
+    assert np.array_equal(saved.estimator.cluster_centers_, report["model"].estimator.cluster_centers_)
     got = pq.read_table(out)
     assert got.num_rows == rfmx.aggregate(paths).num_rows and "cluster" in got.column_names
     for extra in (["--k-range", "2..4"], ["--profiles", str(tmp_path / "p.csv")], ["--mini-batch", "100"]):

@@ -296,7 +296,7 @@ def test_fit_clusters_nulls_predict_save_load(tmp_path):
     assert back.predict(t).equals(clusters)
     new = customers(300, seed=5)  # new customers are placed with the stored transform
     X, _ = model.transform.transform(new)
-    np.testing.assert_array_equal(back.predict(new).to_numpy(), model.kmeans.predict(X))
+    np.testing.assert_array_equal(back.predict(new).to_numpy(), model.estimator.predict(X))
     assert add_cluster_column(t, model=back)["cluster"].equals(pa.chunked_array([clusters]))
     assert add_cluster_column(t, 5).column_names[-1] == "cluster"
     (tmp_path / "bad.json").write_text('{"format": "something else"}')
@@ -331,7 +331,7 @@ def test_profiles_match_numpy():
 
 
 def test_labels_read_from_the_centre():
-    from rfmx.cluster import centre_label
+    from rfmx.customer_features import centre_label
 
     tr = FeatureTransform()
     assert centre_label(tr, np.array([-1.0, 1.2, 0.9])) == "recent, frequent, high spend"
@@ -342,7 +342,8 @@ def test_labels_read_from_the_centre():
 def test_choose_k_table():
     t = customers(1500)
     table = choose_k(t, [1, 2, 3, 4], silhouette_sample=400)
-    assert table.column_names == ["k", "inertia", "variance_explained", "silhouette", "n_iter"]
+    assert table.column_names == ["k", "inertia", "variance_explained", "silhouette", "n_iter", "elbow_distance",
+                                  "recommended"]
     assert table["k"].to_pylist() == [1, 2, 3, 4]
     assert table["silhouette"][0].as_py() is None
     assert table["variance_explained"][0].as_py() == pytest.approx(0.0, abs=1e-12)

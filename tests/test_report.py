@@ -22,10 +22,10 @@ from reportdata import make_report_inputs, ok
 from rfmx import figures, plot
 from rfmx.report import FIGURES, build_report
 
-ALL_TABLES = ("scores", "timeline", "cohorts", "clusters", "k_table", "clv", "calibration")
+ALL_TABLES = ("scores", "timeline", "cohorts", "clusters", "k_table", "dendrogram", "clv", "calibration")
 FROM_ALL = {"lorenz", "rf_heatmap", "segments", "migration", "segment_sizes", "lifecycle_sizes", "cohort_retention",
-            "cluster_snake", "cluster_sizes", "k_curve", "clv_probability_alive", "clv_expected_purchases", "calibration",
-            "value_distribution"}
+            "cluster_snake", "cluster_sizes", "k_curve", "dendrogram", "clv_probability_alive", "clv_expected_purchases",
+            "calibration", "value_distribution"}
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +84,15 @@ def test_report_of_every_table_is_one_offline_file(inputs, tmp_path):
     assert 'id="segment-table"' in page and 'id="abc"' in page
 
 
+def _views(spec: dict) -> list[dict]:
+    """A spec and every view nested in it (layers, concatenations)."""
+    out = [spec]
+    for key in ("layer", "hconcat", "vconcat"):
+        for view in spec.get(key, []):
+            out += _views(view)
+    return out
+
+
 def test_every_figure_has_title_hint_axis_titles_and_tooltips(inputs):
     report = build_report(**{k: inputs[k] for k in ALL_TABLES})
     assert {f.key for f in report.figures} == FROM_ALL
@@ -92,7 +101,7 @@ def test_every_figure_has_title_hint_axis_titles_and_tooltips(inputs):
         assert spec["title"]["text"] and spec["title"]["subtitle"], fig.key
         text = json.dumps(spec)
         assert '"tooltip"' in text, fig.key
-        views = [spec] + spec.get("layer", []) + spec.get("hconcat", [])
+        views = _views(spec)
         axes = [enc[ch] for v in views for ch in ("x", "y") if (enc := v.get("encoding")) and ch in enc]
         assert axes and all("title" in a for a in axes if a.get("field") not in ("x", "y")), fig.key
 
@@ -230,6 +239,21 @@ def _svg(chart) -> str:
 
 def _chart_values(chart) -> list[dict]:
     return _values(chart.to_dict())
+
+
+def test_dendrogram_and_recommended_k_plots(inputs):
+    chart = plot.dendrogram(inputs["dendrogram"])
+    spec = chart.to_dict()
+    links, tips, info = figures.dendrogram(inputs["dendrogram"])
+    assert _values(spec, "x2") == links.to_pylist() and _values(spec, "leaves") == tips.to_pylist()
+    assert spec["title"]["text"] == "Ward tree, cut into 4 clusters"
+    svg = _svg(chart)
+    assert len(re.findall(r"<(path|line)\b", svg)) >= links.num_rows
+    k = pcsv.read_csv(inputs["k_table"])
+    choice = figures.k_choice(k)
+    assert choice.k in k["k"].to_pylist()
+    assert f"Recommended: {choice.reason}." in " ".join(plot.k_curve(k).to_dict()["title"]["subtitle"])
+    assert figures.k_curve(k)["recommended"].to_pylist() == [v == choice.k for v in sorted(k["k"].to_pylist())]
 
 
 @pytest.mark.parametrize("name", ["cluster_snake", "cluster_sizes", "k_curve", "clv_probability_alive",

@@ -92,8 +92,9 @@ def page(tmp_path_factory):
     ok(run_cli("alerts", inputs["orders"], "--every", "month", "--start", "2025-01-01", "-o", alerts))
     out = folder / "report.html"
     ok(run_cli("report", "--scores", inputs["scores"], "--timeline", inputs["timeline"], "--cohorts",
-               inputs["cohorts"], "--clusters", inputs["clusters"], "--k-table", inputs["k_table"], "--clv",
-               inputs["clv"], "--calibration", inputs["calibration"], "--alerts", alerts, "-o", out))
+               inputs["cohorts"], "--clusters", inputs["clusters"], "--k-table", inputs["k_table"], "--dendrogram",
+               inputs["dendrogram"], "--clv", inputs["clv"], "--calibration", inputs["calibration"], "--alerts", alerts,
+               "-o", out))
     return out
 
 

@@ -3,11 +3,13 @@ independently with pandas/NumPy from the input tables, on tables made by the rfm
 and on random tables (money in exact minor units and in floats, null segments, empty cells)."""
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
@@ -392,3 +394,56 @@ def test_alerts_of_rfmx_alerts_keep_each_alert_apart(inputs, tmp_path):
     assert list(top.label) == [f"{c} · {a} · {d[:10]}" for c, a, d in
                                zip(expected.customer_id, expected.alert, expected.as_of_to.astype(str))]
     assert top.label.is_unique and "segment_before" in top
+
+
+# --- the Ward tree --------------------------------------------------------------------------------
+
+def _ward_tree(n=3000, n_micro=80, k=5, seed=0):
+    from rfmx.hierarchy import Ward
+
+    X = np.random.default_rng(seed).normal(0, 1, (n, 3))
+    return Ward(k, n_micro=n_micro, random_state=0).fit(X)
+
+
+@pytest.mark.parametrize("n_micro,k,leaves", [(80, 5, 30), (80, 40, 30), (12, 3, 30), (50, 1, 7)])
+def test_dendrogram_draws_scipys_truncated_tree(n_micro, k, leaves):
+    from scipy.cluster.hierarchy import dendrogram
+
+    w = _ward_tree(n_micro=n_micro, k=k)
+    links, tips, info = figures.dendrogram(w.dendrogram(), leaves=leaves)
+    m = len(w.micro_counts_)
+    p = min(m, max(leaves, k))
+    assert info == {"n_clusters": k, "cut_y": info["cut_y"], "groups": p, "leaves": m}
+    Z = w.linkage_.copy()  # scipy wants the number of leaves under a node, not its customers
+    for i, (a, b) in enumerate(Z[:, :2].astype(int)):
+        Z[i, 3] = (1 if a < m else Z[a - m, 3]) + (1 if b < m else Z[b - m, 3])
+    theirs = dendrogram(Z, truncate_mode="lastp", p=p, no_plot=True)
+    # scipy labels a group of several leaves "(n)" and a single leaf by its index, left to right
+    assert [f"({n})" if n > 1 else "x" for n in tips.column("leaves").to_pylist()] == \
+        [s if s.startswith("(") else "x" for s in theirs["ivl"]]
+    assert tips.column("customers").to_pylist() and sum(tips.column("customers").to_pylist()) == 3000
+    # three lines per merge drawn, at scipy's heights
+    assert links.num_rows == 3 * (p - 1)
+    assert sorted({round(y, 9) for y in links.column("y2").to_pylist() if y > 0}) == \
+        sorted({round(d[1], 9) for d in theirs["dcoord"]})
+    # lines below the cut belong to the tip's cluster; the cut line lies between the merges applied and the rest
+    heights = w.linkage_[:, 2]
+    assert (heights[: m - k] <= info["cut_y"]).all() and (heights[m - k:] >= info["cut_y"]).all()
+    clusters = set(links.filter(pc.less(links["y2"], info["cut_y"]))["cluster"].to_pylist())
+    assert clusters <= set(tips["cluster"].to_pylist()) and figures.ABOVE_CUT not in clusters
+    above = links.filter(pc.greater(links["y2"], info["cut_y"]))["cluster"].to_pylist()
+    assert set(above) <= {figures.ABOVE_CUT}
+    tip_cluster = dict(zip(tips["x"].to_pylist(), tips["cluster"].to_pylist()))
+    leaf_cluster = w.leaf_clusters_
+    assert sorted({int(c.split()[-1]) for c in tip_cluster.values()}) == sorted(set(leaf_cluster.tolist()))
+
+
+def test_dendrogram_of_a_distance_cut_and_labels(tmp_path):
+    w = _ward_tree()
+    w.recut(distance=float(w.linkage_[-4, 2]))
+    doc = {**w.dendrogram(), "labels": [f"group {i}" for i in range(4)]}
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps(doc))
+    links, tips, info = figures.dendrogram(path)
+    assert info["n_clusters"] == 4 and info["cut_y"] == float(w.linkage_[-4, 2])
+    assert set(tips["label"].to_pylist()) == {"group 0", "group 1", "group 2", "group 3"}

@@ -1,18 +1,23 @@
-"""BG/NBD, Pareto/NBD and Gamma-Gamma models fitted by maximum likelihood.
+"""BTYD models fitted by maximum likelihood: BG/NBD, MBG/NBD and Pareto/NBD (purchases in
+continuous time), BG/BB (purchases at discrete opportunities), sBG (contract renewals) and
+Gamma-Gamma (spend).
 
 Estimators in scikit-learn's shape: the constructor stores options (``penalizer``), ``fit``
 returns the model, fitted attributes end in ``_`` (``params_``, ``standard_errors_``,
 ``log_likelihood_``).  Log-likelihoods and gradients are Numba kernels
-(:mod:`rfmx.kernels.clv_models`) over unique ``(frequency, recency, T)`` patterns, so a fit
-costs time per pattern, not per customer.  BG/NBD and Gamma-Gamma have analytic Hessians
-too and are fitted by Newton's method on log-parameters (a large fit starts from a 50,000
-customer sample's optimum, so the full data see ~4 passes); Pareto/NBD uses SciPy's
-L-BFGS-B (Newton falls back to it as well).  Standard errors come from the Hessian of the
-(penalised) total negative log-likelihood at the optimum (analytic, or differences of the
-analytic gradient for Pareto/NBD).
+(:mod:`rfmx.kernels.clv_models`, :mod:`rfmx.kernels.clv_discrete`) over unique
+``(frequency, recency, T)`` patterns, so a fit costs time per pattern, not per customer.
+BG/NBD, MBG/NBD, BG/BB, sBG and Gamma-Gamma have analytic Hessians too and are fitted by
+Newton's method on log-parameters (a large fit starts from a 50,000 customer sample's
+optimum, so the full data see ~4 passes); Pareto/NBD uses SciPy's L-BFGS-B (Newton falls
+back to it as well).  Standard errors come from the Hessian of the (penalised) total
+negative log-likelihood at the optimum (analytic, or differences of the analytic gradient
+for Pareto/NBD).
 
-The objective is lifetimes': mean negative log-likelihood plus ``penalizer * sum(params**2)``.
-Models save and load as JSON (:meth:`save`, :meth:`load`, :func:`load_model`).
+The objective is lifetimes': mean negative log-likelihood plus ``penalizer * sum(params**2)``,
+with BG/NBD's, MBG/NBD's and Pareto/NBD's rate parameters (alpha, and Pareto's beta) in
+units of the longest T, as lifetimes fits them.  Models save and load as JSON
+(:meth:`save`, :meth:`load`, :func:`load_model`).
 """
 from __future__ import annotations
 
@@ -23,7 +28,8 @@ import numpy as np
 
 from ..errors import RfmxError
 
-__all__ = ["BGNBD", "ParetoNBD", "GammaGamma", "load_model", "MODEL_FORMAT", "MODEL_VERSION"]
+__all__ = ["BGNBD", "MBGNBD", "ParetoNBD", "GammaGamma", "BGBB", "SBG", "load_model", "model_class", "customers_from",
+           "opportunities_from", "contracts_from", "MODEL_FORMAT", "MODEL_VERSION"]
 
 MODEL_FORMAT = "rfmx-clv-model"
 MODEL_VERSION = 1
@@ -233,18 +239,30 @@ class _Model:
         self.time_unit_: str | None = None
         self.time_scale_: float = 1.0
         self.optimizer_: dict | None = None
+        self._penalty_scale: np.ndarray | None = None
 
     # subclasses: _loglik(params, data) -> (ll, grad); _initial(data); _prepare(...)
 
+    def _pen_weights(self, k: int) -> np.ndarray:
+        """c**2 of the penalty ``penalizer * sum((c * params)**2)``: c = 1, except that the
+        time-scale parameters of the continuous-time models are measured in units of the
+        longest T (as lifetimes fits them on T / max(T)), so the penalty does not depend on
+        the time unit (see :meth:`_TransactionModel._penalty_scale_for`)."""
+        c = np.ones(k) if self._penalty_scale is None else self._penalty_scale
+        return c * c
+
+    def _penalty_scale_for(self, T):
+        return None  # (continuous-time models scale their rate parameters: _TransactionModel)
+
     def _objective_fns(self, data, n):
-        pen = self.penalizer
+        pen = self.penalizer * self._pen_weights(len(self.param_names))
 
         def objective(theta):
             p = np.exp(theta)
             ll, g = self._loglik(p, data)
             if not np.isfinite(ll) or not np.all(np.isfinite(g)):
                 raise _NonFinite(p)
-            f = -ll / n + pen * float(np.sum(p * p))
+            f = -ll / n + float(np.sum(pen * p * p))
             return f, (-g / n + 2.0 * pen * p) * p
 
         return objective
@@ -259,17 +277,17 @@ class _Model:
         line search (Levenberg damping where the Hessian is not positive definite): a few
         passes over the patterns instead of L-BFGS's dozens.  Falls back to L-BFGS-B if it
         stalls."""
-        pen = self.penalizer
         k = len(initial)
+        pen = self.penalizer * self._pen_weights(k)
 
         def fgh(theta):
             p = np.exp(theta)
             ll, g, H = self._loglik_hessian(p, data)
             if not (np.isfinite(ll) and np.all(np.isfinite(g)) and np.all(np.isfinite(H))):
                 return np.inf, None, None
-            f = -ll / n + pen * float(np.sum(p * p))
+            f = -ll / n + float(np.sum(pen * p * p))
             gp = -g / n + 2.0 * pen * p
-            Hp = -H / n + 2.0 * pen * np.eye(k)
+            Hp = -H / n + 2.0 * np.diag(pen)
             return f, p * gp, p[:, None] * Hp * p[None, :] + np.diag(p * gp)
 
         theta = np.log(np.asarray(initial, dtype=np.float64))
@@ -293,12 +311,17 @@ class _Model:
             if big > 5.0:  # never more than a factor e**5 in one step
                 step *= 5.0 / big
             slope = float(g @ step)
+            # Near the optimum the decrease a step can make is below the rounding of f (a sum
+            # over millions of customers): there a step that shrinks the gradient is taken,
+            # instead of halving it ~40 times in search of a decrease rounding hides.
+            noise = 64 * np.finfo(np.float64).eps * max(1.0, abs(f))
             t = 1.0
             while True:
                 cand = np.clip(theta + t * step, -_LOG_BOUND, _LOG_BOUND)
                 fc, gc, Hc = fgh(cand)
                 evaluations += 1
-                if np.isfinite(fc) and fc <= f + 1e-4 * t * slope:
+                if np.isfinite(fc) and (fc <= f + 1e-4 * t * slope or
+                                        (abs(fc - f) <= noise and np.max(np.abs(gc)) < np.max(np.abs(g)))):
                     break
                 t *= 0.5
                 if t < 1e-12:
@@ -320,6 +343,40 @@ class _Model:
         self.optimizer_ = {"message": "Newton: converged", "iterations": it, "evaluations": evaluations,
                            "max_gradient": grad_norm}
         return np.exp(theta)
+
+    def _fit_patterns(self, px, ptx, pT, pw, initial, maxiter):
+        """Fit on weighted patterns: (x, t_x, T) for BG/NBD, MBG/NBD and Pareto/NBD, (x, t_x, n)
+        for BG/BB; the first must have a non-zero value somewhere (repeat purchases)."""
+        keep = pw > 0
+        # Canonical pattern order: compress() lists patterns by first appearance, and the
+        # likelihood's float sums follow that order, so without this the fit (to ~1e-7)
+        # would depend on the order of the input files.
+        keep = np.flatnonzero(keep)[np.lexsort((pT[keep], ptx[keep], px[keep]))]
+        px, ptx, pT, pw = px[keep], ptx[keep], pT[keep], pw[keep]
+        self._penalty_scale = self._penalty_scale_for(pT)
+        n = float(pw.sum())
+        if n < len(self.param_names):
+            raise RfmxError(f"{self.name} has {len(self.param_names)} parameters; fitting it needs more customers "
+                            f"than that, got {n:g}")
+        if not (px > 0).any():
+            raise RfmxError(f"{self.name} cannot be fitted on one-time buyers only: none of the {n:,.0f} customers "
+                            f"has a repeat purchase, so purchase and dropout rates are not identified")
+        data_ = self._prepare(px, ptx, pT, pw)
+        if initial is None:
+            initial = self._initial(pT)
+            if len(px) > _WARM_START_ABOVE:
+                # start from the fit of a random sample of customers: the full data then
+                # need only the last, quadratically converging Newton steps
+                pick = np.random.default_rng(0).choice(len(pw), size=_WARM_START_ABOVE, p=pw / n)
+                sw = np.bincount(pick, minlength=len(pw)).astype(np.float64)
+                keep = sw > 0
+                sample = self._prepare(px[keep], ptx[keep], pT[keep], sw[keep])
+                try:
+                    initial = self._optimize(sample, float(sw.sum()), initial, maxiter)
+                except RfmxError:
+                    pass  # the sample may not identify the model; start from scratch
+        params = self._optimize(data_, n, initial, maxiter)
+        return self._finish_fit(params, data_, n, len(px))
 
     def _check_edge(self, theta):
         at_edge = np.abs(theta) >= _LOG_BOUND - 1e-6
@@ -364,9 +421,10 @@ class _Model:
 
     def _fd_hessian(self, params, data, n, H):
         k = len(params)
+        pen = self.penalizer * self._pen_weights(k)
 
         def grad(p):
-            return -self._loglik(p, data)[1] + 2 * n * self.penalizer * p
+            return -self._loglik(p, data)[1] + 2 * n * pen * p
 
         g0 = grad(params)
         for i in range(k):
@@ -392,7 +450,7 @@ class _Model:
         k = len(params)
         if hasattr(self, "_loglik_hessian"):
             ll, _, H = self._loglik_hessian(params, data)
-            H = -H + 2 * n * self.penalizer * np.eye(k)
+            H = -H + 2 * n * self.penalizer * np.diag(self._pen_weights(k))
         else:
             ll, _ = self._loglik(params, data)
             H = np.empty((k, k))
@@ -430,7 +488,7 @@ class _Model:
     def load(cls, path):
         """Read a model written by :meth:`save`."""
         model = load_model(path)
-        if not isinstance(model, cls):
+        if type(model) is not cls:  # (an MBG/NBD file is not a BG/NBD model, though MBGNBD derives from BGNBD)
             raise RfmxError(f"{path}: holds a {model.name} model, not {cls.name}")
         return model
 
@@ -501,36 +559,18 @@ class _TransactionModel(_Model):
             w = np.asarray(weights, dtype=np.float64)
             if w.shape != x.shape or not np.all(np.isfinite(w)) or (w < 0).any():
                 raise RfmxError("weights must be finite, non-negative and one per customer")
-        px, ptx, pT, pw, _ = compress(x, tx, T_, w)
-        keep = pw > 0
-        # Canonical pattern order: compress() lists patterns by first appearance, and the
-        # likelihood's float sums follow that order, so without this the fit (to ~1e-7)
-        # would depend on the order of the input files.
-        keep = np.flatnonzero(keep)[np.lexsort((pT[keep], ptx[keep], px[keep]))]
-        px, ptx, pT, pw = px[keep], ptx[keep], pT[keep], pw[keep]
-        n = float(pw.sum())
-        if n < len(self.param_names):
-            raise RfmxError(f"{self.name} has {len(self.param_names)} parameters; fitting it needs more customers "
-                            f"than that, got {n:g}")
-        if not (px > 0).any():
-            raise RfmxError(f"{self.name} cannot be fitted on one-time buyers only: none of the {n:,.0f} customers "
-                            f"has a repeat purchase, so purchase and dropout rates are not identified")
-        data_ = self._prepare(px, ptx, pT, pw)
-        if initial is None:
-            initial = self._initial(pT)
-            if len(px) > _WARM_START_ABOVE:
-                # start from the fit of a random sample of customers: the full data then
-                # need only the last, quadratically converging Newton steps
-                pick = np.random.default_rng(0).choice(len(pw), size=_WARM_START_ABOVE, p=pw / n)
-                sw = np.bincount(pick, minlength=len(pw)).astype(np.float64)
-                keep = sw > 0
-                sample = self._prepare(px[keep], ptx[keep], pT[keep], sw[keep])
-                try:
-                    initial = self._optimize(sample, float(sw.sum()), initial, maxiter)
-                except RfmxError:
-                    pass  # the sample may not identify the model; start from scratch
-        params = self._optimize(data_, n, initial, maxiter)
-        return self._finish_fit(params, data_, n, len(px))
+        return self._fit_patterns(*compress(x, tx, T_, w)[:4], initial, maxiter)
+
+    #: parameters that are rates per time unit (alpha: BG/NBD, MBG/NBD, Pareto/NBD; beta: Pareto/NBD)
+    _time_scale_params: tuple[str, ...] = ("alpha",)
+
+    def _penalty_scale_for(self, T) -> np.ndarray:
+        """The penalty's c (see :meth:`_Model._pen_weights`): 1 / max(T) for the time-scale
+        parameters, so ``penalizer`` means what lifetimes' ``penalizer_coef`` means (lifetimes
+        fits BG/NBD, MBG/NBD and Pareto/NBD on T / max(T)) in any time unit."""
+        longest = float(np.max(T)) if len(T) else 1.0
+        return np.array([1.0 / longest if nm in self._time_scale_params and longest > 0 else 1.0
+                         for nm in self.param_names])
 
     def _prepare(self, px, ptx, pT, pw):
         """Kernel inputs from patterns: unique x and each pattern's index into them, then t_x, T, w."""
@@ -627,6 +667,7 @@ class BGNBD(_ExactHessian, _TransactionModel):
     name = "BG/NBD"
     key = "bgnbd"
     param_names = ("r", "alpha", "a", "b")
+    _modified = False  # MBG/NBD: the same kernels with b + x + 1 (see MBGNBD)
 
     def _loglik_hessian(self, params, data):
         from ..kernels.clv_models import bgnbd_loglik_hessian
@@ -634,7 +675,7 @@ class BGNBD(_ExactHessian, _TransactionModel):
         grad = np.empty(4)
         hess = np.empty((4, 4))
         with _threads_for(len(data[-1])):
-            ll = bgnbd_loglik_hessian(params, *data, _N_CHUNKS, grad, hess)
+            ll = bgnbd_loglik_hessian(params, *data, _N_CHUNKS, self._modified, grad, hess)
         return ll, grad, hess
 
     def _prepare(self, px, ptx, pT, pw):
@@ -654,14 +695,29 @@ class BGNBD(_ExactHessian, _TransactionModel):
         px, _, pT, _, pair = compress(x, np.zeros_like(x), T)
         if_alive = np.empty((len(px), len(times)))
         with _threads_for(len(px) * max(len(times), 1)):
-            bgnbd_expected_if_alive(p, px, pT, times, if_alive)
+            bgnbd_expected_if_alive(p, px, pT, times, self._modified, if_alive)
         alive = np.empty(len(x))
         expected = np.empty((len(x), len(times) if every else 1))
         vw = np.empty(len(x))
         with _threads_for(len(x)):
-            bgnbd_combine(p, x, tx, T, pair, if_alive, discount, alive, expected, vw)
+            bgnbd_combine(p, x, tx, T, pair, if_alive, discount, self._modified, alive, expected, vw)
         self._check_finite(p, alive, expected, vw, x, tx, T)
         return alive, expected, vw
+
+
+class MBGNBD(BGNBD):
+    """The modified BG/NBD model (MBG/NBD; Batislam, Denizel & Filiztekin 2007, with Wagner
+    & Hoppe's 2008 erratum): as BG/NBD, but a customer may also drop out right after the
+    first purchase, so customers without repeat purchases are not certainly alive.  Same
+    parameters ``(r, alpha, a, b)``, fitted and predicting exactly as :class:`BGNBD`
+    (lifetimes' ``ModifiedBetaGeoFitter``).
+
+    >>> mbg = MBGNBD().fit(summary_table)
+    """
+
+    name = "MBG/NBD"
+    key = "mbgnbd"
+    _modified = True
 
 
 class ParetoNBD(_TransactionModel):
@@ -671,6 +727,7 @@ class ParetoNBD(_TransactionModel):
     name = "Pareto/NBD"
     key = "pareto"
     param_names = ("r", "alpha", "s", "beta")
+    _time_scale_params = ("alpha", "beta")
 
     def _ll_kernel(self):
         from ..kernels.clv_models import pareto_loglik
@@ -818,11 +875,612 @@ def _canonical_order(x, m, w=None) -> np.ndarray:
     return by_m[np.argsort(xs, kind="stable")]
 
 
-_MODELS = {cls.key: cls for cls in (BGNBD, ParetoNBD, GammaGamma)}
+# --- discrete-time models: BG/BB (purchase opportunities) and sBG (contract renewals) ----------
+
+def _whole_periods(v: np.ndarray, per: float) -> np.ndarray:
+    """``v * per`` (times in the summary's unit to counts of its period), snapped to whole
+    numbers where the product is one to rounding; other values are left for the checks."""
+    if per == 1.0:
+        return v
+    out = v * per
+    near = np.rint(out)
+    close = np.abs(out - near) <= 1e-9 * np.maximum(1.0, np.abs(out))
+    return np.where(close, near, out)
+
+
+def opportunities_from(data=None, frequency=None, recency=None, n_periods=None, T=None):
+    """Validated whole-number ``(x, t_x, n)`` for BG/BB (float64 arrays): transactions after
+    the first, the opportunity of the last one, and opportunities since the first purchase.
+
+    From a BTYD summary (``*_cal`` columns when present): ``frequency``, ``recency`` and
+    ``n_periods`` or ``T``, with recency and T converted to counts of the summary's period
+    (its schema metadata; a table without it is taken to count periods already).  From
+    arrays: ``n_periods`` (or its alias ``T``) in opportunities.
+    """
+    if data is not None:
+        x, tx = _pick(data, "frequency"), _pick(data, "recency")
+        if _has(data, "n_periods_cal") or _has(data, "n_periods"):
+            n, per = _pick(data, "n_periods"), 1.0
+        else:
+            from .summary import periods_per_unit
+
+            n, per = _pick(data, "T"), periods_per_unit(data)[1]
+        tx, n = _whole_periods(tx, per), _whole_periods(n, per)
+    else:
+        if n_periods is not None and T is not None:
+            raise RfmxError("give n_periods or T (the same thing for BG/BB), not both")
+        n = n_periods if n_periods is not None else T
+        if frequency is None or recency is None or n is None:
+            raise RfmxError("give a summary table or frequency, recency and n_periods")
+        x, tx, n = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (frequency, recency, n))
+        x, tx, n = np.broadcast_arrays(x, tx, n)
+    check_opportunities(x, tx, n)
+    return np.ascontiguousarray(x) + 0.0, np.ascontiguousarray(tx) + 0.0, np.ascontiguousarray(n) + 0.0
+
+
+def check_opportunities(x, tx, n) -> None:
+    """Raise RfmxError on inputs BG/BB cannot take (naming the first bad row)."""
+    from ..kernels.clv_discrete import check_bgbb_inputs
+
+    if len(x) == 0:
+        raise RfmxError("no customers")
+    out = np.empty((7, 2), dtype=np.int64)
+    check_bgbb_inputs(np.ascontiguousarray(x, dtype=np.float64), np.ascontiguousarray(tx, dtype=np.float64),
+                      np.ascontiguousarray(n, dtype=np.float64), out)
+    if not (out[:, 0] >= 0).any():
+        return
+    rule = int(np.flatnonzero(out[:, 0] >= 0)[0])
+    i, count = int(out[rule, 0]), int(out[rule, 1])
+    where = f"first at row {i} (frequency {x[i]:g}, recency {tx[i]:g}, n {n[i]:g})"
+    if rule <= 2:
+        name = ("frequency", "recency", "n_periods")[rule]
+        raise RfmxError(f"{name} has {count} non-finite value(s), first at row {i}")
+    if rule == 3:
+        raise RfmxError(f"{count} customer(s) have a negative frequency, recency or n, {where}")
+    if rule == 4:
+        raise RfmxError(f"BG/BB counts discrete opportunities: frequency, recency and n must be whole numbers of "
+                        f"periods; {count} customer(s) are not, {where} (fit on a summary whose --unit is its "
+                        f"--period)")
+    if rule == 5:
+        raise RfmxError(f"recency is greater than n for {count} customer(s), {where}")
+    raise RfmxError(f"{count} customer(s) have more transactions than opportunities up to the last one, or a "
+                    f"non-zero recency without repeat transactions, {where}")
+
+
+class BGBB(_ExactHessian, _Model):
+    """The BG/BB model (Fader, Hardie & Shang 2010) for purchases at discrete opportunities:
+    at each opportunity a living customer transacts with probability p ~ beta(alpha, beta)
+    and, first, dies with probability theta ~ beta(gamma, delta).
+
+    A customer is ``(x, t_x, n)``: transactions after the first purchase (``frequency``),
+    the opportunity of the last one (``recency``; 0 without repeats) and the opportunities
+    since the first purchase (``n_periods``) — an rfmx BTYD summary with the period as
+    the opportunity (recency and T in periods).  Fitted by Newton's method with the
+    analytic Hessian over unique ``(x, t_x, n)`` patterns; equals lifetimes'
+    ``BetaGeoBetaBinomFitter`` (same objective and penalizer).
+
+    >>> bb = BGBB().fit(summary_table)                     # day, week or month opportunities
+    >>> bb.probability_alive(summary_table)                # alive at the next opportunity
+    >>> bb.expected_purchases(52, summary_table)           # in the next 52 opportunities
+    """
+
+    name = "BG/BB"
+    key = "bgbb"
+    param_names = ("alpha", "beta", "gamma", "delta")
+    #: expected_purchases counts opportunities (periods), not time units
+    counts_opportunities = True
+
+    def fit(self, data=None, *, frequency=None, recency=None, n_periods=None, T=None, weights=None, initial=None,
+            maxiter: int = 2000):
+        """Fit by maximum likelihood on a BTYD summary (recency and T converted to periods)
+        or on arrays (``n_periods``, alias ``T``, in opportunities).
+
+        ``weights``: customers per row (an array, or the name of a column of ``data``, e.g.
+        the ``customers`` of :func:`rfmx.clv.rf_matrix`).  Returns self.
+        """
+        x, tx, n = opportunities_from(data, frequency, recency, n_periods, T)
+        if data is not None:
+            from .summary import periods_per_unit
+
+            self.time_unit_, self.time_scale_ = periods_per_unit(data)[0], 1.0
+        w = None
+        if weights is not None:
+            w = _column(data, weights) if isinstance(weights, str) else np.asarray(weights, dtype=np.float64)
+            if w.shape != x.shape or not np.all(np.isfinite(w)) or (w < 0).any():
+                raise RfmxError("weights must be finite, non-negative and one per customer")
+        return self._fit_patterns(*compress(x, tx, n, w)[:4], initial, maxiter)
+
+    def _initial(self, n):
+        return np.ones(4)
+
+    def _prepare(self, px, ptx, pn, pw):
+        """Patterns (sorted by x, t_x, n) as int64 with the starts of their (x, t_x) groups and
+        the number of terms the likelihood adds (its cost)."""
+        from ..kernels.clv_discrete import bgbb_groups
+
+        x, tx, n = (np.ascontiguousarray(v, dtype=np.int64) for v in (px, ptx, pn))
+        starts = np.empty(len(x) + 1, dtype=np.int64)
+        G = int(bgbb_groups(x, tx, starts))
+        last = starts[1:G + 1] - 1
+        work = int(np.sum(n[last] - tx[last])) + len(x)
+        return x, tx, n, np.ascontiguousarray(pw, dtype=np.float64), starts, G, work
+
+    def _loglik_hessian(self, params, data):
+        from ..kernels.clv_discrete import bgbb_loglik_hessian
+
+        x, tx, n, w, starts, G, work = data
+        grad = np.empty(4)
+        hess = np.empty((4, 4))
+        with _threads_for(work):
+            ll = bgbb_loglik_hessian(params, x, tx, n, w, starts, G, _N_CHUNKS, grad, hess)
+        return ll, grad, hess
+
+    def _run(self, x, tx, n, future, steps, discount, every=True):
+        """Predictions on unique patterns, gathered back to customers: (P(alive at n + future),
+        expected transactions by ``steps`` (ascending whole opportunities), discounted weight)."""
+        from ..kernels.clv_discrete import bgbb_predict
+
+        p = self._params()
+        px, ptx, pn, _, inverse = compress(x, tx, n)
+        xi, ti, ni = (np.ascontiguousarray(v, dtype=np.int64) for v in (px, ptx, pn))
+        steps = np.ascontiguousarray(steps, dtype=np.int64)
+        alive = np.empty(len(px))
+        expected = np.empty((len(px), len(steps) if every else 1))
+        vw = np.empty(len(px))
+        work = int(np.sum(ni - ti)) + len(px) * (int(steps[-1]) if len(steps) else 1)
+        with _threads_for(work):
+            bgbb_predict(p, xi, ti, ni, int(future), steps, np.ascontiguousarray(discount, dtype=np.float64),
+                         alive, expected, vw)
+        bad = ~np.isfinite(vw) | ~np.isfinite(alive) | ~np.isfinite(expected).all(axis=1)
+        if bad.any():
+            i = _first_bad(bad)
+            raise RfmxError(f"{self.name} prediction is not finite for frequency={px[i]:g}, recency={ptx[i]:g}, "
+                            f"n={pn[i]:g} at {self._fmt(p)}")
+        return alive[inverse], expected[inverse], vw[inverse]
+
+    @staticmethod
+    def _opportunities(m, what: str) -> np.ndarray:
+        ms = np.atleast_1d(np.asarray(m, dtype=np.float64))
+        if not np.all(np.isfinite(ms)) or (ms < 0).any() or (ms != np.floor(ms)).any() or (ms > 2**40).any():
+            raise RfmxError(f"{what} must be whole numbers of opportunities >= 0, got {m}")
+        return ms.astype(np.int64)
+
+    def probability_alive(self, data=None, *, frequency=None, recency=None, n_periods=None, T=None,
+                          future: int = 1) -> np.ndarray:
+        """P(alive at opportunity n + ``future`` | x, t_x, n), per customer: by default at the
+        next opportunity (FHS 2010 eq. 11); ``future=0`` gives alive at the last one observed
+        (lifetimes' ``conditional_probability_alive(m_periods_in_future=future, ...)``)."""
+        future = int(self._opportunities(future, "future")[0])
+        x, tx, n = opportunities_from(data, frequency, recency, n_periods, T)
+        return self._run(x, tx, n, future, np.empty(0, np.int64), np.empty(0))[0]
+
+    def expected_purchases(self, t, data=None, *, frequency=None, recency=None, n_periods=None,
+                           T=None) -> np.ndarray:
+        """Expected transactions in the next ``t`` opportunities (FHS eq. 13), per customer;
+        ``t`` a whole number or an array of them (then the result is (customers, len(t)))."""
+        ms = self._opportunities(t, "t")
+        order = np.argsort(ms, kind="stable")
+        x, tx, n = opportunities_from(data, frequency, recency, n_periods, T)
+        e = self._run(x, tx, n, 1, ms[order], np.zeros(len(ms)))[1]
+        out = np.empty_like(e)
+        out[:, order] = e
+        return out[:, 0] if np.ndim(t) == 0 else out
+
+    def expected_purchases_new(self, t) -> np.ndarray | float:
+        """Expected transactions of a new customer in its first ``t`` opportunities after the
+        first purchase (FHS eq. 9); a number, or an array for an array ``t``."""
+        ms = self._opportunities(t, "t")
+        order = np.argsort(ms, kind="stable")
+        e = self._run(np.zeros(1), np.zeros(1), np.zeros(1), 1, ms[order], np.zeros(len(ms)))[1][0]
+        out = np.empty_like(e)
+        out[order] = e
+        return float(out[0]) if np.ndim(t) == 0 else out
+
+    def frequency_distribution(self, n: int) -> np.ndarray:
+        """P(X(n) = x) for x = 0..n: transactions of a new customer in its first ``n``
+        opportunities (FHS eq. 7); times the customers, lifetimes'
+        ``expected_number_of_transactions_in_first_n_periods``."""
+        from ..kernels.clv_discrete import bgbb_frequency_pmf
+
+        n = int(self._opportunities(n, "n")[0])
+        out = np.empty(n + 1)
+        bgbb_frequency_pmf(self._params(), n, out)
+        return out
+
+    def value_weights(self, data=None, *, frequency=None, recency=None, n_periods=None, T=None, horizon: int = 12,
+                      discount: float = 0.01, unit: str | None = None, scale: float | None = None,
+                      horizon_unit: str = "month"):
+        """(P(alive at the next opportunity), expected transactions over ``horizon`` periods of
+        ``horizon_unit``, discounted transaction weight) per customer, as the continuous-time
+        models' :meth:`value_weights`: steps of ``horizon_unit`` (a month is 30 days), each a
+        whole number of opportunities (``unit``: the opportunity's period, default the one of
+        the summary the model was fitted on), discounted at the monthly ``discount`` rate."""
+        from .summary import UNIT_DAYS, _period_name
+
+        if horizon_unit not in MONTHS_PER:
+            raise RfmxError(f"horizon_unit must be 'day', 'week' or 'month', got {horizon_unit!r}")
+        if int(horizon) != horizon or horizon < 1:
+            raise RfmxError(f"horizon must be a whole number of {horizon_unit}s >= 1, got {horizon}")
+        if not (np.isfinite(discount) and discount > -1):
+            raise RfmxError(f"discount must be a monthly rate > -1, got {discount}")
+        period = unit or self.time_unit_
+        if period is None:
+            raise RfmxError("the BG/BB model's opportunity period is unknown (fit it on an rfmx summary, or pass "
+                            "unit='day'|'week'|'month')")
+        period = _period_name(period, "unit")
+        per_step = UNIT_DAYS[horizon_unit] / UNIT_DAYS[period]
+        if per_step != int(per_step):
+            raise RfmxError(f"a {horizon_unit} is not a whole number of {period}s (BG/BB's opportunities): give the "
+                            f"horizon in {period}s (horizon_unit={period!r}, --horizon-unit {period})")
+        steps = np.arange(1, int(horizon) + 1, dtype=np.int64) * int(per_step)
+        months = np.arange(1, int(horizon) + 1, dtype=np.float64) * MONTHS_PER[horizon_unit]
+        x, tx, n = opportunities_from(data, frequency, recency, n_periods, T)
+        alive, expected, vw = self._run(x, tx, n, 1, steps, (1.0 + discount) ** -months, every=False)
+        return alive, expected[:, 0], vw
+
+
+def _nullable_column(data, name: str) -> np.ndarray:
+    """Column ``name`` as float64 with NaN for nulls (Arrow, pandas, Polars or a dict of lists)."""
+    if not _has(data, name):
+        raise RfmxError(f"the data has no column '{name}'")
+    col = data[name]
+    if hasattr(col, "null_count") and hasattr(col, "type"):  # Arrow
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        try:
+            col = pc.fill_null(col.cast(pa.float64()), float("nan"))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            raise RfmxError(f"column '{name}' has type {col.type}; contract periods are numbers") from None
+        return np.asarray(col.to_numpy() if hasattr(col, "to_numpy") else col, dtype=np.float64)
+    if hasattr(col, "to_numpy"):
+        try:
+            return np.asarray(col.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+        except TypeError:  # Polars: nulls become NaN on the way out
+            return np.asarray(col.to_numpy(), dtype=np.float64)
+    try:
+        return np.array([np.nan if v is None else v for v in col], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise RfmxError(f"column '{name}' holds values that are not numbers") from None
+
+
+def contracts_from(data=None, *, start: str = "start", end: str = "end", last_period=None, periods=None,
+                   active=None):
+    """``(periods, active)`` per customer for sBG: periods paid for (whole, >= 1) and whether
+    the contract is still running.
+
+    From a table: column ``start`` (the first period paid for) and ``end`` (the first period
+    no longer paid for: the cancellation; null while the contract runs), whole numbers.
+    ``last_period`` is the period the data describe (default: the latest start or end in
+    the table): a contract is cancelled if its end is at most ``last_period`` (it paid
+    ``end - start`` periods and churned at its ``end - start``-th renewal decision), else
+    running with ``last_period + 1 - start`` periods paid (its decision at the end of
+    ``last_period`` is not yet known).  From arrays: ``periods`` and ``active``.
+    """
+    if data is not None:
+        s, e = _nullable_column(data, start), _nullable_column(data, end)
+        if len(s) == 0:
+            raise RfmxError("no customers")
+        for name, v, null_ok in ((start, s, False), (end, e, True)):
+            bad = (~np.isfinite(v) & ~(null_ok & np.isnan(v))) | (np.isfinite(v) & (v != np.floor(v)))
+            if bad.any():
+                i = _first_bad(bad)
+                raise RfmxError(f"column '{name}' must hold whole period numbers{'' if null_ok else ' (no nulls)'}; "
+                                f"row {i} has {v[i]}")
+        ended = np.isfinite(e)
+        bad = ended & (e <= s)
+        if bad.any():
+            i = _first_bad(bad)
+            raise RfmxError(f"{int(bad.sum())} contract(s) end before they start, first at row {i} ({start} {s[i]:g}, "
+                            f"{end} {e[i]:g}); '{end}' is the first period not paid for, after '{start}'")
+        if last_period is None:
+            last = float(np.max(s))
+            if ended.any():
+                last = max(last, float(np.max(e[ended])))
+        else:
+            last = float(last_period)
+            if not (np.isfinite(last) and last == np.floor(last)):
+                raise RfmxError(f"last_period must be a whole period number, got {last_period}")
+            bad = s > last
+            if bad.any():
+                i = _first_bad(bad)
+                raise RfmxError(f"{int(bad.sum())} contract(s) start after last_period {last:g}, first at row {i} "
+                                f"({start} {s[i]:g})")
+        cancelled = ended & (e <= last)
+        paid = np.where(cancelled, e - s, last + 1 - s)
+        return paid.astype(np.int64), ~cancelled
+    if periods is None or active is None:
+        raise RfmxError("give a table with start and end columns, survivor counts, or periods and active")
+    p = np.atleast_1d(np.asarray(periods, dtype=np.float64))
+    a = np.atleast_1d(np.asarray(active))
+    if p.shape != a.shape:
+        raise RfmxError("periods and active must have one value per customer")
+    bad = ~np.isfinite(p) | (p < 1) | (p != np.floor(p))
+    if bad.any():
+        i = _first_bad(bad)
+        raise RfmxError(f"periods must be whole numbers >= 1 (periods paid for); row {i} has {p[i]}")
+    if len(p) == 0:
+        raise RfmxError("no customers")
+    return p.astype(np.int64), a.astype(bool)
+
+
+def _survivor_counts(survivors):
+    """(churned at decision t, survived t decisions) from one survivor curve [n_0, n_1, ...]
+    (customers still active after 0, 1, ... renewal decisions) or a list of curves."""
+    curves = survivors
+    if np.ndim(np.asarray(survivors[0], dtype=object)) == 0:
+        curves = [survivors]
+    longest = max(len(c) for c in curves)
+    churned = np.zeros(longest)
+    survived = np.zeros(longest)
+    for j, c in enumerate(curves):
+        c = np.asarray(c, dtype=np.float64)
+        label = f"survivor curve {j + 1}" if len(curves) > 1 else "the survivor curve"
+        if c.ndim != 1 or len(c) < 2:
+            raise RfmxError(f"{label} needs the cohort's size and at least one later count, got {list(c)}")
+        if not np.all(np.isfinite(c)) or (c < 0).any():
+            raise RfmxError(f"{label} must hold non-negative counts, got {list(c)}")
+        drop = -np.diff(c)
+        if (drop < 0).any():
+            i = int(np.flatnonzero(drop < 0)[0]) + 1
+            raise RfmxError(f"{label} rises from {c[i - 1]:g} to {c[i]:g} at period {i}: survivors can only fall")
+        churned[1:len(c)] += drop
+        survived[len(c) - 1] += c[-1]
+    return churned, survived
+
+
+def _contract_counts(paid, running, weights=None):
+    """(churned at renewal decision t, survived t decisions) from periods paid and running flags:
+    a cancelled contract of t periods churned at its t-th decision, a running one of t periods
+    has survived t - 1."""
+    w = np.ones(len(paid)) if weights is None else weights
+    size = int(paid.max()) + 1
+    return (np.bincount(paid[~running], weights=w[~running], minlength=size),
+            np.bincount(paid[running] - 1, weights=w[running], minlength=size))
+
+
+class SBG(_ExactHessian, _Model):
+    """The shifted-beta-geometric model of contract renewals (Fader & Hardie 2007): at each
+    period's end a customer renews with probability 1 - theta, theta ~ beta(alpha, beta)
+    across customers, so the retention rate rises with tenure as the likely churners leave.
+
+    Fitted by Newton's method with the analytic Hessian on survivor counts of cohorts, or
+    on customers' contracts (start and cancellation periods, or periods paid and whether
+    still active); predicts survival, retention and, per customer, the renewal probability,
+    expected renewals and the discounted expected residual lifetime (DERL, Fader & Hardie
+    2010).
+
+    >>> sbg = SBG().fit(survivors=[1000, 631, 468, 382, 326, 289, 262, 241])
+    >>> sbg.params_                    # {'alpha': 0.704, 'beta': 1.182}
+    >>> sbg.survival(range(13))        # S(t): share of a cohort still active after t renewals
+    """
+
+    name = "sBG"
+    key = "sbg"
+    param_names = ("alpha", "beta")
+
+    def __init__(self, penalizer: float = 0.0):
+        super().__init__(penalizer)
+        self._counts: tuple[np.ndarray, np.ndarray] | None = None
+
+    def fit(self, data=None, *, survivors=None, start: str = "start", end: str = "end", last_period=None,
+            periods=None, active=None, weights=None, initial=None, maxiter: int = 2000):
+        """Fit by maximum likelihood on ``survivors`` (a cohort's active customers after 0, 1,
+        2, ... renewal decisions, or a list of such curves, one per cohort), a table of
+        contracts (``start``/``end`` columns, see :func:`contracts_from`) or arrays
+        ``periods``/``active``.  ``weights``: customers per row of the table or arrays.
+        Returns self."""
+        if survivors is not None:
+            if data is not None or periods is not None:
+                raise RfmxError("give survivor counts or customers' contracts, not both")
+            churned, survived = _survivor_counts(survivors)
+        else:
+            paid, running = contracts_from(data, start=start, end=end, last_period=last_period, periods=periods,
+                                           active=active)
+            w = None
+            if weights is not None:
+                w = _column(data, weights) if isinstance(weights, str) else np.asarray(weights, dtype=np.float64)
+                if w.shape != paid.shape or not np.all(np.isfinite(w)) or (w < 0).any():
+                    raise RfmxError("weights must be finite, non-negative and one per customer")
+            churned, survived = _contract_counts(paid, running, w)
+        n = float(churned.sum() + survived.sum())
+        if n < 2:
+            raise RfmxError(f"sBG has 2 parameters; fitting it needs more customers than that, got {n:g}")
+        decisions = float(churned.sum() + survived[1:].sum())
+        if churned.sum() == 0 or decisions == churned.sum():
+            what = "no customer cancelled" if churned.sum() == 0 else "no customer ever renewed"
+            raise RfmxError(f"sBG cannot be fitted when {what}: the churn probabilities are not identified")
+        self._counts = (churned, survived)
+        self.time_unit_, self.time_scale_ = None, 1.0
+        data_ = self._prepare(churned, survived)
+        params = self._optimize(data_, n, np.ones(2) if initial is None else initial, maxiter)
+        return self._finish_fit(params, data_, n, len(data_[0]))
+
+    @staticmethod
+    def _prepare(churned, survived):
+        """Kernel inputs: the period counts with customers, and their churned and survived counts."""
+        t = np.arange(len(churned), dtype=np.int64)
+        keep = (churned > 0) | (survived > 0)
+        return t[keep], churned[keep], survived[keep]
+
+    def _loglik_hessian(self, params, data):
+        from ..kernels.clv_discrete import sbg_loglik_hessian
+
+        grad = np.empty(2)
+        hess = np.empty((2, 2))
+        ll = sbg_loglik_hessian(params, *data, grad, hess)
+        return ll, grad, hess
+
+    @staticmethod
+    def _periods(t, what: str = "t") -> np.ndarray:
+        ts = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        if not np.all(np.isfinite(ts)) or (ts < 0).any() or (ts != np.floor(ts)).any() or (ts > 2**31).any():
+            raise RfmxError(f"{what} must be whole numbers of periods >= 0, got {t}")
+        return ts.astype(np.int64)
+
+    def survival(self, t) -> np.ndarray:
+        """S(t) = B(alpha, beta + t) / B(alpha, beta): the share of a cohort still active after
+        ``t`` renewal decisions (array of whole numbers)."""
+        alpha, beta = self._params()
+        ts = self._periods(t)
+        top = int(ts.max()) if len(ts) else 0
+        j = np.arange(top, dtype=np.float64)
+        s = np.concatenate([[1.0], np.cumprod((beta + j) / (alpha + beta + j))])
+        return s[ts]
+
+    def retention(self, t) -> np.ndarray:
+        """r(t) = S(t) / S(t - 1) = (beta + t - 1) / (alpha + beta + t - 1): the share of customers
+        up for their ``t``-th renewal who renew (t >= 1)."""
+        alpha, beta = self._params()
+        ts = self._periods(t)
+        if (ts < 1).any():
+            raise RfmxError("retention is defined from the first renewal decision on: t >= 1")
+        return (beta + ts - 1.0) / (alpha + beta + ts - 1.0)
+
+    def churn_probability(self, t) -> np.ndarray:
+        """P(T = t) = S(t - 1) - S(t): a new customer's lifetime is exactly ``t`` periods (t >= 1)."""
+        ts = self._periods(t)
+        if (ts < 1).any():
+            raise RfmxError("a lifetime is at least one period: t >= 1")
+        return self.survival(ts - 1) - self.survival(ts)
+
+    def derl(self, renewals, discount: float) -> np.ndarray:
+        """Discounted expected residual lifetime of customers active after ``renewals``
+        renewals (Fader & Hardie 2010): expected future periods paid for, the next renewal
+        undiscounted and each later period discounted by ``1 / (1 + discount)`` more; times
+        the margin per period it is the customer's residual value.  ``discount`` per period,
+        > 0 (or 0 when alpha > 1: the undiscounted expectation, (beta + k) / (alpha - 1))."""
+        return self._customer_arrays(self._periods(renewals, "renewals"), 1, discount)[2]
+
+    def discounted_expected_lifetime(self, discount: float) -> float:
+        """DEL: a new customer's expected discounted periods paid for, the first (paid at
+        acquisition) included, = 2F1(1, beta; alpha + beta; 1 / (1 + d)) (Fader & Hardie 2010)."""
+        z = 1.0 / (1.0 + self._check_discount(discount))
+        return float(1.0 + z * self.derl(np.zeros(1), discount)[0])
+
+    def _check_discount(self, discount: float) -> float:
+        alpha = self._params()[0]
+        if not (np.isfinite(discount) and discount >= 0):
+            raise RfmxError(f"discount must be a rate per period >= 0, got {discount}")
+        if discount == 0 and alpha <= 1:
+            raise RfmxError(f"with alpha = {alpha:.4g} <= 1 the expected lifetime is infinite: give a discount "
+                            f"rate > 0")
+        return float(discount)
+
+    def _customer_arrays(self, renewals, horizon, discount):
+        from ..kernels.clv_discrete import sbg_customer_predict
+
+        z = 1.0 / (1.0 + self._check_discount(discount))
+        if int(horizon) != horizon or horizon < 0:
+            raise RfmxError(f"horizon must be a whole number of periods >= 0, got {horizon}")
+        uniq, inverse = np.unique(renewals, return_inverse=True)
+        out = [np.empty(len(uniq)) for _ in range(3)]
+        with _threads_for(len(uniq) * max(int(horizon), 1)):
+            sbg_customer_predict(self._params(), np.ascontiguousarray(uniq, dtype=np.int64), int(horizon), z,
+                                 100_000_000, *out)
+        bad = ~np.isfinite(out[2])
+        if bad.any():
+            raise RfmxError(f"sBG DERL did not converge for {uniq[_first_bad(bad)]} renewals at discount {discount} "
+                            f"(the series needs more than 1e8 terms: use a larger discount rate)")
+        return tuple(v[inverse] for v in out)
+
+    def predict(self, data=None, *, start: str = "start", end: str = "end", last_period=None, periods=None,
+                active=None, horizon: int = 12, discount: float = 0.1) -> dict:
+        """Per customer (contracts as in :meth:`fit`): ``periods`` paid, ``active``,
+        ``renewals`` made, ``renewal_probability`` (of the next renewal), ``expected_renewals``
+        in the next ``horizon`` decisions and ``derl`` at the per-period ``discount`` rate;
+        the last three are 0 for cancelled contracts.  Returns a dict of NumPy arrays."""
+        paid, running = contracts_from(data, start=start, end=end, last_period=last_period, periods=periods,
+                                       active=active)
+        renewals = paid - 1
+        prob, expected, derl = self._customer_arrays(renewals, horizon, discount)
+        zero = ~running
+        for v in (prob, expected, derl):
+            v[zero] = 0.0
+        return {"periods": paid, "active": running, "renewals": renewals, "renewal_probability": prob,
+                "expected_renewals": expected, "derl": derl}
+
+    def add_columns(self, table, *, start: str = "start", end: str = "end", last_period=None, horizon: int = 12,
+                    discount: float = 0.1):
+        """``table`` (a pyarrow Table of contracts, see :func:`contracts_from`) with the columns
+        of :meth:`predict` appended (``periods``, ``active``, ``renewals``,
+        ``renewal_probability``, ``expected_renewals``, ``derl``)."""
+        import pyarrow as pa
+
+        cols = self.predict(table, start=start, end=end, last_period=last_period, horizon=horizon, discount=discount)
+        out = table
+        for name, v in cols.items():
+            i = out.schema.get_field_index(name)
+            arr = pa.array(v)
+            out = out.set_column(i, name, arr) if i >= 0 else out.append_column(name, arr)
+        return out
+
+    def projection(self, horizon: int = 5):
+        """Survival and retention by period, observed (from the data the model was fitted on:
+        the Kaplan-Meier estimate, which for one cohort is its survivor share) and projected:
+        ``period`` t = 0..(longest observed + ``horizon``), ``at_risk`` (customers up for their
+        t-th renewal), ``churned``, ``observed_retention``, ``observed_survival``, ``survival``
+        S(t) and ``retention`` r(t).  Observed columns are null beyond the data (and for a
+        loaded model)."""
+        import pyarrow as pa
+
+        if int(horizon) != horizon or horizon < 0:
+            raise RfmxError(f"horizon must be a whole number of periods >= 0, got {horizon}")
+        if self._counts is not None:
+            churned, survived = self._counts
+            # the last renewal decision the data saw (a survivor of k decisions saw 1..k)
+            seen = int(np.flatnonzero((churned > 0) | (survived > 0)).max())
+            churned, survived = churned[:seen + 1], survived[:seen + 1]
+        else:
+            churned = survived = np.zeros(1)
+            seen = 0
+        t = np.arange(seen + int(horizon) + 1)
+        size = len(t)
+        c = np.zeros(size)
+        c[:len(churned)] = churned
+        s = np.zeros(size)
+        s[:len(survived)] = survived
+        # up for decision t: churned at a decision >= t, or survived >= t decisions
+        at_risk = np.cumsum(c[::-1])[::-1] + np.cumsum(s[::-1])[::-1]
+        at_risk[0] = 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            kept = np.where(at_risk > 0, 1.0 - c / at_risk, np.nan)
+        kept[0] = 1.0
+        observed = np.cumprod(np.where(np.isnan(kept), 1.0, kept))
+        has = (at_risk > 0) & (t <= seen)
+        has[0] = self._counts is not None
+        retention = np.full(size, np.nan)
+        retention[1:] = self.retention(t[1:])
+
+        def masked(v, mask):
+            return pa.array(v, mask=~mask)
+
+        risk_mask = (t >= 1) & (t <= seen) & (self._counts is not None)
+        return pa.table({
+            "period": pa.array(t.astype(np.int64)),
+            "at_risk": masked(np.rint(at_risk), risk_mask),
+            "churned": masked(c, risk_mask),
+            "observed_retention": masked(kept, risk_mask & (at_risk > 0)),
+            "observed_survival": masked(observed, has),
+            "survival": pa.array(self.survival(t)),
+            "retention": masked(retention, t >= 1),
+        })
+
+
+_MODELS = {cls.key: cls for cls in (BGNBD, MBGNBD, ParetoNBD, GammaGamma, BGBB, SBG)}
+
+
+def model_class(key: str):
+    """The model class of a name used on the command line and in model files: ``bgnbd``,
+    ``mbgnbd``, ``pareto``, ``bgbb``, ``sbg`` or ``gamma_gamma``."""
+    cls = _MODELS.get(key)
+    if cls is None:
+        raise RfmxError(f"unknown model {key!r}; expected one of {', '.join(map(repr, _MODELS))}")
+    return cls
 
 
 def load_model(path):
-    """Read any model written by ``save`` (BG/NBD, Pareto/NBD or Gamma-Gamma).
+    """Read any model written by ``save`` (BG/NBD, MBG/NBD, Pareto/NBD, BG/BB, sBG or Gamma-Gamma).
 
     A damaged file (not JSON, another format, an unknown model, missing, NaN, infinite,
     zero or negative parameters, fields of the wrong type) is a one-line RfmxError naming

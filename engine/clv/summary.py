@@ -34,7 +34,8 @@ from ..calendar import instant_to_wall
 from ..errors import RfmxError
 from ..state import _GROUP, RFMState, _next_pow2, _us_to_iso, read_state_file, read_state_meta, to_us
 
-__all__ = ["BTYDState", "summary", "BTYD_STATE_FORMAT", "BTYD_STATE_VERSION", "UNIT_DAYS"]
+__all__ = ["BTYDState", "summary", "rf_matrix", "periods_per_unit", "BTYD_STATE_FORMAT", "BTYD_STATE_VERSION",
+           "UNIT_DAYS"]
 
 BTYD_STATE_FORMAT = "rfmx-btyd-state"
 BTYD_STATE_VERSION = 2  # as the RFM state's: 2 records the time zone
@@ -65,6 +66,20 @@ def time_divisor(period: str, unit: str | None, scale: float) -> float:
             raise RfmxError(f"with period='month' the time unit is 'month', not {unit!r}")
         return float(scale)
     return UNIT_DAYS[unit] / _PERIOD_DAYS[period] * float(scale)
+
+
+def periods_per_unit(table) -> tuple[str | None, float]:
+    """``(period, periods per time unit)`` of a BTYD summary from its schema metadata: recency
+    and T times the second are counts of ``period`` (the BG/BB model's opportunities).
+    ``(None, 1.0)`` for a table without rfmx metadata (its times are taken as counts)."""
+    meta = getattr(getattr(table, "schema", None), "metadata", None) or {}
+    period = meta.get(b"rfmx.btyd.period")
+    if period is None:
+        return None, 1.0
+    period = period.decode()
+    unit = meta.get(b"rfmx.btyd.unit")
+    scale = meta.get(b"rfmx.btyd.scale")
+    return period, time_divisor(period, unit.decode() if unit else None, float(scale) if scale else 1.0)
 
 
 class BTYDState(RFMState):
@@ -400,3 +415,27 @@ def summary(source, customer: str = "customer_id", time: str = "order_time", amo
     if own:
         state.drop_index()  # nobody updates this state again: free the tables before the result
     return state.summary(as_of, holdout_start=holdout_start, unit=unit, scale=scale)
+
+
+def rf_matrix(summary_table, *, column: str = "customers") -> pa.Table:
+    """The recency/frequency matrix of a BTYD summary in opportunities, for BG/BB: one row per
+    distinct ``(frequency, recency, n_periods)`` with the number of customers in ``column``
+    (Fader, Hardie & Shang 2010's table; lifetimes' donations data has this form).
+
+    Recency and T are converted to counts of the summary's period (the opportunity; see
+    :func:`periods_per_unit`), so they must be whole periods; the ``_cal`` columns are used
+    when present.  Rows are sorted by frequency, recency, n_periods.  Fit it with
+    ``BGBB().fit(matrix, weights="customers")``; the metadata keeps the period.
+    """
+    from .models import compress, opportunities_from
+
+    x, tx, n = opportunities_from(summary_table)
+    px, ptx, pn, pw, _ = compress(x, tx, n)
+    order = np.lexsort((pn, ptx, px))
+    table = pa.table({"frequency": pa.array(px[order].astype(np.int64)),
+                      "recency": pa.array(ptx[order].astype(np.int64)),
+                      "n_periods": pa.array(pn[order].astype(np.int64)),
+                      column: pa.array(pw[order].astype(np.int64))})
+    period = periods_per_unit(summary_table)[0]
+    meta = {"rfmx.btyd.period": period, "rfmx.btyd.unit": period, "rfmx.btyd.scale": "1.0"} if period else {}
+    return table.replace_schema_metadata(meta or None)
