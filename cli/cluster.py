@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from .options import build_state_from_options, column_options, report_state, segments_option, stream_options
+from .options import (
+    build_state_from_options,
+    check_dask_run,
+    column_options,
+    dask_options,
+    dask_settings,
+    report_state,
+    segments_option,
+    stream_options,
+)
 
 
 def profile_lines(profiles) -> list[str]:
@@ -78,9 +87,10 @@ def k_table_lines(table) -> list[str]:
 @click.option("--k-range", default=None, metavar="A..B",
               help="Compare k = A..B (or a list 2,4,8): inertia, variance explained and silhouette, and "
                    "recommend a k (silhouette and elbow).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(), default=None,
               help="Per-customer aggregates + a 'cluster' column (+ 'subsegment' with --within): .parquet, .csv, "
-                   ".arrow/.feather, a database (with --table) or - (standard output, --format).")
+                   ".arrow/.feather, a database (with --table) or - (standard output, --format); with --dask a "
+                   "folder for a Parquet dataset.")
 @click.option("--features", default="recency_days,n_orders,monetary_total", show_default=True,
               help="Per-customer columns to cluster on, comma-separated.")
 @click.option("--scaling", type=click.Choice(["zscore", "robust", "none"]), default="zscore", show_default=True,
@@ -114,6 +124,7 @@ def k_table_lines(table) -> list[str]:
 @segments_option
 @column_options
 @stream_options
+@dask_options
 def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out, within, k_range, output, features,
             scaling, log_features, n_init, max_iter, tol, seed, init_sample, mini_batch, epochs, silhouette_sample,
             k_table, profiles_out, model_out, model_in, segments, customer, time_col, amount, order_id, as_of,
@@ -128,6 +139,7 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
       rfmx cluster orders.parquet --method ward -k 8 --dendrogram-out tree.json -o clusters.parquet
       rfmx cluster orders.parquet --within segment --k-range 2..5 -o subsegments.parquet
       rfmx cluster new.parquet --model-in clusters.json -o clusters.csv
+      rfmx cluster 'orders/*.parquet' -k 6 --dask local:4 -o clusters/ --model-out clusters.json
 
     Streams SOURCES (files, globs, a database with --query/--table, - for standard input;
     or --state-in) into the per-customer table, standardizes the features and clusters
@@ -185,6 +197,18 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
             raise click.UsageError(f"--micro-sample {micro_sample} is fewer customers than the {leaves} "
                                    f"micro-clusters fitted on them")
     names = tuple(f.strip() for f in features.split(",") if f.strip())
+    on_dask = dask_settings()
+    if on_dask:
+        from .on_dask import cluster_on_dask
+
+        check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
+        return run_guarded(cluster_on_dask, on_dask, sources, output, customer, time_col, amount, order_id, as_of,
+                           since, batch_size, amount_scale, on_null, delimiter, k=k, features=names, log=log_features,
+                           scaling=scaling, max_iter=max_iter, tol=tol, random_state=seed, model_out=model_out,
+                           refused={"--k-range": k_range, "--model-in": model_in, "--n-init": n_init != 1,
+                                    "--init-sample": init_sample, "--mini-batch": mini_batch,
+                                    "--profiles": profiles_out, "--method ward": method != "kmeans",
+                                    "--within": within})
     shape = dict(features=names, log=log_features, scaling=scaling)
     if method == "ward":
         options = dict(method="ward", n_micro=n_micro, micro_sample=micro_sample, threads=threads)

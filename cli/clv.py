@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from .options import (check_state_timezone, column_options, given_on_command_line, order_sources, read_options,
-                      renamed_option, report_state, show_progress, stream_options)
+from .options import (check_dask_run, check_state_timezone, column_options, dask_options, dask_settings,
+                      given_on_command_line, order_sources, read_options, renamed_option, report_state, show_progress,
+                      stream_options)
 
 #: what --horizon counts: lifetimes' monthly cash flows by default, as saved jobs expect
 HORIZON_UNITS = ("day", "week", "month")
@@ -26,10 +27,10 @@ _CONTRACTS_ONLY = ("survivors", "last_period", "projection_out")
 
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(), default=None,
               help="Per-customer summary and predictions: .parquet, .csv, .arrow/.feather, a database (with "
                    "--table) or - (standard output).  With --model sbg: the contracts and their predictions, or "
-                   "with --survivors the survival projection.")
+                   "with --survivors the survival projection.  With --dask a folder for a Parquet dataset.")
 @click.option("--model", "model_name", type=click.Choice(MODELS), default="bgnbd", show_default=True,
               help="BG/NBD, MBG/NBD or Pareto/NBD (purchases in continuous time); BG/BB (purchases at discrete "
                    "opportunities: one per --period); sBG (contract renewals: SOURCES is a table of contracts, "
@@ -87,6 +88,7 @@ _CONTRACTS_ONLY = ("survivors", "last_period", "projection_out")
               help="--model sbg: write the survival and retention projection (.csv, .parquet, ...).")
 @column_options
 @stream_options
+@dask_options
 def clv(sources, output, model_name, holdout_start, compare, compare_out, horizon, horizon_unit, discount, period,
         unit, penalizer, spend, model_out, spend_model_out, model_in, spend_model_in, calibration_out, survivors,
         start_column, end_column, last_period, projection_out, customer, time_col, amount, order_id, as_of, since,
@@ -103,6 +105,7 @@ def clv(sources, output, model_name, holdout_start, compare, compare_out, horizo
       rfmx clv orders.parquet --model bgbb --period week --horizon 26 --horizon-unit week -o clv.parquet
       rfmx clv --model sbg --survivors 1000,631,468,382,326,289,262,241 --horizon 5
       rfmx clv contracts.parquet --model sbg --discount 0.1 -o derl.parquet --projection-out retention.csv
+      rfmx clv 'orders/*.parquet' --unit week --dask local:4 -o clv/
 
     Streams SOURCES (files, globs, a database with --query/--table, or - for standard
     input) into a BTYD summary (frequency, recency, T, monetary value per customer), fits
@@ -131,6 +134,17 @@ def clv(sources, output, model_name, holdout_start, compare, compare_out, horizo
         flag = next(p.opts[0] for p in ctx.command.params if p.name == typed[0])
         raise click.UsageError(f"{flag} is not an option of --model sbg (it reads contracts, not orders)"
                                if model_name == "sbg" else f"{flag} is for --model sbg")
+    on_dask = dask_settings()
+    if on_dask:
+        from .on_dask import clv_on_dask
+
+        check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
+        return run_guarded(clv_on_dask, on_dask, sources, output, customer, time_col, amount, order_id, as_of, since,
+                           batch_size, amount_scale, on_null, delimiter, model=model_name, period=period, unit=unit,
+                           penalizer=penalizer, spend=spend, horizon=horizon, horizon_unit=horizon_unit,
+                           discount=discount, holdout_start=holdout_start, model_in=model_in,
+                           spend_model_in=spend_model_in, model_out=model_out, spend_model_out=spend_model_out,
+                           compare=compare)
     if model_name == "sbg":
         if sources and survivors:
             raise click.UsageError("give SOURCES (contracts) or --survivors, not both")

@@ -12,8 +12,19 @@ import functools
 import click
 
 from .clv import ORDER_MODELS
-from .options import (build_state_from_options, column_options, cost_column, group_option, rank_within_option,
-                      report_state, score_options, stream_options)
+from .options import (
+    build_state_from_options,
+    check_dask_run,
+    column_options,
+    cost_column,
+    dask_options,
+    dask_settings,
+    group_option,
+    rank_within_option,
+    report_state,
+    score_options,
+    stream_options,
+)
 
 
 def build_steps(options: dict) -> list[tuple[str, object]]:
@@ -72,9 +83,9 @@ def run_steps(table, steps):
 
 @click.command()
 @click.argument("sources", nargs=-1, type=click.Path())
-@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--output", type=click.Path(), default=None,
               help="Per-customer aggregates + scores + segments: .parquet, .csv, .arrow/.feather, a database "
-                   "(with --table) or - (standard output).")
+                   "(with --table) or - (standard output); with --dask a folder for a Parquet dataset.")
 @score_options
 @click.option("--clv", type=click.Choice(ORDER_MODELS), default=None,
               help="Add probability_alive, expected_purchases, expected_spend and clv from this BTYD model "
@@ -91,6 +102,7 @@ def run_steps(table, steps):
 @group_option
 @rank_within_option
 @stream_options
+@dask_options
 def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
           clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, as_of, since, threads,
           batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
@@ -103,6 +115,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
       rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
       rfmx score orders.parquet --cost cost --monetary profit -o scores.parquet
+      rfmx score 'orders/*.parquet' --dask local:4 -o scores/
 
     SOURCES are files, directories, globs, a database (with --query or --table) or - for
     standard input.  Streams SOURCES once into the per-customer state (or starts from
@@ -125,6 +138,18 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
                    clusters=clusters, threads=threads, cost=cost_column())
     if clv and cost_column():
         raise click.UsageError("--cost with --clv: the CLV state keeps no line costs; score profit without --clv")
+    on_dask = dask_settings()
+    if on_dask:
+        if group or cost_column():
+            raise click.UsageError("--group and --cost run on one machine; leave out --dask")
+        check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
+        if clv or clusters:
+            raise click.UsageError("--clv and --clusters are not part of score --dask; run rfmx clv / rfmx cluster "
+                                   "on its output")
+        return run_guarded(score_on_dask, on_dask, sources, output, customer, time_col, amount, order_id, as_of,
+                           since, batch_size, amount_scale, on_null, delimiter, bins=bins, ties=ties,
+                           monetary=monetary, cuts=list(cuts), segments=None if segments == "none" else segments,
+                           weights=weights, tiers=tiers)
 
     def run():
         import time
@@ -170,3 +195,17 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
             click.echo("\n".join(segment_lines(segments_table)))
 
     run_guarded(run)
+
+
+def score_on_dask(on_dask, *args, **options):
+    """``rfmx score --dask``: :func:`rfmx.dask.score`, reported as one machine reports (the
+    segment coverage; the per-segment summary needs medians over all customers and is not
+    printed)."""
+    from .aggregate import run_on_dask
+    from .summary import coverage_lines
+
+    counters = run_on_dask("score", on_dask, *args, **options)
+    info = counters["scores"]
+    click.echo(f"rfmx: scored {info['customers']:,} customers into {info['bins']} bins on Dask", err=True)
+    for line in coverage_lines(info["segments"]):
+        click.echo(f"rfmx: {line}", err=True)

@@ -23,6 +23,7 @@ from .errors import RfmxError
 from .state import RFMState
 
 __all__ = ["bucket_of", "split_by_bucket", "to_ipc", "from_ipc", "state_summary", "zero_counters", "merge_states",
+           "state_class",
            "COUNTERS"]
 
 #: the counters of a state's metadata that add up over shares (kept once, in the share's summary)
@@ -111,12 +112,25 @@ def state_summary(table: pa.Table) -> pa.Table:
     return keep
 
 
+def state_class(table: pa.Table) -> type:
+    """The state class a state table is of, by its format: :class:`RFMState`,
+    :class:`~rfmx.clv.BTYDState` (also purchase periods) or :class:`~rfmx.history.TimelineState`
+    (also a row per customer and calendar period)."""
+    from .clv.summary import BTYD_STATE_FORMAT, BTYDState
+    from .history import TIMELINE_STATE_FORMAT, TimelineState
+
+    fmt = _meta(table).get("format")
+    return BTYDState if fmt == BTYD_STATE_FORMAT else TimelineState if fmt == TIMELINE_STATE_FORMAT else RFMState
+
+
 def merge_states(tables: list[pa.Table], *, what: str = "a share", threads: int | None = 1) -> RFMState:
     """One state from state tables in input order: the first loaded, the others merged into
-    it one after another (:meth:`RFMState.merge`: a later table's lines follow an earlier's)."""
+    it one after another (:meth:`RFMState.merge`: a later table's lines follow an earlier's).
+    RFM and BTYD states alike (:func:`state_class`)."""
     if not tables:
         raise RfmxError("no state to merge")
-    state = RFMState.from_table(tables[0], what=what, threads=threads)
+    cls = state_class(tables[0])
+    state = cls.from_table(tables[0], what=what, threads=threads)
     for table in tables[1:]:
-        state.merge(RFMState.from_table(table, what=what, threads=threads), what=what)
+        state.merge(cls.from_table(table, what=what, threads=threads), what=what)
     return state

@@ -39,13 +39,16 @@ def _sorted(revenue: np.ndarray) -> np.ndarray:
     return sort_nonneg(readonly(revenue), np.int64(_MANTISSA_BITS))
 
 
-def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS, groups=None) -> np.ndarray:
+def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS, groups=None, thresholds=None) -> np.ndarray:
     """ABC class per customer: 0 = A, 1 = B, 2 = C (int8).
 
     Customers sorted by revenue, highest first: A are those making the first 80 % of
     revenue (the customer crossing 80 % included), B the next 15 %, C the rest.  Equal
     revenues share a class (the better one); zero or negative revenue is always C.
     With ``groups`` (a :class:`rfmx.groups.GroupIndex`) within each group's revenue.
+    ``thresholds``: ``(min_a, min_b)`` of a larger table this one is a part of (the
+    smallest revenues in A and in A or B there): the part's customers are then classed as
+    in the whole.
     """
     from .kernels.scores import abc_thresholds, classify_abc
 
@@ -69,7 +72,11 @@ def abc_classes(table: pa.Table, *, percents=ABC_PERCENTS, groups=None) -> np.nd
             classify_abc(part, min_a, min_b, classes)
             out[rows] = classes
         return out
-    min_a, min_b = abc_thresholds(revenue, np.int64(percents[0]), np.int64(percents[1]), np.int64(_MANTISSA_BITS))
+    if thresholds is not None:
+        min_a, min_b = (revenue.dtype.type(t) for t in thresholds)
+    else:
+        min_a, min_b = abc_thresholds(revenue, np.int64(percents[0]), np.int64(percents[1]),
+                                      np.int64(_MANTISSA_BITS))
     classify_abc(revenue, min_a, min_b, out)
     return out
 

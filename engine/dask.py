@@ -5,8 +5,17 @@
 >>> client = Client("tcp://scheduler:8786")                    # or rfmx.dask.connect("local:4")
 >>> rfm = rfmx.dask.aggregate("s3://shop/orders/", client=client)          # a Dask DataFrame
 >>> rfmx.dask.aggregate("orders/*.parquet", client=client, output="rfm/")  # a Parquet dataset
+>>> rfmx.dask.score("orders/*.parquet", client=client, output="scores/")   # scores, segments, tiers, ABC
+>>> rfmx.dask.clv("orders/*.parquet", client=client, unit="week", output="clv/")
+>>> rfmx.dask.cluster_customers("orders/*.parquet", k=6, client=client, output="clusters/")
+>>> rfmx.dask.snapshots("orders/*.parquet", every="month", client=client, output="snapshots/")
 
-How a run goes (see docs/dask.md):
+The population-wide steps after the aggregate live in :mod:`rfmx.dask_scores` (exact
+quantile edges, code counts and ABC thresholds from per-bucket histograms),
+:mod:`rfmx.dask_clv` (BTYD pattern counts, one fit, predictions per bucket) and
+:mod:`rfmx.dask_kmeans` (Lloyd sums reduced in bucket order).
+
+How an aggregate goes (see docs/dask.md):
 
 1. The client plans the input (file footers only, as one machine does: missing columns and
    integer ids beside string ids fail before any row is read) and cuts it into *shares*:
@@ -42,7 +51,8 @@ from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
 
-__all__ = ["aggregate", "connect", "cluster", "plan_shares", "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
+__all__ = ["aggregate", "score", "clv", "cluster_customers", "snapshots", "connect", "cluster", "plan_shares",
+           "DatasetOutput", "DEFAULT_FAN_IN", "MARKER"]
 
 #: partials merged by one task of the ordered merge tree
 DEFAULT_FAN_IN = 8
@@ -242,10 +252,26 @@ class _Settings:
     batch_size: int
     delimiter: str | None
     n_buckets: int
+    period: str | None = None     # a BTYD state (purchase periods kept) collapsing purchases per period
+    timeline: bool = False        # with period: a timeline state (a row per customer and period) instead
+    week_start: str = "monday"
 
     def new_state(self):
         from .state import RFMState
 
+        if self.timeline:
+            from .history import TimelineState
+
+            return TimelineState(self.customer, self.time, self.amount, self.order_id, period=self.period,
+                                 week_start=self.week_start, since=self.since_us, until=self.until_us,
+                                 amount_scale=self.amount_scale, on_null=self.on_null, threads=1,
+                                 timezone=self.timezone)
+        if self.period is not None:
+            from .clv.summary import BTYDState
+
+            return BTYDState(self.customer, self.time, self.amount, self.order_id, period=self.period,
+                             since=self.since_us, until=self.until_us, amount_scale=self.amount_scale,
+                             on_null=self.on_null, threads=1, timezone=self.timezone)
         return RFMState(self.customer, self.time, self.amount, self.order_id, since=self.since_us,
                         until=self.until_us, amount_scale=self.amount_scale, on_null=self.on_null, threads=1,
                         timezone=self.timezone)
@@ -607,3 +633,429 @@ def _counters(run: _Run, customers: int) -> dict:
     return {"rows_read": s.rows_read, "rows_null_skipped": s.rows_null_skipped,
             "rows_outside_window": s.rows_outside_window, "amounts_rounded": s.amounts_rounded,
             "customers": int(customers), "shares": run.shares, "buckets": len(run.buckets)}
+
+
+def _write_scored(scored: pa.Table, metadata: bytes, output) -> object:
+    """A scored bucket with the run's ``rfmx.scores`` metadata: written as a Parquet part
+    (``output``: ``(filesystem, path)``; returns the rows) or returned."""
+    meta = dict(scored.schema.metadata or {})
+    meta[b"rfmx.scores"] = metadata
+    table = scored.replace_schema_metadata(meta)
+    if output is None:
+        return table
+    import pyarrow.parquet as pq
+
+    filesystem, path = output
+    try:
+        pq.write_table(table, path, filesystem=filesystem)
+    except (pa.ArrowException, OSError) as exc:
+        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
+    return table.num_rows
+
+
+def score(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+          order_id: str | None = None, *, bins: int | None = None, ties: str = "keep", monetary: str = "total",
+          cuts=None, segments="rfm-grid", weights=None, tiers=None, as_of=None, since=None, amount_scale: int = 2,
+          on_null: str = "error", timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+          batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
+          output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
+          report=None):
+    """Per-customer aggregates, scores, RFM codes, value scores and tiers, segments and ABC
+    classes of ``source`` computed on a Dask cluster: the table of :func:`rfmx.score`,
+    customer for customer, bit for bit (schema metadata included).
+
+    The customers are aggregated as by :func:`aggregate`; each bucket stays on its worker
+    and the population-wide numbers a score depends on — every dimension's quantile edges,
+    the customers per RFM code, the ABC revenue thresholds — are reduced exactly from
+    per-bucket histograms (:mod:`rfmx.dask_scores`), then each bucket is scored where it
+    lives.  ``ties="first"`` (ties broken by one machine's row order) and weights on raw
+    columns (each customer's rank among all customers) are refused.  Scoring options as
+    :func:`rfmx.score`; the others as :func:`aggregate`; ``report`` also receives the
+    ``rfmx.scores`` metadata as ``scores``.
+    """
+    import json
+
+    from .dask_scores import ScoreSpec, bucket_score, population
+    from .segments import merge_coverage
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    spec = ScoreSpec.resolve(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+                             tiers=tiers)
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        as_of_us = run.summary.resolve_as_of(None)
+        token = uuid.uuid4().hex[:12]
+        tables = _finalize(run, as_of_us, None, f"rfmx-finalize-{token}")
+        _raise_first_error(tables)
+        pop = population(client, tables, spec, f"rfmx-population-{token}")
+        scored = [client.submit(bucket_score, t, spec, pop, key=f"rfmx-score-{token}-{b}")
+                  for b, t in enumerate(tables)]
+        infos = client.gather([client.submit(operator.getitem, f, 1, key=f"rfmx-score-info-{token}-{b}")
+                               for b, f in enumerate(scored)])
+        # Every bucket carries the population's edges and counts; the coverage counted its own customers.
+        info = dict(infos[0], segments=merge_coverage([i["segments"] for i in infos]))
+        metadata = json.dumps(info).encode()
+        final = [client.submit(_write_scored, client.submit(operator.getitem, f, 0, key=f"rfmx-scored-{token}-{b}"),
+                               metadata, dataset.part(b) if dataset is not None else None,
+                               key=f"rfmx-write-{token}-{b}") for b, f in enumerate(scored)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "score", "as_of_us": as_of_us})
+        if report is not None:
+            report.update(_counters(run, customers), scores=info)
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def clv(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+        order_id: str | None = None, *, model: str = "bgnbd", spend: bool = True, period: str = "day",
+        unit: str | None = None, penalizer: float = 0.0, horizon: int = 12, horizon_unit: str = "month",
+        discount: float = 0.01, as_of=None, since=None, amount_scale: int = 2, on_null: str = "error",
+        timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+        batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
+        output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
+        report=None):
+    """BTYD summary and CLV per customer of ``source`` on a Dask cluster: the table of
+    :func:`rfmx.clv.add_clv_columns` over :func:`rfmx.clv.summary`, with the models fitted on
+    all customers, customer for customer and bit for bit (see :mod:`rfmx.dask_clv`).
+
+    Each share folds into a BTYD state (purchase periods per customer), split and merged by
+    customer bucket as :func:`aggregate` does; each bucket's summary stays on its worker.
+    ``model``: ``"bgnbd"`` or ``"pareto"``, fitted once on the client from the buckets'
+    ``(frequency, recency, T)`` pattern counts; with ``spend`` Gamma-Gamma is fitted on one
+    worker from the repeat buyers' ``(frequency, monetary_value)``.  Predictions are made per
+    bucket.  ``period``/``unit``/``penalizer``/``horizon``/``horizon_unit``/``discount`` as
+    ``rfmx clv``; the others as :func:`aggregate`.  ``report`` also receives the fitted
+    models (``model``, ``spend_model``) and the distinct ``patterns``.
+    """
+    from .clv.models import BGNBD, ParetoNBD
+    from .clv.summary import BTYDState
+    from .dask_clv import (bucket_clv, bucket_patterns, bucket_repeat_spend, bucket_summary, fit_spend,
+                           fit_transactions, merge_patterns, summary_meta)
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    models = {"bgnbd": BGNBD, "pareto": ParetoNBD}
+    if model not in models:
+        raise RfmxError(f"model must be one of {', '.join(models)}, got {model!r}")
+    if not penalizer >= 0:
+        raise RfmxError(f"penalizer must be >= 0, got {penalizer}")
+    period = BTYDState(customer, time, amount, order_id, period=period).period  # checked and named once, here
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    settings = replace(settings, period=period)
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        as_of_us = run.summary.resolve_as_of(None)
+        if as_of_us is None:
+            raise RfmxError("the BTYD summary needs orders (the input is empty) or an as_of date")
+        token = uuid.uuid4().hex[:12]
+        s = run.summary
+        summaries = [client.submit(bucket_summary, part, as_of_us, s.id_type, s.time_zone, unit,
+                                   key=f"rfmx-btyd-summary-{token}-{b}") for b, part in enumerate(run.buckets)]
+        _raise_first_error(summaries)
+        meta = client.gather(client.submit(summary_meta, summaries[0], key=f"rfmx-btyd-meta-{token}"))
+        parts = [client.submit(bucket_patterns, f, key=f"rfmx-btyd-patterns-{token}-{b}")
+                 for b, f in enumerate(summaries)]
+        patterns = client.gather(client.submit(merge_patterns, *parts, key=f"rfmx-btyd-patterns-{token}"))
+        fitted = fit_transactions(models[model], penalizer, patterns, meta)
+        spend_model = None
+        if spend:
+            spends = [client.submit(bucket_repeat_spend, f, key=f"rfmx-btyd-spend-{token}-{b}")
+                      for b, f in enumerate(summaries)]
+            spend_model = client.gather(client.submit(fit_spend, penalizer, meta, *spends,
+                                                      key=f"rfmx-btyd-gamma-gamma-{token}"))
+        final = [client.submit(bucket_clv, f, fitted, spend_model, horizon, discount, horizon_unit,
+                               dataset.part(b) if dataset is not None else None, key=f"rfmx-clv-{token}-{b}")
+                 for b, f in enumerate(summaries)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "clv", "as_of_us": as_of_us})
+        if report is not None:
+            report.update(_counters(run, customers), model=fitted, spend_model=spend_model,
+                          patterns=len(patterns[0]))
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def cluster_customers(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+                      order_id: str | None = None, *, k: int = 8, features=None, log=True, scaling: str = "zscore",
+                      init="k-means++", max_iter: int = 300, tol: float = 1e-4, random_state=0,
+                      name: str = "cluster", as_of=None, since=None, amount_scale: int = 2, on_null: str = "error",
+                      timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+                      batch_size: int = 1 << 20, delimiter: str | None = None, client=None,
+                      buckets: int | None = None, output=None, single_file: bool = False,
+                      share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN, report=None):
+    """k-means clusters of the customers of ``source`` on a Dask cluster: the per-customer
+    table of :func:`aggregate` with a ``cluster`` column, and the fitted
+    :class:`~rfmx.cluster.CustomerClusters` in ``report["model"]`` (see :mod:`rfmx.dask_kmeans`).
+
+    Lloyd iterations reduce per-bucket partial sums in bucket order (results do not depend
+    on the number of workers); ``init``: ``"k-means++"`` (scikit-learn's draws from
+    ``random_state``, over the customers bucket by bucket: not one machine's seeds) or an
+    array (k, d) of initial centres in standardized feature space, e.g. those of a
+    one-machine fit — given the same centres the labels equal one machine's and centres and
+    inertia agree to rounding.  ``scaling``: ``"zscore"`` or ``"none"``.  Other options as
+    :func:`rfmx.cluster.fit_clusters` and :func:`aggregate`.
+    """
+    from .cluster import DEFAULT_FEATURES, CustomerClusters, FeatureTransform, KMeans
+    from .dask_kmeans import KMeansSpec, bucket_labels, bucket_moments, fit_transform, lloyd, seed_kmeans_plusplus
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    spec = KMeansSpec(features or DEFAULT_FEATURES, log, scaling)
+    if not isinstance(k, (int, np.integer)) or k < 1:
+        raise RfmxError(f"k must be an int >= 1, got {k!r}")
+    if not isinstance(max_iter, (int, np.integer)) or max_iter < 1 or not tol >= 0:
+        raise RfmxError(f"max_iter must be an int >= 1 and tol >= 0, got {max_iter!r} and {tol!r}")
+    init_array = None
+    if isinstance(init, str):
+        if init != "k-means++":
+            raise RfmxError(f"init must be 'k-means++' or an array of centres on Dask, got {init!r}")
+    else:
+        init_array = np.array(init, dtype=np.float64, order="C")
+        if init_array.shape != (k, len(spec.transform.features)) or not np.isfinite(init_array).all():
+            raise RfmxError(f"init centres must be finite, of shape ({k}, {len(spec.transform.features)}); "
+                            f"got shape {init_array.shape}")
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        as_of_us = run.summary.resolve_as_of(None)
+        token = uuid.uuid4().hex[:12]
+        tables = _finalize(run, as_of_us, None, f"rfmx-finalize-{token}")
+        _raise_first_error(tables)
+        n = fit_transform(client, tables, spec, f"rfmx-kmeans-transform-{token}")
+        if k > n:
+            raise RfmxError(f"k={k} clusters but only {n:,} customers to cluster")
+        sums = client.gather([client.submit(bucket_moments, t, spec, None, key=f"rfmx-kmeans-tol-{token}-{b}")
+                              for b, t in enumerate(tables)])
+        mean = np.sum([s[1] for s in sums], axis=0) / n
+        squares = client.gather([client.submit(bucket_moments, t, spec, mean, key=f"rfmx-kmeans-var-{token}-{b}")
+                                 for b, t in enumerate(tables)])
+        tol_abs = float(np.mean(np.sum([s[1] for s in squares], axis=0) / n) * tol) if tol else 0.0
+        if init_array is None:
+            init_array = seed_kmeans_plusplus(client, tables, spec, int(k), random_state, [s[0] for s in sums],
+                                              f"rfmx-kmeans-seed-{token}")
+        centres, n_iter = lloyd(client, tables, spec, np.array(init_array, dtype=np.float64), int(max_iter), tol_abs,
+                                f"rfmx-kmeans-lloyd-{token}")
+        labelled = [client.submit(bucket_labels, t, spec, centres, name,
+                                  dataset.part(b) if dataset is not None else None,
+                                  key=f"rfmx-kmeans-labels-{token}-{b}") for b, t in enumerate(tables)]
+        inertia = sum(client.gather([client.submit(operator.getitem, f, 1, key=f"rfmx-kmeans-inertia-{token}-{b}")
+                                     for b, f in enumerate(labelled)]))
+        final = [client.submit(operator.getitem, f, 0, key=f"rfmx-kmeans-out-{token}-{b}")
+                 for b, f in enumerate(labelled)]
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "cluster", "as_of_us": as_of_us})
+        est = KMeans(int(k), init=init if isinstance(init, str) else np.asarray(init_array), max_iter=max_iter,
+                     tol=tol, random_state=random_state if not isinstance(random_state, np.random.RandomState)
+                     else None)
+        est.cluster_centers_, est.inertia_, est.n_iter_ = centres, float(inertia), int(n_iter)
+        est.n_features_in_ = len(spec.transform.features)
+        model = CustomerClusters(FeatureTransform.from_dict(spec.fitted), est)
+        if report is not None:
+            report.update(_counters(run, customers), model=model, initial_centres=np.asarray(init_array))
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def _bucket_timeline(part: bytes, id_type, time_zone):
+    state = merge_states([from_ipc(part)], what="a bucket")
+    if id_type is not None:
+        state.id_type = id_type
+    state.time_zone = time_zone
+    return state
+
+
+def _bucket_boundaries(part: bytes, id_type, time_zone) -> list:
+    """The default snapshot boundaries of one bucket (microseconds): its first period with
+    lines + 1 to the one after its latest line."""
+    from .state import to_us
+
+    return [to_us(b) for b in _bucket_timeline(part, id_type, time_zone).boundaries()]
+
+
+def _bucket_snapshots(part: bytes, id_type, time_zone, as_of_us: list, output) -> object:
+    """One bucket's snapshots as of each of ``as_of_us``, as one long table with an ``as_of``
+    column (a Parquet row group per snapshot, written to ``output``; returns the rows) or returned."""
+    from .pipeline import with_as_of
+
+    state = _bucket_timeline(part, id_type, time_zone)
+    tables = [with_as_of(t, a, state.timezone) for a, t in state.snapshots(as_of_us)]
+    if output is None:
+        return pa.concat_tables(tables)
+    import pyarrow.parquet as pq
+
+    filesystem, path = output
+    try:
+        with pq.ParquetWriter(path, tables[0].schema, filesystem=filesystem) as writer:
+            for t in tables:
+                writer.write_table(t)
+    except (pa.ArrowException, OSError) as exc:
+        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
+    return sum(t.num_rows for t in tables)
+
+
+def _bucket_snapshot(part: bytes, id_type, time_zone, as_of_us: int) -> pa.Table:
+    """One bucket's snapshot as of ``as_of_us`` (a period boundary)."""
+    state = _bucket_timeline(part, id_type, time_zone)
+    return next(iter(state.snapshots([as_of_us])))[1]
+
+
+def _write_scored_snapshot(scored: pa.Table, metadata: bytes, as_of_us: int, timezone: str, output) -> object:
+    from .pipeline import with_as_of
+
+    return _write_scored(with_as_of(scored, as_of_us, timezone), metadata, output)
+
+
+def snapshots(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
+              order_id: str | None = None, *, every: str = "month", week_start: str = "monday", as_of_dates=None,
+              start=None, end=None, scores: bool = False, bins: int | None = None, ties: str = "keep",
+              monetary: str = "total", cuts=None, segments="rfm-grid", weights=None, tiers=None, as_of=None,
+              since=None, amount_scale: int = 2, on_null: str = "error",
+              timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
+              batch_size: int = 1 << 20, delimiter: str | None = None, client=None, buckets: int | None = None,
+              output=None, single_file: bool = False, share_rows: int | None = None, fan_in: int = DEFAULT_FAN_IN,
+              report=None):
+    """The per-customer RFM table as of each period boundary, computed on a Dask cluster: one
+    long table (``as_of`` first), each snapshot equal to ``rfmx.aggregate(source, as_of=boundary)``
+    customer for customer (:meth:`rfmx.history.TimelineState.snapshots` on one machine).
+
+    Each share folds into a timeline state (a row per customer and ``every`` period), split
+    and merged by customer bucket as :func:`aggregate` does; the boundaries — ``as_of_dates``,
+    or every period boundary from ``start`` to ``end`` (default: from the second period with
+    lines to the one after the latest line, over all buckets) — are fixed on the client, and
+    each bucket writes its snapshots, in ``as_of`` order, as one part (a row group per
+    snapshot).  With ``scores=True`` each snapshot is scored as :func:`score` scores (its own
+    quantile edges, code counts and ABC thresholds, reduced over its buckets): what
+    ``rfmx timeline`` writes per snapshot; each (snapshot, bucket) is then one part, snapshot
+    after snapshot.  Scoring options as :func:`score`; the others as :func:`aggregate`;
+    ``report`` also receives the ``boundaries``.
+    """
+    from .history import TimelineState
+    from .state import to_us
+
+    _require_dask()
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+    client = connect(client)
+    settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
+                            on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
+                            delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
+    probe = TimelineState(customer, time, amount, order_id, period=every, week_start=week_start)  # checks both
+    spec = None
+    if scores:
+        from .dask_scores import ScoreSpec
+
+        spec = ScoreSpec.resolve(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
+                                 weights=weights, tiers=tiers)
+    settings = replace(settings, period=probe.period, timeline=True, week_start=probe.week_start)
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(
+            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
+        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+        s = run.summary
+        token = uuid.uuid4().hex[:12]
+        if as_of_dates is None:
+            found = [b for b in client.gather([client.submit(_bucket_boundaries, part, s.id_type, s.time_zone,
+                                                             key=f"rfmx-boundaries-{token}-{b}")
+                                               for b, part in enumerate(run.buckets)]) if b]
+            first = to_us(start, s.timezone) if start is not None else min((b[0] for b in found), default=None)
+            last = to_us(end, s.timezone) if end is not None else max((b[-1] for b in found), default=None)
+            wanted = [] if first is None or last is None else [to_us(b) for b in s.boundaries(first, last)]
+        else:
+            wanted = sorted({to_us(d, s.timezone) for d in
+                             ([as_of_dates] if isinstance(as_of_dates, (str, int)) else as_of_dates)})
+        if not wanted:
+            raise RfmxError("no snapshot to make: no period boundary between the first line and the last "
+                            "(give as_of_dates, start or end)")
+        if spec is None:
+            final = [client.submit(_bucket_snapshots, part, s.id_type, s.time_zone, wanted,
+                                   dataset.part(b) if dataset is not None else None, key=f"rfmx-snapshots-{token}-{b}")
+                     for b, part in enumerate(run.buckets)]
+        else:
+            final = _scored_snapshots(run, spec, wanted, dataset, token)
+        result, customers = _result(run, final, dataset if dataset is not None else output, single_file,
+                                    {"command": "snapshots", "as_of_us": wanted})
+        if report is not None:
+            report.update(_counters(run, customers), boundaries=wanted)
+            report["rows"] = report.pop("customers")
+        return result
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
+def _scored_snapshots(run: _Run, spec, wanted: list, dataset, token: str) -> list:
+    """Every snapshot scored over its buckets (one snapshot's buckets on the workers at a
+    time); futures of the parts, snapshot after snapshot, bucket after bucket."""
+    import json
+
+    from .dask_scores import bucket_score, population
+    from .segments import merge_coverage
+
+    client, s, B = run.client, run.summary, len(run.buckets)
+    final = []
+    for j, as_of_us in enumerate(wanted):
+        key = f"rfmx-snapshot-{token}-{j}"
+        tables = [client.submit(_bucket_snapshot, part, s.id_type, s.time_zone, as_of_us, key=f"{key}-{b}")
+                  for b, part in enumerate(run.buckets)]
+        _raise_first_error(tables)
+        pop = population(client, tables, spec, f"{key}-population")
+        scored = [client.submit(bucket_score, t, spec, pop, key=f"{key}-score-{b}") for b, t in enumerate(tables)]
+        infos = client.gather([client.submit(operator.getitem, f, 1, key=f"{key}-info-{b}")
+                               for b, f in enumerate(scored)])
+        metadata = json.dumps(dict(infos[0], segments=merge_coverage([i["segments"] for i in infos]))).encode()
+        final += [client.submit(_write_scored_snapshot, client.submit(operator.getitem, f, 0, key=f"{key}-scored-{b}"),
+                                metadata, as_of_us, s.timezone,
+                                dataset.part(j * B + b) if dataset is not None else None, key=f"{key}-write-{b}")
+                  for b, f in enumerate(scored)]
+        _raise_first_error(final[-B:])  # written (or held) before the next snapshot's buckets are made
+    return final

@@ -501,10 +501,17 @@ class TimelineState(RFMState):
         """Read a state written by :meth:`save`; refuses other formats and versions, and
         damaged files (metadata, columns or values :meth:`save` cannot have written,
         buckets that do not add up to their customer's row)."""
+        path = Path(path)
+        return cls.from_table(read_state_file(path), what=path, threads=threads)
+
+    @classmethod
+    def from_table(cls, table: pa.Table, *, what="<state table>", threads: int | None = None) -> "TimelineState":
+        """The state whose :meth:`to_table` is ``table``, checked as :meth:`load` checks a file
+        (``what`` names it in errors): how partial timeline states cross process boundaries
+        as Arrow data (:mod:`rfmx.dask`)."""
         import pyarrow.compute as pc
 
-        path = Path(path)
-        table = read_state_file(path)
+        path = what
         meta = read_state_meta(path, table, TIMELINE_STATE_FORMAT, {"period": (str,), "week_start": (str,)},
                                _BUCKET_COLUMNS)
         if meta["version"] != TIMELINE_STATE_VERSION:

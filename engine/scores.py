@@ -32,6 +32,10 @@ from .errors import RfmxError
 from .tables import Column as _Column, money_column, numeric_column as _column, readonly  # noqa: F401
 
 __all__ = [
+    "Population",
+    "code_counts",
+    "dimension_columns",
+    "dimension_keys",
     "score",
     "score_table",
     "quantile_scores",
@@ -306,8 +310,29 @@ def grouped_quantile_scores(values: np.ndarray, member: np.ndarray, q: int, grou
     return out, n_members
 
 
+@dataclass(frozen=True)
+class Population:
+    """Population-wide quantities of a table scored in parts (customer hash buckets on a
+    Dask cluster, :mod:`rfmx.dask`): with them :func:`score_table` scores one part exactly
+    as it scores those customers inside the whole table.
+
+    ``customers``: rows of all parts.  ``edges``: per dimension ``(population, edge keys)``
+    — the members and the oriented sort keys (:func:`dimension_keys`) at the sorted
+    positions :func:`rank_thresholds` gives (None for a dimension scored by fixed cuts).
+    ``counts``/``member_counts``: customers (and members) per RFM code index, all parts
+    (:func:`code_counts`).  ``abc``: the ABC thresholds ``(min_a, min_b)`` of the whole
+    table's revenue.
+    """
+
+    customers: int
+    edges: dict
+    counts: np.ndarray | None = None
+    member_counts: np.ndarray | None = None
+    abc: tuple | None = None
+
+
 def quantile_scores(values: np.ndarray, member: np.ndarray, q: int, *, ties: str = "keep",
-                    lower_is_better: bool = False) -> tuple[np.ndarray, list, int]:
+                    lower_is_better: bool = False, population=None) -> tuple[np.ndarray, list, int]:
     """Exact quantile scores 1..q of ``values`` over the ``member`` customers.
 
     ``values``: int64 or float64 (NaN only where ``member`` is False).  Returns
@@ -319,10 +344,16 @@ def quantile_scores(values: np.ndarray, member: np.ndarray, q: int, *, ties: str
     count from the lowest value and the score is reversed (``q + 1 - bin``), as the
     tutorial's ``pd.qcut(x.rank(method="first"), q, labels=[q, ..., 1])``; edges are then
     listed from the worst value too, so ``edges[k-1]`` still separates scores k and k+1.
-    Non-members score 1.
+    Non-members score 1.  ``population``: ``(n, edge keys)`` of a population these values
+    are a part of (:class:`Population`); the part then scores as inside the whole
+    (``ties="keep"`` only).
     """
     if ties not in TIES:
         raise RfmxError(f"ties must be one of {', '.join(TIES)}, got {ties!r}")
+    if population is not None:
+        if ties != "keep":
+            raise RfmxError("ties='first' orders ties by row: a table scored in parts has no such order")
+        return _oriented_scores(values, member, q, ties, lower_is_better, population)
     if ties == "first" and lower_is_better:
         # The tutorial recipe ranks recency as it is (ascending, ties by row order) and
         # reverses the labels: pd.qcut(recency.rank(method="first"), q, labels=[q..1]).
@@ -335,7 +366,21 @@ def quantile_scores(values: np.ndarray, member: np.ndarray, q: int, *, ties: str
     return _oriented_scores(values, member, q, ties, lower_is_better)
 
 
-def _oriented_scores(values, member, q: int, ties: str, lower_is_better: bool):
+def dimension_keys(values: np.ndarray, lower_is_better: bool = False) -> tuple[np.ndarray, np.int64]:
+    """``(x, sign)``: ``sign * x`` (int64) orders ``values`` from worst to best — the keys
+    quantile edges are selected on (floats by their order-preserving bit pattern)."""
+    if values.dtype.kind == "f":
+        return _float_keys(values, -1.0 if lower_is_better else 1.0), np.int64(1)
+    return readonly(np.ascontiguousarray(values, dtype=np.int64)), np.int64(-1 if lower_is_better else 1)
+
+
+def _raw_edges(edges, is_float: bool, sign, lower_is_better: bool) -> list:
+    if is_float:
+        return [_key_to_float(e) * (-1.0 if lower_is_better else 1.0) for e in edges]
+    return [int(e) * int(sign) for e in edges]
+
+
+def _oriented_scores(values, member, q: int, ties: str, lower_is_better: bool, population=None):
     """:func:`quantile_scores` on the oriented order (``-values`` when lower is better)."""
     from .kernels.scores import (key_range, scores_from_edges, scores_from_lut, scores_rank_first,
                                  scores_rank_first_lut, select_ranks)
@@ -343,11 +388,18 @@ def _oriented_scores(values, member, q: int, ties: str, lower_is_better: bool):
     n_all = len(values)
     out = np.empty(n_all, dtype=np.int8)
     is_float = values.dtype.kind == "f"
-    if is_float:
-        x, sign = _float_keys(values, -1.0 if lower_is_better else 1.0), np.int64(1)
-    else:
-        x, sign = readonly(np.ascontiguousarray(values, dtype=np.int64)), np.int64(-1 if lower_is_better else 1)
+    x, sign = dimension_keys(values, lower_is_better)
     member = readonly(np.ascontiguousarray(member, dtype=np.bool_))
+    if population is not None:
+        # Edges of the whole population: a value scores by the edges it passes, as in
+        # the whole table (the lookup-table path below gives the same scores).
+        n, edges = population
+        if n == 0:
+            out[:] = 1
+            return out, [], 0
+        edges = np.asarray(edges, dtype=np.int64)
+        scores_from_edges(x, sign, member, edges, out)
+        return out, _raw_edges(edges, is_float, sign, lower_is_better), int(n)
     n, lo, hi = key_range(x, sign, member)
     if n == 0:
         out[:] = 1
@@ -373,11 +425,7 @@ def _oriented_scores(values, member, q: int, ties: str, lower_is_better: bool):
         scores_from_lut(x, sign, member, lo, lut, out)
     else:
         scores_from_edges(x, sign, member, edges, out)
-    if is_float:
-        raw = [_key_to_float(e) * (-1.0 if lower_is_better else 1.0) for e in edges]
-    else:
-        raw = [int(e) * int(sign) for e in edges]
-    return out, raw, int(n)
+    return out, _raw_edges(edges, is_float, sign, lower_is_better), int(n)
 
 
 def cut_scores(values: np.ndarray, member: np.ndarray, cuts, q: int, *, lower_is_better: bool = False) -> np.ndarray:
@@ -398,8 +446,11 @@ def _member_mask(table: pa.Table) -> tuple[np.ndarray, _Column]:
     return member, orders
 
 
-def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: dict,
-                      threads: int | None = None, groups=None) -> tuple[dict, np.ndarray]:
+def dimension_columns(table: pa.Table, monetary: str = "total", cuts=None) -> tuple[dict, np.ndarray]:
+    """``({dimension: (column name, values, members, unit)}, members)``: what each
+    dimension scores (members: customers with an order and a value in that column; unit:
+    the divisor from the column's units to the currency's) and the customers with an order."""
+    cuts = cuts or {}
     member, orders = _member_mask(table)
     if monetary == "total":
         m_name, unit = money_column(table) if "monetary" not in cuts else ("monetary_total", 1.0)
@@ -407,25 +458,36 @@ def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: d
         m_name, unit = _profit_column(table) if "monetary" not in cuts else ("profit_total", 1.0)
     else:
         m_name, unit = "avg_order_value", 1.0
-    sources = {"recency": "recency_days", "frequency": "n_orders", "monetary": m_name}
-
-    def one(dim):
-        name = sources[dim]
+    out = {}
+    for dim, name in (("recency", "recency_days"), ("frequency", "n_orders"), ("monetary", m_name)):
         col = orders if name == "n_orders" else _column(table, name)
         mem = member if col.valid is None else member & col.valid
+        out[dim] = (name, col.values, mem, unit if dim == "monetary" else 1.0)
+    return out, member
+
+
+def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: dict,
+                      threads: int | None = None, groups=None,
+                      population: Population | None = None) -> tuple[dict, np.ndarray]:
+    columns, member = dimension_columns(table, monetary, cuts)
+
+    def one(dim):
+        name, values, mem, unit = columns[dim]
         lower = dim == "recency"
         if dim in cuts:
-            s = cut_scores(col.values, mem, cuts[dim], q, lower_is_better=lower)
-            return DimensionScores(dim, name, s, int(mem.sum()), [], cuts=list(cuts[dim]))
+            s = cut_scores(values, mem, cuts[dim], q, lower_is_better=lower)
+            n = int(mem.sum()) if population is None else int(population.edges[dim][0])
+            return DimensionScores(dim, name, s, n, [], cuts=list(cuts[dim]))
         if groups is not None:  # edges differ per group: none are listed
-            s, n_members = grouped_quantile_scores(col.values, mem, q, groups, ties=ties, lower_is_better=lower)
+            s, n_members = grouped_quantile_scores(values, mem, q, groups, ties=ties, lower_is_better=lower)
             return DimensionScores(dim, name, s, int(n_members.sum()), [], group_members=n_members)
-        s, edges, n = quantile_scores(col.values, mem, q, ties=ties, lower_is_better=lower)
+        s, edges, n = quantile_scores(values, mem, q, ties=ties, lower_is_better=lower,
+                                      population=population.edges[dim] if population is not None else None)
         if unit != 1.0:
             edges = [e / unit for e in edges]
         return DimensionScores(dim, name, s, n, edges)
 
-    workers = min(len(sources), threads if threads is not None else (os.cpu_count() or 1))
+    workers = min(len(DIMENSIONS), threads if threads is not None else (os.cpu_count() or 1))
     if workers > 1 and table.num_rows >= 1 << 16 and groups is None:  # grouped kernels run in parallel
         # The kernels release the GIL: the three dimensions run side by side.
         from concurrent.futures import ThreadPoolExecutor
@@ -447,6 +509,24 @@ def _profit_column(table: pa.Table) -> tuple[str, float]:
         raise RfmxError("monetary='profit' (--monetary profit) scores M on gross profit: aggregate with a cost "
                         "column (cost=..., --cost COLUMN) so the table has profit_total")
     return "profit_total", 1.0
+
+
+def code_counts(table: pa.Table, q: int, *, monetary: str = "total", cuts=None,
+                population: Population | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(customers, members)`` per RFM code index (``q**3`` int64 each) of ``table``'s
+    scores (scored inside ``population`` when given): a part's share of the counts that
+    value tiers, segment coverage and the score metadata read."""
+    from .kernels.scores import rfm_code_index
+
+    dims, member = _score_dimensions(table, q, "keep", monetary, parse_cuts(cuts, q), 1, population=population)
+    n, n_codes = table.num_rows, q ** 3
+    code = np.empty(n, dtype=np.int16 if n_codes < 32768 else np.int32)
+    total = np.empty(n, dtype=np.int16)
+    counts = np.zeros(n_codes, dtype=np.int64)
+    member_counts = np.zeros(n_codes, dtype=np.int64)
+    rfm_code_index(dims["recency"].scores, dims["frequency"].scores, dims["monetary"].scores, member, np.int64(q),
+                   np.empty(0, np.int8), code, total, np.empty(0, np.int8), counts, member_counts)
+    return counts, member_counts
 
 
 def _code_strings(q: int, idx: np.ndarray) -> list[str]:
@@ -630,7 +710,7 @@ def _numeric_columns(table: pa.Table) -> list[str]:
 
 def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep", monetary: str = "total",
                 cuts=None, segments="rfm-grid", weights=None, tiers=None, threads: int | None = None,
-                group=None, rank_within: str = "group") -> pa.Table:
+                group=None, rank_within: str = "group", population: Population | None = None) -> pa.Table:
     """Add scores, code, totals, value score and tier, segment and ABC class to a finalized table.
 
     ``table``: the per-customer table of :func:`rfmx.aggregate` (at least ``recency_days``,
@@ -655,6 +735,10 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     value score percentiles, tiers and ABC classes are computed among each group's
     customers, as if each group were scored alone; ``"all"`` ranks everyone together.
     Segments follow the scores.  See ``docs/groups.md``.
+
+    ``population``: the population-wide quantities when ``table`` is one part of a larger
+    table (:class:`Population`): the part is then scored exactly as inside the whole, and
+    the metadata describes the whole, except the segment coverage, which counts the part.
     """
     from .concentration import abc_classes
     from .groups import check_group, group_columns_of, group_index
@@ -695,7 +779,12 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
         raise RfmxError(f"rank_within must be one of {', '.join(RANK_WITHIN)}, got {rank_within!r}")
     group = check_group(group) if group is not None else group_columns_of(table)
     groups = group_index(table, group) if group and rank_within == "group" else None
-    dims, member = _score_dimensions(table, q, ties, monetary, cuts or {}, threads, groups)
+    if population is not None and groups is not None:
+        raise RfmxError("a table scored in parts (population=) is ranked over everyone: no groups")
+    if population is not None and not all(k in SCORE_FIELDS for k in weights):
+        raise RfmxError("weights on raw columns rank each customer among all customers; a table scored in "
+                        "parts takes weights on recency, frequency, monetary and rfm_score only")
+    dims, member = _score_dimensions(table, q, ties, monetary, cuts or {}, threads, groups, population)
     r, f, m = dims["recency"].scores, dims["frequency"].scores, dims["monetary"].scores
     n = table.num_rows
     n_codes = q ** 3
@@ -707,13 +796,14 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     segment = np.empty(n if seg_lut is not None else 0, dtype=seg_lut.dtype if seg_lut is not None else np.int8)
     rfm_code_index(r, f, m, member, np.int64(q), seg_lut if seg_lut is not None else np.empty(0, np.int8), code,
                    total, segment, counts, member_counts)
-    by_code = counts.reshape(q, q, q)
+    by_code = (counts if population is None else population.counts).reshape(q, q, q)
     for d, axes in (("recency", (1, 2)), ("frequency", (0, 2)), ("monetary", (0, 1))):
         dims[d].counts = by_code.sum(axis=axes).tolist()
 
     value, value_lut = _value_scores(table, weights, q, code, member, numeric, groups)
     if groups is None:
-        tier_idx, tier_edges = _tiers(value, member, tiers, code=code, lut=value_lut, member_counts=member_counts)
+        tier_idx, tier_edges = _tiers(value, member, tiers, code=code, lut=value_lut,
+                                      member_counts=member_counts if population is None else population.member_counts)
     else:
         tier_idx, tier_edges = _grouped_tiers(value, member, tiers, groups), []
 
@@ -733,13 +823,14 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
                                                value=value, numeric=numeric,
                                                segment=segment if seg_lut is not None else None)
         columns["segment"] = _dictionary(seg_idx, names, null_below_zero=True)
-    columns["abc_class"] = _dictionary(abc_classes(table, groups=groups), ["A", "B", "C"])
+    columns["abc_class"] = _dictionary(abc_classes(table, groups=groups,
+                                                   thresholds=population.abc if population else None), ["A", "B", "C"])
 
     for name, arr in columns.items():
         table = table.append_column(name, arr)
     info = {
         "bins": q, "ties": ties, "monetary": monetary, "population": dims["recency"].population,
-        "customers": n,
+        "customers": n if population is None else population.customers,
         "dimensions": {d.dimension: {"column": d.column, "population": d.population, "edges": d.edges,
                                      "cuts": d.cuts, "counts": d.counts} for d in dims.values()},
         "weights": weights, "tiers": [[t, s] for t, s in tiers], "tier_edges": tier_edges,

@@ -40,7 +40,7 @@ import pyarrow as pa
 from .errors import RfmxError
 from .tables import numeric_column
 
-__all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML", "UNPROFITABLE",
+__all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "merge_coverage", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML", "UNPROFITABLE",
            "UNPROFITABLE_RULE"]
 
 #: the segment of customers whose gross profit is negative (with a cost column)
@@ -627,6 +627,27 @@ class SegmentMap:
         return {"map": self.name, "source": self.source, "default": self.default, "customers": n,
                 "unassigned": int(first[0]), "rules": rules,
                 "never_match": [r for r in rules if r["status"] != "ok"]}
+
+
+def merge_coverage(reports: list) -> dict | None:
+    """One coverage report (:meth:`SegmentMap.assign`) of the parts of a table: customers
+    per rule, unassigned and in all added up; a rule is "no customers" only if no part
+    has any (a rule that can never match says so in every part)."""
+    reports = [r for r in reports if r is not None]
+    if not reports:
+        return None
+    import copy
+
+    out = copy.deepcopy(reports[0])
+    for other in reports[1:]:
+        out["customers"] += other["customers"]
+        out["unassigned"] += other["unassigned"]
+        for rule, more in zip(out["rules"], other["rules"]):
+            rule["customers"] += more["customers"]
+    for rule in out["rules"]:
+        rule["status"] = "ok" if rule["customers"] else ("never matches" if rule["reason"] else "no customers")
+    out["never_match"] = [r for r in out["rules"] if r["status"] != "ok"]
+    return out
 
 
 def _condition(key: str, value, where: str, names: bool = False) -> Condition:

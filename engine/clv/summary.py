@@ -361,6 +361,27 @@ class BTYDState(RFMState):
                                  np.asarray(mlist.values).astype(np.int64, copy=False))
         return state
 
+    @classmethod
+    def from_table(cls, table: pa.Table, *, what="<state table>", threads: int | None = None) -> "BTYDState":
+        """The state whose :meth:`to_table` is ``table`` (checked as :meth:`load` checks a
+        file; ``what`` names it in errors): how partial BTYD states cross process boundaries
+        as Arrow data (:mod:`rfmx.dask`)."""
+        meta = read_state_meta(what, table, BTYD_STATE_FORMAT, {"period": (str,)}, ("periods", "period_money"))
+        if meta["period"] not in UNIT_DAYS:
+            raise RfmxError(f"{what}: damaged state: metadata 'period' is {meta['period']!r}")
+        c = meta["columns"]
+        state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
+                    since=meta["since_us"], until=meta["until_us"], amount_scale=meta["amount_scale"],
+                    threads=threads, timezone=meta["timezone"])
+        ids = state._restore(meta, table, what)
+        if ids is not None:
+            plist = table.column("periods").combine_chunks()
+            mlist = table.column("period_money").combine_chunks()
+            state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64, copy=False),
+                                 np.asarray(plist.values).astype(np.int64, copy=False),
+                                 np.asarray(mlist.values).astype(np.int64, copy=False))
+        return state
+
     def __repr__(self) -> str:
         return (f"BTYDState({self.n_customers} customers, {self.n_periods} purchase periods ({self.period}), "
                 f"{self.rows_read} rows read, columns={self.columns}, amount_scale={self.amount_scale})")
