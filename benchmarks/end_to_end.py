@@ -296,7 +296,8 @@ def main(argv=None) -> int:
     p.add_argument("--warmup", type=int, default=1, help="unmeasured rounds before the measured ones, per input")
     p.add_argument("--no-check", action="store_true", help="skip reading the outputs back for the checksums")
     p.add_argument("--work", type=Path, default=None, help="folder for the outputs (default: a temporary one)")
-    p.add_argument("--out", type=Path, default=None, help="also write the Markdown table here")
+    p.add_argument("--out", type=Path, default=None,
+                   help="also write the Markdown table here (and the rows as JSON beside it, .json)")
     a = p.parse_args(argv)
     workloads = [w for w in a.workloads.split(",") if w]
     engines = [e for e in a.engines.split(",") if e]
@@ -325,7 +326,10 @@ def main(argv=None) -> int:
     text = markdown(rows, "python -m benchmarks.end_to_end " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(text)
     if a.out:
+        import json
+
         a.out.write_text(text)
+        a.out.with_suffix(".json").write_text(json.dumps({"command": sys.argv[1:], "rows": rows}, indent=1) + "\n")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
