@@ -34,6 +34,32 @@ def rank_within_option(f):
                              "group's customers, or among all customers.")(f)
 
 
+def attributes_options(f):
+    """--attributes/--on: a table of customer attributes joined to the per-customer result."""
+    @click.option("--attributes", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+                  help="Customer attributes (Parquet, Arrow or CSV: country, signup channel, ...) joined exactly "
+                       "on the customer id; customers without a row get nulls (counted on stderr).  Segment-map "
+                       "rules and rfmx summary --by can use them.")
+    @click.option("--on", "on", default="customer_id", show_default=True, metavar="KEY",
+                  help="The key column of --attributes: customer ids of the same type as the orders'.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def join_attributes_reported(table, attributes):
+    """``table`` with the checked attribute table ``attributes`` (``rfmx.attributes.Attributes``)
+    joined, the join's counts on stderr; ``table`` itself when there are none."""
+    if attributes is None:
+        return table
+    from rfmx.attributes import join_attributes
+
+    table, info = join_attributes(table, attributes)
+    click.echo(f"rfmx: {info.line()}", err=True)
+    return table
+
+
 #: commands whose result is about segments over time: --segments none leaves them nothing to do
 SEGMENTS_REQUIRED = frozenset({"timeline", "alerts"})
 

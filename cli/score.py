@@ -12,8 +12,8 @@ import functools
 import click
 
 from .clv import ORDER_MODELS
-from .options import (build_state_from_options, column_options, group_option, rank_within_option, report_state,
-                      score_options, stream_options)
+from .options import (attributes_options, build_state_from_options, column_options, group_option,
+                      join_attributes_reported, rank_within_option, report_state, score_options, stream_options)
 
 
 def build_steps(options: dict) -> list[tuple[str, object]]:
@@ -21,7 +21,8 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
 
     ``options``: the command's keyword arguments.  Validates everything it can before any
     order row is read (weights, tiers, cuts, the segment map and its fields), so a typo
-    fails in a second, not after the scan.
+    fails in a second, not after the scan.  ``options["attributes"]``: the checked
+    attribute table (``rfmx.attributes.Attributes``), whose columns rules may name.
     """
     from rfmx.scores import (AGGREGATE_FIELDS, DEFAULT_BINS, check_bins, check_feature_names, parse_cuts,
                              parse_tiers, parse_weights, score_table)
@@ -31,14 +32,17 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
     smap = SegmentMap.resolve(options["segments"]) if options["segments"] != "none" else None
     bins = options["bins"] if options["bins"] is not None else ((smap and smap.bins) or DEFAULT_BINS)
     q = check_bins(bins)
+    attrs = options.get("attributes")
+    numeric = AGGREGATE_FIELDS + tuple(attrs.numeric_columns() if attrs is not None else ())
+    strings = ("customer_id",) + tuple(attrs.string_columns() if attrs is not None else ())
     if smap is not None:
         smap.check_bins(q)
         if not options.get("clv"):  # CLV adds columns that rules may name: checked on the table then
-            smap.check_fields(AGGREGATE_FIELDS)
+            smap.check_fields(numeric, strings)
     weights = (parse_weights(options["weights"]) if options["weights"] is not None
                else smap.weights if smap is not None else None)
     if weights is not None and not options.get("clv"):
-        check_feature_names(parse_weights(weights), AGGREGATE_FIELDS)
+        check_feature_names(parse_weights(weights), numeric)
     tiers = (parse_tiers(options["tiers"]) if options["tiers"] is not None
              else smap.tiers if smap is not None else None)
     cuts = parse_cuts(list(options["cuts"]), q)
@@ -87,10 +91,11 @@ def run_steps(table, steps):
 @column_options
 @group_option
 @rank_within_option
+@attributes_options
 @stream_options
 def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
-          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, as_of, since, threads,
-          batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
+          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, attributes, on, as_of,
+          since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
     """Scores, RFM codes, segments and value tiers of order histories.
 
     \b
@@ -99,6 +104,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score orders.parquet --segments pymc-quartiles --bins 4 --clv bgnbd --clusters 6 -o scores.csv
       rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
       rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
+      rfmx score orders.parquet --attributes customers.parquet --segments by_country.toml -o scores.parquet
 
     SOURCES are files, directories, globs, a database (with --query or --table) or - for
     standard input.  Streams SOURCES once into the per-customer state (or starts from
@@ -128,8 +134,13 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
         from rfmx.scores import score_info
 
         files = (CommandFiles().read("SOURCES", *sources).read("--segments", segments).read("--weights", weights)
-                 .state("--state-in", state_in, "--state-out", state_out).write("-o", output, table=True))
+                 .read("--attributes", attributes).state("--state-in", state_in, "--state-out", state_out)
+                 .write("-o", output, table=True))
         with files:  # checks every output before anything is read; commits them together at the end
+            if attributes:  # read and checked before the scan, so the rules can be checked against it
+                from rfmx.attributes import read_attributes
+
+                options["attributes"] = read_attributes(attributes, on)
             steps = build_steps(options)
             if clv:  # a BTYD state finalizes to the same table and also keeps purchase periods
                 from .clv import build_btyd_state
@@ -146,7 +157,8 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
             start = time.perf_counter()
             state.drop_index()  # not needed from here on: free it before the result is built
             # The CLV step still reads the BTYD state; otherwise the result takes its memory over.
-            table = run_steps(state.finalize(as_of, consume=not clv), steps)
+            table = state.finalize(as_of, consume=not clv)
+            table = run_steps(join_attributes_reported(table, options.get("attributes")), steps)
             elapsed = time.perf_counter() - start
             # printed below; stored with the table, so a report over the file reads it back
             segments_table = None
