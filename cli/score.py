@@ -12,8 +12,9 @@ import functools
 import click
 
 from .clv import ORDER_MODELS
-from .options import (attributes_options, build_state_from_options, column_options, group_option,
-                      join_attributes_reported, rank_within_option, report_state, score_options, stream_options)
+from .options import (attributes_options, build_state_from_options, column_options, fit_within_options,
+                      group_cluster_lines, group_option, join_attributes_reported, rank_within_option, report_state,
+                      score_options, stream_options)
 
 
 def build_steps(options: dict) -> list[tuple[str, object]]:
@@ -52,7 +53,14 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
                                          threads=options.get("threads"), group=options.get("group"),
                                          rank_within=options.get("rank_within", "group")))]
     # Later steps append here, e.g.: if options.get("clusters"): steps.append(("clusters", ...))
-    if options.get("clusters"):
+    if options.get("clusters") and options.get("fit_within", "all") == "group":
+        from rfmx.group_clusters import add_group_cluster_column
+
+        steps.append(("clusters", functools.partial(add_group_cluster_column, k=options["clusters"],
+                                                    min_group_size=options.get("min_group_size"),
+                                                    small_groups=options.get("small_groups", "skip"),
+                                                    threads=options.get("threads"))))
+    elif options.get("clusters"):
         from rfmx.cluster import add_cluster_column
 
         steps.append(("clusters", functools.partial(add_cluster_column, k=options["clusters"],
@@ -91,11 +99,13 @@ def run_steps(table, steps):
 @column_options
 @group_option
 @rank_within_option
+@fit_within_options
 @attributes_options
 @stream_options
 def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
-          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, attributes, on, as_of,
-          since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
+          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, fit_within, min_group_size,
+          small_groups, attributes, on, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in,
+          state_out, progress):
     """Scores, RFM codes, segments and value tiers of order histories.
 
     \b
@@ -104,6 +114,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score orders.parquet --segments pymc-quartiles --bins 4 --clv bgnbd --clusters 6 -o scores.csv
       rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
       rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
+      rfmx score orders.parquet --group shop_id --clusters 4 --fit-within group --min-group-size 200 -o s.parquet
       rfmx score orders.parquet --attributes customers.parquet --segments by_country.toml -o scores.parquet
 
     SOURCES are files, directories, globs, a database (with --query or --table) or - for
@@ -121,7 +132,12 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
     if group and clv:
         raise click.UsageError("--group with --clv: fit CLV models per group with rfmx clv on each group's "
                                "rows; --group scores, segments and clusters")
-    options = dict(group=group, rank_within=rank_within, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+    if fit_within == "group" and not (group and clusters):
+        raise click.UsageError("--fit-within group fits the --clusters model per group: give --group and --clusters")
+    if fit_within != "group" and (min_group_size is not None or small_groups != "skip"):
+        raise click.UsageError("--min-group-size and --small-groups apply to --fit-within group")
+    options = dict(group=group, rank_within=rank_within, fit_within=fit_within, min_group_size=min_group_size,
+                   small_groups=small_groups, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
                    tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_horizon_unit=clv_horizon_unit,
                    clv_discount=clv_discount, as_of=as_of,
                    clusters=clusters, threads=threads)
@@ -170,6 +186,10 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
         info = score_info(table)
         click.echo(f"rfmx: scored {table.num_rows:,} customers into {info['bins']} bins in {elapsed:.2f} s"
                    + (f" -> {output}" if output else ""), err=True)
+        from rfmx.group_clusters import group_clusters_info
+
+        for line in group_cluster_lines(group_clusters_info(table)):
+            click.echo(f"rfmx: {line}", err=True)
         for line in coverage_lines(info["segments"]):
             click.echo(f"rfmx: {line}", err=True)
         if segments_table is not None:
