@@ -95,6 +95,11 @@ class GroupClusters:
         self.types = list(types) if types is not None else [None] * len(self.group)
 
     @property
+    def n_clusters(self) -> int:
+        """Clusters per group (k)."""
+        return self.k
+
+    @property
     def fitted(self) -> list[GroupPart]:
         return [p for p in self.parts if p.model is not None]
 

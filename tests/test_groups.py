@@ -359,3 +359,32 @@ def test_cli_score_fit_within_group(tmp_path):
     assert pc.all(pc.is_null(out.filter(pc.equal(out["shop"], 99))["cluster"])).as_py()
     r = run(cli, ["score", str(tmp_path / "o.parquet"), "--clusters", "3", "--fit-within", "group"])
     assert r.exit_code == 2 and "give --group and --clusters" in r.output
+
+
+def test_cli_cluster_fit_within_group_model_file(tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from rfmx.cli.main import main as cli
+    from rfmx.group_clusters import GroupClusters
+
+    pq.write_table(orders(1500, 150, 3, 6), tmp_path / "o.parquet")
+    run = CliRunner().invoke
+    r = run(cli, ["cluster", str(tmp_path / "o.parquet"), "--group", "shop", "-k", "3", "--fit-within", "group",
+                  "--as-of", AS_OF, "--model-out", str(tmp_path / "m.json"), "-o", str(tmp_path / "c.parquet"),
+                  "--profiles", str(tmp_path / "p.parquet")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["format"] == "rfmx-clusters-by-group" and len(doc["groups"]) == 3
+    assert all("model" in g for g in doc["groups"]) and "== shop = " in r.output
+    profiles = pq.read_table(tmp_path / "p.parquet")
+    assert profiles.column_names[:2] == ["shop", "model"]
+    clustered = pq.read_table(tmp_path / "c.parquet")
+    assert GroupClusters.load(tmp_path / "m.json").predict(clustered).equals(clustered["cluster"].combine_chunks())
+    r = run(cli, ["cluster", str(tmp_path / "o.parquet"), "--group", "shop", "--model-in", str(tmp_path / "m.json"),
+                  "--as-of", AS_OF, "-o", str(tmp_path / "c2.parquet")])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "c2.parquet")["cluster"].equals(clustered["cluster"])
+    r = run(cli, ["cluster", str(tmp_path / "o.parquet"), "--group", "shop", "-k", "3", "--fit-within", "group",
+                  "--k-range", "2..4"])
+    assert r.exit_code == 2 and "--k-range does not apply to --fit-within group" in r.output
