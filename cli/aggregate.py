@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .options import (
+    attributes_options,
     build_state_from_options,
     check_dask_run,
     column_options,
@@ -11,6 +12,7 @@ from .options import (
     dask_options,
     dask_settings,
     group_option,
+    join_attributes_reported,
     report_state,
     stream_options,
 )
@@ -23,10 +25,11 @@ from .options import (
                    "(standard output, --format); with --dask a folder for a Parquet dataset.")
 @column_options
 @group_option
+@attributes_options
 @stream_options
 @dask_options
-def aggregate(sources, output, customer, time_col, amount, order_id, group, as_of, since, threads, batch_size,
-              amount_scale, on_null, delimiter, state_in, state_out, progress):
+def aggregate(sources, output, customer, time_col, amount, order_id, group, attributes, on, as_of, since, threads,
+              batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
     """Per-customer RFM aggregates of order histories.
 
     \b
@@ -36,6 +39,7 @@ def aggregate(sources, output, customer, time_col, amount, order_id, group, as_o
       rfmx aggregate new.parquet --state-in s.arrow --state-out s.arrow -o rfm.parquet
       rfmx aggregate orders.parquet --group shop_id -o rfm_by_shop.parquet
       rfmx aggregate orders.parquet --cost cost -o rfm.parquet
+      rfmx aggregate orders.parquet --attributes customers.parquet --on customer_id -o rfm.parquet
       rfmx aggregate 'orders/*.parquet' --dask local:4 -o rfm/
       rfmx aggregate s3://shop/orders/ --dask tcp://scheduler:8786 -o s3://shop/rfm/
 
@@ -49,11 +53,15 @@ def aggregate(sources, output, customer, time_col, amount, order_id, group, as_o
         raise click.UsageError("give at least one SOURCE or --state-in")
     if not output and not state_out:
         raise click.UsageError("give -o/--output and/or --state-out")
+    if attributes and not output:
+        raise click.UsageError("--attributes joins to the -o table; give -o/--output (a state holds no attributes)")
     on_dask = dask_settings()
     if on_dask and cost_column():
         raise click.UsageError("--cost does not run on --dask; aggregate on one machine (partial states carry "
                                "costs: rfmx.RFMState.to_table/from_table)")
     if on_dask:
+        if attributes:
+            raise click.UsageError("--attributes runs on one machine; leave out --dask")
         if group:
             raise click.UsageError("--group runs on one machine; leave out --dask")
         check_dask_run(sources, output, state_in=state_in, state_out=state_out, threads=threads)
@@ -63,16 +71,19 @@ def aggregate(sources, output, customer, time_col, amount, order_id, group, as_o
     def run():
         from rfmx.outputs import CommandFiles
 
-        files = (CommandFiles().read("SOURCES", *sources).state("--state-in", state_in, "--state-out", state_out)
-                 .write("-o", output, table=True))
+        from rfmx.attributes import read_attributes
+
+        files = (CommandFiles().read("SOURCES", *sources).read("--attributes", attributes)
+                 .state("--state-in", state_in, "--state-out", state_out).write("-o", output, table=True))
         with files:  # checks every output before anything is read; commits them together at the end
+            attrs = read_attributes(attributes, on) if attributes else None  # checked before the scan
             state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
                                              batch_size, amount_scale, on_null, delimiter, state_in, progress,
                                              group=group)
             state.drop_index()  # not needed to finalize or save: free it before the result is built
             # Without --state-out the state is not needed after: the result takes its memory over.
             if output:
-                files.write_table("-o", state.finalize(as_of, consume=not state_out))
+                files.write_table("-o", join_attributes_reported(state.finalize(as_of, consume=not state_out), attrs))
             if state_out:
                 files.save("--state-out", state)
         report_state(state)

@@ -10,6 +10,9 @@ from .options import (
     column_options,
     dask_options,
     dask_settings,
+    fit_within_options,
+    group_cluster_lines,
+    group_option,
     report_state,
     segments_option,
     stream_options,
@@ -44,6 +47,24 @@ def profile_lines(profiles) -> list[str]:
             row.append("-" if r["segment"] is None else f"{r['segment']} ({_pct(r['segment_share'])})")
         rows.append(row)
     return _grid(header, rows, left=3 if "description" in cols else 2)
+
+
+def group_profile_lines(profiles, group) -> list[str]:
+    """Per-group cluster profiles (``rfmx.group_clusters.GroupClusters.profiles``): one block
+    per group, headed by its values and which model placed it."""
+    lines = []
+    if not profiles.num_rows:
+        return lines
+    keys = list(zip(*[profiles[c].to_pylist() for c in group], profiles["model"].to_pylist()))
+    start = 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[start]:
+            head = ", ".join(f"{c} = {v}" for c, v in zip(group, keys[start][:-1]))
+            lines.append(f"== {head} ({'its own model' if keys[start][-1] == 'group' else 'the all-groups model'})")
+            lines += profile_lines(profiles.slice(start, i - start).drop_columns(list(group) + ["model"]))
+            lines.append("")
+            start = i
+    return lines[:-1]
 
 
 def k_table_lines(table) -> list[str]:
@@ -123,12 +144,15 @@ def k_table_lines(table) -> list[str]:
                    "again with -k or --distance.")
 @segments_option
 @column_options
+@group_option
+@fit_within_options
 @stream_options
 @dask_options
 def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out, within, k_range, output, features,
             scaling, log_features, n_init, max_iter, tol, seed, init_sample, mini_batch, epochs, silhouette_sample,
-            k_table, profiles_out, model_out, model_in, segments, customer, time_col, amount, order_id, as_of,
-            since, threads, batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
+            k_table, profiles_out, model_out, model_in, segments, customer, time_col, amount, order_id, group,
+            fit_within, min_group_size, small_groups, as_of, since, threads, batch_size, amount_scale, on_null,
+            delimiter, state_in, state_out, progress):
     """Clusters of customers on log RFM features -- k-means or Ward hierarchical, over all
     customers or within each segment -- with a profile per cluster.
 
@@ -140,6 +164,7 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
       rfmx cluster orders.parquet --within segment --k-range 2..5 -o subsegments.parquet
       rfmx cluster new.parquet --model-in clusters.json -o clusters.csv
       rfmx cluster 'orders/*.parquet' -k 6 --dask local:4 -o clusters/ --model-out clusters.json
+      rfmx cluster orders.parquet --group shop_id -k 4 --fit-within group --model-out by_shop.json -o c.parquet
 
     Streams SOURCES (files, globs, a database with --query/--table, - for standard input;
     or --state-in) into the per-customer table, standardizes the features and clusters
@@ -157,6 +182,16 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
 
     if not sources and not state_in:
         raise click.UsageError("give at least one SOURCE or --state-in")
+    if fit_within == "group":
+        if not group or k is None:
+            raise click.UsageError("--fit-within group fits -k clusters in each --group: give --group and -k")
+        given = [name for name, value in (("--within", within), ("--k-range", k_range), ("--model-in", model_in),
+                                          ("--distance", distance), ("--dendrogram-out", dendrogram_out),
+                                          ("--k-table", k_table)) if value is not None]
+        if given:
+            raise click.UsageError(f"{given[0]} does not apply to --fit-within group (one -k model per group)")
+    elif min_group_size is not None or small_groups != "skip":
+        raise click.UsageError("--min-group-size and --small-groups apply to --fit-within group")
     ward_only = [name for name, value in (("--distance", distance), ("--micro-clusters", n_micro),
                                           ("--micro-sample", micro_sample)) if value is not None]
     if ward_only and method != "ward" and not model_in:
@@ -236,7 +271,8 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
         if model is not None:
             check_model_options(model)
         state = build_state_from_options(sources, customer, time_col, amount, order_id, as_of, since, threads,
-                                         batch_size, amount_scale, on_null, delimiter, state_in, progress)
+                                         batch_size, amount_scale, on_null, delimiter, state_in, progress,
+                                         group=group)
         if state_out:
             files.save("--state-out", state)
         report_state(state)
@@ -250,9 +286,19 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
         start = time.perf_counter()
         if model is not None:
             clusters = model.predict(described)
-            what = f"placed customers in the {model.n_clusters} clusters of {model_in}"
+            what = f"placed customers in the {model.n_clusters} clusters{' per group' if group else ''} of {model_in}"
             if k is not None or distance is not None:
                 what += f" (tree cut again at {'k = ' + str(k) if k is not None else 'height ' + str(distance)})"
+        elif fit_within == "group":
+            from rfmx.group_clusters import fit_by_group
+
+            model, clusters = fit_by_group(described, k, group=group, min_group_size=min_group_size,
+                                           small_groups=small_groups, where="per-customer table", random_state=seed,
+                                           **shape, **options)
+            what = f"fitted k = {k} within each {', '.join(model.group)}"
+            for line in group_cluster_lines({**model.info(), "left_out_groups": [
+                    {"values": list(p.values), "reason": p.reason} for p in model.left_out[:5]]}):
+                click.echo(f"rfmx: {line}", err=True)
         elif within:
             model, clusters, what = fit_within_segments(described)
         else:
@@ -279,7 +325,12 @@ def cluster(sources, k, method, distance, n_micro, micro_sample, dendrogram_out,
             import json
 
             files.write_text("--dendrogram-out", json.dumps(model.dendrogram(), indent=1, allow_nan=False) + "\n")
-        click.echo("\n".join(profile_lines(profiles)))
+        from rfmx.group_clusters import GroupClusters
+
+        if isinstance(model, GroupClusters):
+            click.echo("\n".join(group_profile_lines(profiles, model.group)))
+        else:
+            click.echo("\n".join(profile_lines(profiles)))
 
     def check_model_options(model):
         kind = getattr(model, "method", "within-segment")

@@ -58,6 +58,65 @@ def cost_column() -> str | None:
     return ctx.meta.get("rfmx.cost") if ctx is not None else None
 
 
+def attributes_options(f):
+    """--attributes/--on: a table of customer attributes joined to the per-customer result."""
+    @click.option("--attributes", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+                  help="Customer attributes (Parquet, Arrow or CSV: country, signup channel, ...) joined exactly "
+                       "on the customer id; customers without a row get nulls (counted on stderr).  Segment-map "
+                       "rules and rfmx summary --by can use them.")
+    @click.option("--on", "on", default="customer_id", show_default=True, metavar="KEY",
+                  help="The key column of --attributes: customer ids of the same type as the orders'.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def fit_within_options(f):
+    """--fit-within/--min-group-size/--small-groups: one cluster model per group, or one for all."""
+    @click.option("--fit-within", type=click.Choice(["all", "group"]), default="all", show_default=True,
+                  help="With --group: fit the clusters once over all customers, or one model per group (each "
+                       "group's own scaling, centres and cluster numbers).")
+    @click.option("--min-group-size", type=click.IntRange(min=1), default=None, metavar="N",
+                  help="With --fit-within group: the fewest customers a group needs for its own model "
+                       "[default and floor: k].")
+    @click.option("--small-groups", type=click.Choice(["skip", "pooled"]), default="skip", show_default=True,
+                  help="With --fit-within group: a smaller group is left out (null cluster, reported) or placed "
+                       "by the model fitted on all groups' customers.")
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        return f(*args, **kwargs)
+    return wrapper
+
+
+def group_cluster_lines(info: dict | None) -> list[str]:
+    """The stderr lines of a clustering within groups (``rfmx.group_clusters.group_clusters_info``)."""
+    if info is None:
+        return []
+    left = info["left_out"]
+    what = "placed by the all-groups model" if info["pooled"] else "left out (null cluster)"
+    lines = [f"clusters fitted within {', '.join(info['group'])}: {info['fitted']:,} of {info['groups']:,} groups "
+             f"(k = {info['k']}, at least {info['min_group_size']:,} customers)"
+             + (f"; {left:,} smaller groups ({info['left_out_customers']:,} customers) {what}" if left else "")]
+    for g in info.get("left_out_groups", [])[:5]:
+        lines.append(f"  group {', '.join(g['values'])}: {g['reason']}")
+    if left > 5:
+        lines.append(f"  ... and {left - 5:,} more (the model file lists them all)")
+    return lines
+
+
+def join_attributes_reported(table, attributes):
+    """``table`` with the checked attribute table ``attributes`` (``rfmx.attributes.Attributes``)
+    joined, the join's counts on stderr; ``table`` itself when there are none."""
+    if attributes is None:
+        return table
+    from rfmx.attributes import join_attributes
+
+    table, info = join_attributes(table, attributes)
+    click.echo(f"rfmx: {info.line()}", err=True)
+    return table
+
+
 #: commands whose result is about segments over time: --segments none leaves them nothing to do
 SEGMENTS_REQUIRED = frozenset({"timeline", "alerts"})
 

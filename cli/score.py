@@ -13,13 +13,17 @@ import click
 
 from .clv import ORDER_MODELS
 from .options import (
+    attributes_options,
     build_state_from_options,
     check_dask_run,
     column_options,
     cost_column,
     dask_options,
     dask_settings,
+    fit_within_options,
+    group_cluster_lines,
     group_option,
+    join_attributes_reported,
     rank_within_option,
     report_state,
     score_options,
@@ -32,7 +36,8 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
 
     ``options``: the command's keyword arguments.  Validates everything it can before any
     order row is read (weights, tiers, cuts, the segment map and its fields), so a typo
-    fails in a second, not after the scan.
+    fails in a second, not after the scan.  ``options["attributes"]``: the checked
+    attribute table (``rfmx.attributes.Attributes``), whose columns rules may name.
     """
     from rfmx.scores import (AGGREGATE_FIELDS, DEFAULT_BINS, PROFIT_FIELDS, check_bins, check_feature_names,
                              parse_cuts, parse_tiers, parse_weights, score_table)
@@ -40,19 +45,22 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
 
     # --segments none: scores, value score and tier without a segment column
     smap = SegmentMap.resolve(options["segments"]) if options["segments"] != "none" else None
-    fields = AGGREGATE_FIELDS + (PROFIT_FIELDS if options.get("cost") else ())
     if options["monetary"] == "profit" and not options.get("cost"):
         raise click.UsageError("--monetary profit scores M on gross profit: give the line cost column (--cost)")
     bins = options["bins"] if options["bins"] is not None else ((smap and smap.bins) or DEFAULT_BINS)
     q = check_bins(bins)
+    attrs = options.get("attributes")
+    numeric = (AGGREGATE_FIELDS + (PROFIT_FIELDS if options.get("cost") else ())
+               + tuple(attrs.numeric_columns() if attrs is not None else ()))
+    strings = ("customer_id",) + tuple(attrs.string_columns() if attrs is not None else ())
     if smap is not None:
         smap.check_bins(q)
         if not options.get("clv"):  # CLV adds columns that rules may name: checked on the table then
-            smap.check_fields(fields)
+            smap.check_fields(numeric, strings)
     weights = (parse_weights(options["weights"]) if options["weights"] is not None
                else smap.weights if smap is not None else None)
     if weights is not None and not options.get("clv"):
-        check_feature_names(parse_weights(weights), fields)
+        check_feature_names(parse_weights(weights), numeric)
     tiers = (parse_tiers(options["tiers"]) if options["tiers"] is not None
              else smap.tiers if smap is not None else None)
     cuts = parse_cuts(list(options["cuts"]), q)
@@ -62,7 +70,14 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
                                          threads=options.get("threads"), group=options.get("group"),
                                          rank_within=options.get("rank_within", "group")))]
     # Later steps append here, e.g.: if options.get("clusters"): steps.append(("clusters", ...))
-    if options.get("clusters"):
+    if options.get("clusters") and options.get("fit_within", "all") == "group":
+        from rfmx.group_clusters import add_group_cluster_column
+
+        steps.append(("clusters", functools.partial(add_group_cluster_column, k=options["clusters"],
+                                                    min_group_size=options.get("min_group_size"),
+                                                    small_groups=options.get("small_groups", "skip"),
+                                                    threads=options.get("threads"))))
+    elif options.get("clusters"):
         from rfmx.cluster import add_cluster_column
 
         steps.append(("clusters", functools.partial(add_cluster_column, k=options["clusters"],
@@ -101,11 +116,14 @@ def run_steps(table, steps):
 @column_options
 @group_option
 @rank_within_option
+@fit_within_options
+@attributes_options
 @stream_options
 @dask_options
 def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
-          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, as_of, since, threads,
-          batch_size, amount_scale, on_null, delimiter, state_in, state_out, progress):
+          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, fit_within, min_group_size,
+          small_groups, attributes, on, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in,
+          state_out, progress):
     """Scores, RFM codes, segments and value tiers of order histories.
 
     \b
@@ -116,6 +134,8 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
       rfmx score orders.parquet --cost cost --monetary profit -o scores.parquet
       rfmx score 'orders/*.parquet' --dask local:4 -o scores/
+      rfmx score orders.parquet --group shop_id --clusters 4 --fit-within group --min-group-size 200 -o s.parquet
+      rfmx score orders.parquet --attributes customers.parquet --segments by_country.toml -o scores.parquet
 
     SOURCES are files, directories, globs, a database (with --query or --table) or - for
     standard input.  Streams SOURCES once into the per-customer state (or starts from
@@ -132,7 +152,12 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
     if group and clv:
         raise click.UsageError("--group with --clv: fit CLV models per group with rfmx clv on each group's "
                                "rows; --group scores, segments and clusters")
-    options = dict(group=group, rank_within=rank_within, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
+    if fit_within == "group" and not (group and clusters):
+        raise click.UsageError("--fit-within group fits the --clusters model per group: give --group and --clusters")
+    if fit_within != "group" and (min_group_size is not None or small_groups != "skip"):
+        raise click.UsageError("--min-group-size and --small-groups apply to --fit-within group")
+    options = dict(group=group, rank_within=rank_within, fit_within=fit_within, min_group_size=min_group_size,
+                   small_groups=small_groups, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
                    tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_horizon_unit=clv_horizon_unit,
                    clv_discount=clv_discount, as_of=as_of,
                    clusters=clusters, threads=threads, cost=cost_column())
@@ -159,8 +184,13 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
         from rfmx.scores import score_info
 
         files = (CommandFiles().read("SOURCES", *sources).read("--segments", segments).read("--weights", weights)
-                 .state("--state-in", state_in, "--state-out", state_out).write("-o", output, table=True))
+                 .read("--attributes", attributes).state("--state-in", state_in, "--state-out", state_out)
+                 .write("-o", output, table=True))
         with files:  # checks every output before anything is read; commits them together at the end
+            if attributes:  # read and checked before the scan, so the rules can be checked against it
+                from rfmx.attributes import read_attributes
+
+                options["attributes"] = read_attributes(attributes, on)
             steps = build_steps(options)
             if clv:  # a BTYD state finalizes to the same table and also keeps purchase periods
                 from .clv import build_btyd_state
@@ -177,7 +207,8 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
             start = time.perf_counter()
             state.drop_index()  # not needed from here on: free it before the result is built
             # The CLV step still reads the BTYD state; otherwise the result takes its memory over.
-            table = run_steps(state.finalize(as_of, consume=not clv), steps)
+            table = state.finalize(as_of, consume=not clv)
+            table = run_steps(join_attributes_reported(table, options.get("attributes")), steps)
             elapsed = time.perf_counter() - start
             # printed below; stored with the table, so a report over the file reads it back
             segments_table = None
@@ -189,6 +220,10 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
         info = score_info(table)
         click.echo(f"rfmx: scored {table.num_rows:,} customers into {info['bins']} bins in {elapsed:.2f} s"
                    + (f" -> {output}" if output else ""), err=True)
+        from rfmx.group_clusters import group_clusters_info
+
+        for line in group_cluster_lines(group_clusters_info(table)):
+            click.echo(f"rfmx: {line}", err=True)
         for line in coverage_lines(info["segments"]):
             click.echo(f"rfmx: {line}", err=True)
         if segments_table is not None:

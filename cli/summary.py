@@ -171,11 +171,12 @@ def grouped_report(table, by, top_groups, fmt: str, which: str, top) -> str:
         if top is not None:
             members = table
             for c, v in r["group"].items():
-                members = members.filter(pc.equal(members[c], pa.scalar(v, members.schema.field(c).type)))
+                members = members.filter(pc.is_null(members[c]) if v is None else
+                                         pc.equal(members[c], pa.scalar(v, members.schema.field(c).type)))
             r["top"] = top_customers(members, top)
 
     def label(r) -> str:
-        return ", ".join(f"{c} = {v}" for c, v in r["group"].items())
+        return ", ".join(f"{c} = {'(null)' if v is None else v}" for c, v in r["group"].items())
 
     if fmt == "json":
         return json.dumps([{"group": r["group"], "customers": r["customers"], "revenue": r["revenue"],

@@ -132,7 +132,7 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
               on_null: str = "error", threads: int | None = None, batch_size: int = 1 << 20,
               state: RFMState | None = None, progress: bool = False, delimiter: str | None = None,
               timezone: str | None = None, customer_type: str = "auto", round: str | None = None,
-              group=None, cost: str | None = None) -> pa.Table:
+              group=None, cost: str | None = None, attributes=None, on: str = "customer_id") -> pa.Table:
     """Per-customer RFM aggregates of an order stream, as a ``pyarrow.Table``.
 
     ``source``: a Parquet/IPC/CSV path, directory or glob, a list of them, an Arrow
@@ -145,12 +145,24 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
 
     ``group`` (a column, ``"a,b"`` or a list): one row per (group, customer) pair, the
     group columns first (see ``docs/groups.md``).
+
+    ``attributes`` (a Parquet/Arrow/CSV path or a table) with key column ``on``: customer
+    attributes joined exactly on ``customer_id`` (:func:`rfmx.attributes.join_attributes`;
+    customers without a row get nulls, counted in the ``rfmx.attributes`` metadata).
     """
+    attrs = None
+    if attributes is not None:  # read and checked before the scan: a bad file fails in a second
+        from .attributes import read_attributes
+
+        attrs = read_attributes(attributes, on)
     st = build_state(source, customer, time, amount, order_id, as_of=as_of, since=since,
                      amount_scale=amount_scale, on_null=on_null, threads=threads, batch_size=batch_size,
                      state=state, progress=progress, delimiter=delimiter, timezone=timezone,
                      customer_type=customer_type, round=round, group=group, cost=cost)
-    if state is None:
-        # Nobody uses this state again: the result takes its memory over as it is built.
-        return st.finalize(as_of, consume=True)
-    return st.finalize(as_of)
+    # Nobody uses a new state again: the result takes its memory over as it is built.
+    table = st.finalize(as_of, consume=state is None)
+    if attrs is not None:
+        from .attributes import join_attributes
+
+        table, _ = join_attributes(table, attrs)
+    return table

@@ -278,14 +278,16 @@ def grouped_summary(table: pa.Table, by, *, top_groups: int | None = None) -> li
     Returns one dict per group: ``group`` (``{column: value}``), ``customers``, ``revenue``
     (net, the money column's units) and the keys of :func:`summary` computed over that
     group's customers alone.  Groups are sorted by net revenue, highest first (equal
-    revenue: by first appearance in the table); ``top_groups`` keeps the first N.
+    revenue: by first appearance in the table); ``top_groups`` keeps the first N.  Rows
+    with a null in a ``by`` column form one group whose value there is None (customers
+    without attributes, in a breakdown by a joined attribute).
     """
     from .groups import group_index
     from .kernels.scores import group_sums
 
     if top_groups is not None and top_groups < 1:
         raise RfmxError(f"top_groups must be >= 1, got {top_groups}")
-    groups = group_index(table, by)
+    groups = group_index(table, by, nulls="group")  # e.g. customers without an attribute: a group of their own
     money_col, money_scale = money_column(table)
     money = numeric_column(table, money_col)
     values = summable(np.where(money.valid, money.values, 0) if money.valid is not None else money.values)

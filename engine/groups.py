@@ -139,9 +139,10 @@ class GroupKeys:
             if _value_kind(t) == "integer":
                 self.types[j] = pa.int64()  # widened; uint64 beyond int64 is decided when decoding
 
-    def codes(self, columns: list, where: str) -> np.ndarray:
+    def codes(self, columns: list, where: str, *, null_group: bool = False) -> np.ndarray:
         """Group code per row (int64; -1 where a group column is null) of the group ``columns``
-        (Arrow arrays, in the order of :attr:`columns`), coding values seen for the first time."""
+        (Arrow arrays, in the order of :attr:`columns`), coding values seen for the first time.
+        ``null_group``: a null is a value like any other (its group's value is None)."""
         n = len(columns[0]) if columns else 0
         local = None
         local_values: list[tuple] = []
@@ -149,7 +150,7 @@ class GroupKeys:
         for j, arr in enumerate(columns):
             arr = _plain(arr)
             self._check_type(j, arr.type, where)
-            enc = pc.dictionary_encode(arr)
+            enc = pc.dictionary_encode(arr, null_encoding="encode" if null_group else "mask")
             idx = enc.indices
             if idx.null_count:
                 valid &= np.asarray(idx.is_valid())
@@ -587,8 +588,10 @@ class GroupIndex:
         return self.keys.group_arrays(np.arange(self.n_groups, dtype=np.int64))
 
 
-def group_index(table: pa.Table, columns) -> GroupIndex:
-    """Code ``table``'s rows by the values of ``columns`` (one or more; nulls refused)."""
+def group_index(table: pa.Table, columns, *, nulls: str = "refuse") -> GroupIndex:
+    """Code ``table``'s rows by the values of ``columns`` (one or more).  ``nulls``:
+    ``"refuse"`` (an error naming the column) or ``"group"`` (null is a group of its own, as
+    customers without attributes are in a breakdown by an attribute)."""
     from .kernels.groups import group_order
 
     columns = check_group(columns)
@@ -596,11 +599,11 @@ def group_index(table: pa.Table, columns) -> GroupIndex:
         if name not in table.column_names:
             raise RfmxError(f"group column '{name}' not found; columns are: {', '.join(table.column_names)}")
         col = table.column(name)
-        if col.null_count:
+        if col.null_count and nulls != "group":
             first = int(np.flatnonzero(~np.asarray(_plain(col).is_valid()))[0])
             raise RfmxError(f"group column '{name}' has {col.null_count:,} null value(s), first at row {first}")
     keys = GroupKeys(columns)
-    codes = keys.codes([table.column(g) for g in columns], "<table>")
+    codes = keys.codes([table.column(g) for g in columns], "<table>", null_group=nulls == "group")
     starts = np.empty(keys.n_groups + 1, dtype=np.int64)
     order = np.empty(len(codes), dtype=np.int64)
     group_order(codes, np.int64(keys.n_groups), starts, order)

@@ -708,6 +708,12 @@ def _numeric_columns(table: pa.Table) -> list[str]:
     return out
 
 
+def _string_columns(table: pa.Table) -> list[str]:
+    from .attributes import is_string_type
+
+    return [f.name for f in table.schema if is_string_type(f.type) and f.name not in SCORE_COLUMNS]
+
+
 def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep", monetary: str = "total",
                 cuts=None, segments="rfm-grid", weights=None, tiers=None, threads: int | None = None,
                 group=None, rank_within: str = "group", population: Population | None = None) -> pa.Table:
@@ -771,7 +777,7 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     numeric = _numeric_columns(table)
     check_feature_names(weights, numeric)
     if smap is not None:
-        smap.check_fields(numeric)
+        smap.check_fields(numeric, _string_columns(table))
 
     if threads is not None and threads < 1:
         raise RfmxError(f"threads must be >= 1, got {threads}")
@@ -820,7 +826,7 @@ def score_table(table: pa.Table, *, bins: int | None = None, ties: str = "keep",
     seg_info = None
     if smap is not None:
         seg_idx, names, seg_info = smap.assign(table, q=q, code=code, counts=counts, scores=(r, f, m),
-                                               value=value, numeric=numeric,
+                                               value=value, numeric=numeric, strings=_string_columns(table),
                                                segment=segment if seg_lut is not None else None)
         columns["segment"] = _dictionary(seg_idx, names, null_below_zero=True)
     columns["abc_class"] = _dictionary(abc_classes(table, groups=groups,
@@ -899,7 +905,8 @@ def read_table(path) -> pa.Table:
 
 def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str = "total", cuts=None,
           segments="rfm-grid", weights=None, tiers=None, as_of=None, threads: int | None = None,
-          group=None, rank_within: str = "group", **aggregate_options) -> pa.Table:
+          group=None, rank_within: str = "group", attributes=None, on: str = "customer_id",
+          **aggregate_options) -> pa.Table:
     """Per-customer scores and segments of an order source or of a per-customer table.
 
     ``source``: anything :func:`rfmx.aggregate` reads (paths, Arrow tables of order
@@ -909,12 +916,19 @@ def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str 
     ``order_id=``, ``since=``, ...) go to :func:`rfmx.aggregate`.  Scoring options: see
     :func:`score_table`.  ``group``: aggregate per (group, customer) and rank within each
     group (``rank_within="all"``: over everyone), see ``docs/groups.md``.
+    ``attributes``/``on``: customer attributes joined before scoring (see
+    :func:`rfmx.aggregate`), so segment-map rules can read them (``country = "DE"``).
 
     >>> scores = rfmx.score("orders.parquet", bins=5, segments="rfm-grid")
     """
     from .groups import GroupedState
     from .state import RFMState
 
+    attrs = None
+    if attributes is not None:  # read and checked before the scan
+        from .attributes import read_attributes
+
+        attrs = read_attributes(attributes, on)
     if isinstance(source, (RFMState, GroupedState)):
         table = source.finalize(as_of)
     else:
@@ -931,5 +945,9 @@ def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str 
             from .api import aggregate
 
             table = aggregate(source, as_of=as_of, threads=threads, group=group, **aggregate_options)
+    if attrs is not None:
+        from .attributes import join_attributes
+
+        table, _ = join_attributes(table, attrs)
     return score_table(table, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
                        weights=weights, tiers=tiers, threads=threads, group=group, rank_within=rank_within)

@@ -17,6 +17,8 @@ A segment map is TOML (format in ``docs/scores.md``)::
 
 A condition is ``field = number`` (equal), ``field = [a, b, ...]`` (one of) or
 ``field = { min = .., max = .., gt = .., lt = .. }`` (any combination; min/max inclusive).
+A string column of the table (e.g. a joined customer attribute) takes ``field = "DE"`` or
+``field = ["DE", "AT"]`` (exact string equality, one of).
 Optional ``order = [...]`` (every segment once, best first) and ``lapsed = [...]`` (the
 worst segments) are what migration counts up, down and lapsed by; without them the order
 is the rules' order with the default last, and the last segment is the lapsed one.
@@ -223,6 +225,7 @@ class Condition:
     code_strings: tuple | None = None
     text: str = ""
     labels: tuple | None = None
+    strings: tuple | None = None    # ``field = "DE"`` / ``["DE", "AT"]`` on a string column
 
 
 @dataclass
@@ -441,14 +444,24 @@ class SegmentMap:
                         idx.append(float(k))
                 c.values = tuple(idx)
 
-    def check_fields(self, numeric) -> None:
-        """Every rule field must be a score field or a numeric column of the table."""
+    def check_fields(self, numeric, strings=()) -> None:
+        """Every rule field must be a score field or a numeric column of the table, or, for
+        conditions with strings, a string column (``strings``)."""
         known = set(RULE_FIELDS) | set(numeric)
         for rule in self.rules:
             for c in rule.conditions:
-                if c.field not in known:
+                if c.strings is not None:
+                    if c.field not in strings:
+                        kind = "a number column" if c.field in known else "unknown"
+                        raise RfmxError(f"{self._where(rule, c.field)}: segment '{rule.segment}': {c.field} "
+                                        f"{c.text}: strings need a string column, and '{c.field}' is {kind}"
+                                        + (f"; string columns: {', '.join(strings)}" if strings else ""))
+                elif c.field not in known:
+                    kind = (f"; '{c.field}' is a string column: compare it with strings, e.g. {c.field} = "
+                            f"\"DE\"" if c.field in strings else "")
                     raise RfmxError(f"{self._where(rule, c.field)}: segment '{rule.segment}': unknown field "
-                                    f"'{c.field}'; fields: {', '.join(RULE_FIELDS)}, {', '.join(numeric)}")
+                                    f"'{c.field}'{kind}; fields: {', '.join(RULE_FIELDS)}, {', '.join(numeric)}"
+                                    + (f", {', '.join(strings)}" if strings else ""))
 
     def names(self) -> list[str]:
         out = []
@@ -498,6 +511,8 @@ class SegmentMap:
                   "value_score": (0, 100), "rfm_code": (0, q ** 3 - 1)}
         for c in rule.conditions:
             lo, hi = bounds.get(c.field, (-math.inf, math.inf))
+            if c.strings is not None:
+                continue  # a string absent from the data is "no customers", not a broken rule
             if c.values is not None:
                 if not any(lo <= v <= hi for v in c.values):
                     return f"{c.field} {c.text} is never true with {q} bins" if c.field in bounds else \
@@ -541,15 +556,16 @@ class SegmentMap:
         return self._per_code(q)[1]
 
     def assign(self, table: pa.Table, *, q: int, code: np.ndarray, counts: np.ndarray, scores, value: np.ndarray,
-               numeric, segment: np.ndarray | None = None) -> tuple[np.ndarray, list[str], dict]:
+               numeric, segment: np.ndarray | None = None, strings=()) -> tuple[np.ndarray, list[str], dict]:
         """Segment index per customer (-1: none), the segment names, and the coverage report.
 
         ``code``/``counts``: the RFM code index per customer and customers per code;
         ``scores``: the (r, f, m) int8 arrays; ``value``: the value score.  ``segment``:
-        the segments already looked up from :meth:`code_segments`, if any.
+        the segments already looked up from :meth:`code_segments`, if any.  ``strings``:
+        the table's string columns that rules may compare with strings.
         """
         self.check_bins(q)
-        self.check_fields(numeric)
+        self.check_fields(numeric, strings)
         names, seg_of_rule, default_idx, seg_type = self._segment_codes()
         n = len(code)
         n_rules = len(self.rules)
@@ -579,6 +595,8 @@ class SegmentMap:
                     cols.append(code.astype(np.float64))
                 elif k == "value_score":
                     cols.append(value)
+                elif k in strings:
+                    cols.append(self._string_field(table, k))
                 else:
                     col = numeric_column(table, k)
                     v = col.values.astype(np.float64)
@@ -590,6 +608,27 @@ class SegmentMap:
             seg = np.where(rule_of >= 0, seg_of_rule[rule_of], default_idx).astype(seg_type)
             first = np.bincount(rule_of + 1, minlength=n_rules + 1).astype(np.int64)
         return seg, names, self._coverage(first, never, n)
+
+    def _string_field(self, table: pa.Table, name: str) -> np.ndarray:
+        """String column ``name`` as float codes (NaN: null) for the rule kernel, and each
+        string condition on it given the codes of its strings (a string absent from the
+        column gets none: it matches nobody)."""
+        import pyarrow.compute as pc
+
+        from .tables import combined
+
+        arr = combined(table.column(name))
+        if pa.types.is_dictionary(arr.type):
+            arr = arr.dictionary.take(arr.indices)
+        enc = pc.dictionary_encode(arr)
+        code_of = {v: float(i) for i, v in enumerate(enc.dictionary.to_pylist())}
+        values = np.asarray(enc.indices.fill_null(-1)).astype(np.float64)
+        values[values < 0] = np.nan
+        for rule in self.rules:
+            for c in rule.conditions:
+                if c.field == name and c.strings is not None:
+                    c.values = tuple(code_of[v] for v in c.strings if v in code_of)
+        return values
 
     def label(self, columns: dict) -> tuple[np.ndarray, list[str], dict]:
         """Apply a map whose rules read plain numeric columns (``columns``: name -> array,
@@ -603,6 +642,9 @@ class SegmentMap:
                 if c.field not in columns:
                     raise RfmxError(f"{self._where(rule, c.field)}: {self.table} '{rule.segment}': unknown field "
                                     f"'{c.field}'; fields: {', '.join(columns)}")
+                if c.strings is not None:
+                    raise RfmxError(f"{self._where(rule, c.field)}: {self.table} '{rule.segment}': {c.field} "
+                                    f"{c.text}: expected a number, a list of numbers or a table with min/max/gt/lt")
         fields = sorted(self.fields())
         field_index = {f: i for i, f in enumerate(fields)}
         n = len(next(iter(columns.values()))) if columns else 0
@@ -662,6 +704,11 @@ def _condition(key: str, value, where: str, names: bool = False) -> Condition:
         if not vals or not all(isinstance(v, str) for v in vals):
             raise RfmxError(f"{where}: rfm_code takes a code string or a list of them, e.g. [\"545\", \"555\"]")
         return Condition(key, code_strings=tuple(vals), values=(), text=f"in {vals}")
+    if (isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(v, str) for v in value))) \
+            and key not in RULE_FIELDS:
+        vals = value if isinstance(value, list) else [value]
+        return Condition(key, values=(), strings=tuple(vals),
+                         text=f"= {value!r}" if isinstance(value, str) else f"in {value}")
     if isinstance(value, bool) or isinstance(value, str):
         raise RfmxError(f"{where}: {key} = {value!r}: expected a number, a list of numbers or a table "
                         f"with min/max/gt/lt")

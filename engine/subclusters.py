@@ -233,8 +233,8 @@ class WithinClusters:
 
 
 def load_cluster_model(path):
-    """A saved cluster model, whichever kind: :class:`rfmx.cluster.CustomerClusters` or
-    :class:`WithinClusters` (by its ``format``)."""
+    """A saved cluster model, whichever kind: :class:`rfmx.cluster.CustomerClusters`,
+    :class:`WithinClusters` or :class:`rfmx.group_clusters.GroupClusters` (by its ``format``)."""
     from .modelfile import read_model_json
 
     from .cluster import MODEL_FORMAT
@@ -243,6 +243,10 @@ def load_cluster_model(path):
     data = read_model_json(path, "cluster model")
     if data.get("format") == WITHIN_FORMAT:
         return WithinClusters.from_dict(data, str(path))
+    from .group_clusters import GROUP_CLUSTERS_FORMAT, GroupClusters
+
+    if data.get("format") == GROUP_CLUSTERS_FORMAT:
+        return GroupClusters.from_dict(data, str(path))
     if data.get("format") != MODEL_FORMAT:
         Fields(path).fail(f"not an rfmx cluster model (format/version {(data.get('format'), data.get('version'))}); "
                           f"this rfmx reads {MODEL_FORMAT!r} and {WITHIN_FORMAT!r} version {MODEL_VERSION}")

@@ -6,6 +6,8 @@ groupings, id types, batch splits, merges and save/load round trips.
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -297,3 +299,92 @@ def test_cli_summary_by(tmp_path):
     assert r.exit_code == 0 and r.output.splitlines()[0].startswith('"shop","segment"')
     r = CliRunner().invoke(cli, ["summary", str(tmp_path / "s.parquet"), "--by", "branch"])
     assert r.exit_code == 1 and "group column 'branch' not found" in r.output
+
+
+# --- clusters fitted within groups: --fit-within group --------------------------------------
+
+@settings(max_examples=8, deadline=None)
+@given(n=st.integers(50, 1500), n_groups=st.integers(1, 5), seed=st.integers(0, 99), k=st.integers(1, 4),
+       min_size=st.integers(1, 200), pooled=st.booleans())
+def test_clusters_within_groups(n, n_groups, seed, k, min_size, pooled):
+    """Each group large enough gets the model fit_clusters fits on its rows alone; a smaller
+    group is left out (null) or placed by the model fitted on every pair; the JSON model
+    round trip places every customer as the fit did."""
+    from rfmx.cluster import fit_clusters
+    from rfmx.group_clusters import GroupClusters, fit_by_group
+
+    table = rfmx.aggregate(orders(n, 120, n_groups, seed), group="shop", as_of=AS_OF)
+    model, clusters = fit_by_group(table, k, min_group_size=min_size, small_groups="pooled" if pooled else "skip")
+    assert len(model.parts) == len(set(table["shop"].to_pylist()))
+    everyone = fit_clusters(table, k)[1] if pooled and model.left_out else None
+    for part in model.parts:
+        rows = np.flatnonzero(np.asarray(pc.equal(pc.cast(table["shop"], pa.string()), part.values[0])))
+        mine = clusters.take(pa.array(rows))
+        alone = table.take(pa.array(rows))
+        with_features = int(np.asarray(alone["recency_days"].is_valid()).sum())
+        assert part.customers == with_features
+        if part.model is not None:
+            assert with_features >= max(k, min_size)
+            assert mine.equals(fit_clusters(alone, k)[1])
+        else:
+            assert part.reason
+            if pooled:
+                assert mine.equals(everyone.take(pa.array(rows)))
+            else:
+                assert mine.null_count == len(rows)
+    again = GroupClusters.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert again.predict(table).equals(clusters)
+
+
+def test_cli_score_fit_within_group(tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from rfmx.cli.main import main as cli
+    from rfmx.group_clusters import group_clusters_info
+
+    t = orders(2000, 200, 4, 5)
+    # one tiny shop: too few customers for its own model
+    tiny = t.slice(0, 3).set_column(1, "shop", pa.array([99, 99, 99], pa.int32()))
+    pq.write_table(pa.concat_tables([t, tiny]), tmp_path / "o.parquet")
+    run = CliRunner().invoke
+    r = run(cli, ["score", str(tmp_path / "o.parquet"), "--group", "shop", "--clusters", "3", "--fit-within", "group",
+                  "--min-group-size", "20", "--as-of", AS_OF, "-o", str(tmp_path / "s.parquet")])
+    assert r.exit_code == 0, r.output
+    assert "clusters fitted within shop: 4 of 5 groups" in r.output
+    assert "group 99: " in r.output and "fewer than the minimum group size 20" in r.output
+    out = pq.read_table(tmp_path / "s.parquet")
+    info = group_clusters_info(out)
+    assert info["left_out"] == 1 and info["left_out_customers"] <= 3
+    assert pc.all(pc.is_null(out.filter(pc.equal(out["shop"], 99))["cluster"])).as_py()
+    r = run(cli, ["score", str(tmp_path / "o.parquet"), "--clusters", "3", "--fit-within", "group"])
+    assert r.exit_code == 2 and "give --group and --clusters" in r.output
+
+
+def test_cli_cluster_fit_within_group_model_file(tmp_path):
+    import pyarrow.parquet as pq
+    from click.testing import CliRunner
+
+    from rfmx.cli.main import main as cli
+    from rfmx.group_clusters import GroupClusters
+
+    pq.write_table(orders(1500, 150, 3, 6), tmp_path / "o.parquet")
+    run = CliRunner().invoke
+    r = run(cli, ["cluster", str(tmp_path / "o.parquet"), "--group", "shop", "-k", "3", "--fit-within", "group",
+                  "--as-of", AS_OF, "--model-out", str(tmp_path / "m.json"), "-o", str(tmp_path / "c.parquet"),
+                  "--profiles", str(tmp_path / "p.parquet")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "m.json").read_text())
+    assert doc["format"] == "rfmx-clusters-by-group" and len(doc["groups"]) == 3
+    assert all("model" in g for g in doc["groups"]) and "== shop = " in r.output
+    profiles = pq.read_table(tmp_path / "p.parquet")
+    assert profiles.column_names[:2] == ["shop", "model"]
+    clustered = pq.read_table(tmp_path / "c.parquet")
+    assert GroupClusters.load(tmp_path / "m.json").predict(clustered).equals(clustered["cluster"].combine_chunks())
+    r = run(cli, ["cluster", str(tmp_path / "o.parquet"), "--group", "shop", "--model-in", str(tmp_path / "m.json"),
+                  "--as-of", AS_OF, "-o", str(tmp_path / "c2.parquet")])
+    assert r.exit_code == 0, r.output
+    assert pq.read_table(tmp_path / "c2.parquet")["cluster"].equals(clustered["cluster"])
+    r = run(cli, ["cluster", str(tmp_path / "o.parquet"), "--group", "shop", "-k", "3", "--fit-within", "group",
+                  "--k-range", "2..4"])
+    assert r.exit_code == 2 and "--k-range does not apply to --fit-within group" in r.output
