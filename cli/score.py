@@ -82,6 +82,12 @@ def build_steps(options: dict) -> list[tuple[str, object]]:
 
         steps.append(("clusters", functools.partial(add_cluster_column, k=options["clusters"],
                                                     threads=options.get("threads"))))
+    if options.get("scorecard"):  # last: it reads the scores and the CLV columns
+        from rfmx.scorecard import Scorecard, add_scorecard
+
+        card = Scorecard.resolve(options["scorecard"], influence=options.get("influence"))  # a bad file fails now
+        steps.append(("scorecard", functools.partial(add_scorecard, scorecard=card, tiers=tiers,
+                                                     rank_within=options.get("rank_within", "group"))))
     if options.get("clv"):  # first, so its columns exist when segments are assigned
         from .clv import clv_score_step
 
@@ -113,6 +119,13 @@ def run_steps(table, steps):
               help="Monthly discount rate of the CLV.")
 @click.option("--clusters", type=click.IntRange(min=1), default=None, metavar="K",
               help="Add a 'cluster' column: k-means with K clusters on log R, F, M (see rfmx cluster).")
+@click.option("--scorecard", default=None, metavar="hvc|FILE",
+              help="Add the high-value customer scorecard (hvc: financial 40, growth 25, loyalty 20, influence "
+                   "15) or a TOML scorecard: hvc_<dimension> scores 0-100, hvc_score and hvc_tier; an absent "
+                   "dimension's weight is spread over the others (said on stderr).")
+@click.option("--influence", default=None, metavar="COLUMN",
+              help="With --scorecard: the column of the influence dimension (e.g. referrals, joined with "
+                   "--attributes).")
 @column_options
 @group_option
 @rank_within_option
@@ -121,7 +134,8 @@ def run_steps(table, steps):
 @stream_options
 @dask_options
 def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers, clv, clv_horizon, clv_horizon_unit,
-          clv_discount, clusters, customer, time_col, amount, order_id, group, rank_within, fit_within, min_group_size,
+          clv_discount, clusters, scorecard, influence, customer, time_col, amount, order_id, group, rank_within,
+          fit_within, min_group_size,
           small_groups, attributes, on, as_of, since, threads, batch_size, amount_scale, on_null, delimiter, state_in,
           state_out, progress):
     """Scores, RFM codes, segments and value tiers of order histories.
@@ -133,6 +147,7 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
       rfmx score 'postgresql://analyst@db/shop' --table orders -o - --format jsonl
       rfmx score orders.parquet --group shop_id -o scores_by_shop.parquet
       rfmx score orders.parquet --cost cost --monetary profit -o scores.parquet
+      rfmx score orders.parquet --cost cost --scorecard hvc -o scores.parquet
       rfmx score 'orders/*.parquet' --dask local:4 -o scores/
       rfmx score orders.parquet --group shop_id --clusters 4 --fit-within group --min-group-size 200 -o s.parquet
       rfmx score orders.parquet --attributes customers.parquet --segments by_country.toml -o scores.parquet
@@ -160,7 +175,9 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
                    small_groups=small_groups, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
                    tiers=tiers, clv=clv, clv_horizon=clv_horizon, clv_horizon_unit=clv_horizon_unit,
                    clv_discount=clv_discount, as_of=as_of,
-                   clusters=clusters, threads=threads, cost=cost_column())
+                   clusters=clusters, threads=threads, cost=cost_column(), scorecard=scorecard, influence=influence)
+    if influence and not scorecard:
+        raise click.UsageError("--influence names a column of the scorecard: give --scorecard too")
     if clv and cost_column():
         raise click.UsageError("--cost with --clv: the CLV state keeps no line costs; score profit without --clv")
     on_dask = dask_settings()
@@ -224,6 +241,10 @@ def score(sources, output, bins, ties, monetary, cuts, segments, weights, tiers,
 
         for line in group_cluster_lines(group_clusters_info(table)):
             click.echo(f"rfmx: {line}", err=True)
+        from rfmx.scorecard import scorecard_line
+
+        if scorecard_line(table):
+            click.echo(f"rfmx: {scorecard_line(table)}", err=True)
         for line in coverage_lines(info["segments"]):
             click.echo(f"rfmx: {line}", err=True)
         if segments_table is not None:

@@ -32,6 +32,9 @@ from .errors import RfmxError
 from .tables import Column as _Column, money_column, numeric_column as _column, readonly  # noqa: F401
 
 __all__ = [
+    "feature_percentiles",
+    "member_mask",
+    "tier_index",
     "Population",
     "code_counts",
     "dimension_columns",
@@ -578,6 +581,27 @@ def _feature_norm(name: str, table: pa.Table, member: np.ndarray, groups=None) -
     return out
 
 
+def feature_percentiles(table: pa.Table, name: str, member: np.ndarray, groups=None) -> np.ndarray:
+    """Column ``name`` as each member's percentile position among the members (of its group,
+    with ``groups``: :func:`rfmx.groups.group_index`), 0..1, ties sharing; 0 for others.
+    Lower is better for recency (as in the value score)."""
+    return _feature_norm(name, table, member, groups)
+
+
+def member_mask(table: pa.Table) -> np.ndarray:
+    """The customers with at least one order (bool per row): those scores rank."""
+    return _member_mask(table)[0]
+
+
+def tier_index(value: np.ndarray, member: np.ndarray, tiers, groups=None) -> np.ndarray:
+    """Tier (0 = best, as :func:`parse_tiers` lists them) of each customer by ``value``'s
+    position among the members (of its group, with ``groups``); non-members get the last."""
+    tiers = parse_tiers(tiers)
+    if groups is not None:
+        return _grouped_tiers(value, member, tiers, groups)
+    return _tiers(value, member, tiers)[0]
+
+
 def check_feature_names(names, available) -> None:
     """Raise a one-line error for a weight feature that is neither a score nor a numeric column."""
     known = set(SCORE_FIELDS) | set(available)
@@ -906,7 +930,7 @@ def read_table(path) -> pa.Table:
 def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str = "total", cuts=None,
           segments="rfm-grid", weights=None, tiers=None, as_of=None, threads: int | None = None,
           group=None, rank_within: str = "group", attributes=None, on: str = "customer_id",
-          **aggregate_options) -> pa.Table:
+          scorecard=None, influence: str | None = None, **aggregate_options) -> pa.Table:
     """Per-customer scores and segments of an order source or of a per-customer table.
 
     ``source``: anything :func:`rfmx.aggregate` reads (paths, Arrow tables of order
@@ -918,6 +942,8 @@ def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str 
     group (``rank_within="all"``: over everyone), see ``docs/groups.md``.
     ``attributes``/``on``: customer attributes joined before scoring (see
     :func:`rfmx.aggregate`), so segment-map rules can read them (``country = "DE"``).
+    ``scorecard``: ``"hvc"`` or a TOML file adds the scorecard's dimension scores, total and
+    tier (:func:`rfmx.scorecard.add_scorecard`; ``influence`` names the influence column).
 
     >>> scores = rfmx.score("orders.parquet", bins=5, segments="rfm-grid")
     """
@@ -949,5 +975,12 @@ def score(source, *, bins: int | None = None, ties: str = "keep", monetary: str 
         from .attributes import join_attributes
 
         table, _ = join_attributes(table, attrs)
-    return score_table(table, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
-                       weights=weights, tiers=tiers, threads=threads, group=group, rank_within=rank_within)
+    scored = score_table(table, bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
+                         weights=weights, tiers=tiers, threads=threads, group=group, rank_within=rank_within)
+    if scorecard is None:
+        if influence is not None:
+            raise RfmxError("influence= names a column of the scorecard: give scorecard= too")
+        return scored
+    from .scorecard import add_scorecard
+
+    return add_scorecard(scored, scorecard, influence=influence, tiers=tiers, rank_within=rank_within)

@@ -42,7 +42,7 @@ import pyarrow as pa
 from .errors import RfmxError
 from .tables import numeric_column
 
-__all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "merge_coverage", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML", "UNPROFITABLE",
+__all__ = ["SegmentMap", "BUILTIN_MAPS", "read_toml", "parse_toml", "merge_coverage", "RFM_GRID_TOML", "PYMC_QUARTILES_TOML", "UNPROFITABLE",
            "UNPROFITABLE_RULE"]
 
 #: the segment of customers whose gross profit is negative (with a cost column)
@@ -173,10 +173,10 @@ def read_toml(path) -> tuple[dict, str]:
         raise RfmxError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RfmxError(f"{path}: cannot read: {exc}") from None
-    return _parse_toml(text, str(path)), text
+    return parse_toml(text, str(path)), text
 
 
-def _parse_toml(text: str, source: str) -> dict:
+def parse_toml(text: str, source: str) -> dict:
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -332,7 +332,7 @@ class SegmentMap:
         names, resolved to positions — a tuple of fields that name the map's own segments
         (``previous_stage = "lost"``: positions in :meth:`names`), or a dict from field to
         its list of names (None: the map's own)."""
-        doc = _parse_toml(text, source)
+        doc = parse_toml(text, source)
         if not isinstance(label_fields, dict):
             label_fields = dict.fromkeys(label_fields)
         top_keys = tuple(table if k == "segment" else k for k in _TOP_KEYS)
