@@ -203,3 +203,32 @@ def test_timeline_contenders_agree_on_edge_cases(tmp_path, monkeypatch):
     for sink, tab in ((a, table), (b, changed)):
         sink.add(t("2024-02-01"), tab)
     assert a.checksum_dict()["digest"] != b.checksum_dict()["digest"]
+
+
+def test_end_to_end_contenders_agree(tmp_path):
+    # fresh processes, file in to Parquet out; every output read back and checked against rfmx's
+    from rfmx.generate import write_orders
+
+    orders = tmp_path / "orders.parquet"
+    write_orders(orders, 30_000, shape="even")
+    engines = ",".join(["rfmx"] + [e for e in ("duckdb", "polars") if find_spec(e)])
+    out = tmp_path / "e2e.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.end_to_end", "--orders", str(orders), "--tiny",
+                           "--repeats", "1", "--warmup", "0", "--engines", engines, "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads(out.with_suffix(".json").read_text())["rows"]
+    assert {r["contender"] for r in rows} == {f"{e}-{w}" for e in engines.split(",") for w in ("aggregate", "score")}
+    assert all(r["status"] == "ok" and r["wall_s"] > 0 and r["out_bytes"] > 0 for r in rows), rows
+    assert len({r["input"] for r in rows}) == 2
+
+
+@pytest.mark.skipif(find_spec("duckdb") is None, reason="the grouped contender is DuckDB")
+def test_grouped_contenders_agree(tmp_path):
+    out = tmp_path / "groups.md"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.groups", "--rows", "30000", "--shops", "20",
+                           "--repeats", "1", "--warmup", "0", "--work", str(tmp_path / "work"), "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text()
+    assert "| rfmx-groups |" in text and "| duckdb-groups |" in text and "differ" not in text
