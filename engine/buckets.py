@@ -23,7 +23,7 @@ from .errors import RfmxError
 from .state import RFMState
 
 __all__ = ["bucket_of", "split_by_bucket", "to_ipc", "from_ipc", "state_summary", "zero_counters", "merge_states",
-           "state_class",
+           "state_class", "write_part",
            "COUNTERS"]
 
 #: the counters of a state's metadata that add up over shares (kept once, in the share's summary)
@@ -134,3 +134,16 @@ def merge_states(tables: list[pa.Table], *, what: str = "a share", threads: int 
     for table in tables[1:]:
         state.merge(cls.from_table(table, what=what, threads=threads), what=what)
     return state
+
+
+def write_part(table: pa.Table, output) -> int:
+    """Write one bucket's ``table`` as a Parquet part at ``output`` (``(filesystem, path)``,
+    as :class:`rfmx.dask.DatasetOutput` hands them out); returns its rows."""
+    import pyarrow.parquet as pq
+
+    filesystem, path = output
+    try:
+        pq.write_table(table, path, filesystem=filesystem)
+    except (pa.ArrowException, OSError) as exc:
+        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
+    return table.num_rows

@@ -46,7 +46,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pyarrow as pa
 
-from .buckets import from_ipc, merge_states, split_by_bucket, state_summary, to_ipc, zero_counters
+from .buckets import from_ipc, merge_states, split_by_bucket, state_summary, to_ipc, write_part, zero_counters
 from .columns import ColumnMap
 from .errors import RfmxError
 from .sources import SourceObject, plan_files, read_files
@@ -314,14 +314,7 @@ def _finalize_bucket(part: bytes, as_of_us, id_type: pa.DataType | None, time_zo
     table = state.finalize(as_of_us, consume=True)
     if output is None:
         return table
-    import pyarrow.parquet as pq
-
-    filesystem, path = output
-    try:
-        pq.write_table(table, path, filesystem=filesystem)
-    except (pa.ArrowException, OSError) as exc:
-        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
-    return table.num_rows
+    return write_part(table, output)
 
 
 def _to_pandas(table: pa.Table):
@@ -570,6 +563,33 @@ def _settings(customer, time, amount, order_id, *, as_of, since, amount_scale, o
                      proto.timezone, round, batch_size, delimiter, int(n_buckets)), proto
 
 
+def _check_run(fan_in: int, single_file: bool, output) -> None:
+    if fan_in < 2:
+        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
+    if single_file and output is None:
+        raise RfmxError("single_file=True needs output= (the file to write)")
+
+
+@contextlib.contextmanager
+def _folded(source, columns: ColumnMap, settings: _Settings, client, *, output, single_file: bool, share_rows,
+            fan_in: int, delimiter, customer_type):
+    """The front every distributed step shares: ``source`` planned, folded on ``client``'s
+    workers and merged per bucket.  Yields ``(run, dataset)``: ``dataset`` is the Parquet
+    dataset being written at ``output`` (a folder; None for a single file or no output),
+    checked before anything is read and discarded on the way out unless committed."""
+    dataset = None
+    if output is not None and not single_file:
+        dataset = DatasetOutput(output)
+        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
+    try:
+        inputs = source if _is_dask_frame(source) else plan_files(source, columns, delimiter=delimiter,
+                                                                   customer_type=customer_type)
+        yield _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in), dataset
+    finally:
+        if dataset is not None:
+            dataset.discard()
+
+
 def _default_buckets(client) -> int:
     # A few buckets per worker keep each finalize small and even out the load; the result
     # does not depend on the number.
@@ -600,22 +620,14 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
     run's counters (rows read, skipped, customers).  Other options as :func:`rfmx.aggregate`.
     """
     _require_dask()
-    if fan_in < 2:
-        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
-    if single_file and output is None:
-        raise RfmxError("single_file=True needs output= (the file to write)")
+    _check_run(fan_in, single_file, output)
     client = connect(client)
     settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
                             delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
-    dataset = None
-    if output is not None and not single_file:
-        dataset = DatasetOutput(output)
-        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
-    try:
-        inputs = source if _is_dask_frame(source) else plan_files(
-            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
-        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+    with _folded(source, ColumnMap(customer, time, amount, order_id), settings, client, output=output,
+                 single_file=single_file, share_rows=share_rows, fan_in=fan_in, delimiter=delimiter,
+                 customer_type=customer_type) as (run, dataset):
         as_of_us = run.summary.resolve_as_of(None)
         tables = _finalize(run, as_of_us, dataset, f"rfmx-finalize-{uuid.uuid4().hex[:12]}")
         result, customers = _result(run, tables, dataset if dataset is not None else output, single_file,
@@ -623,9 +635,6 @@ def aggregate(source, customer: str = "customer_id", time: str = "order_time", a
         if report is not None:
             report.update(_counters(run, customers))
         return result
-    finally:
-        if dataset is not None:
-            dataset.discard()
 
 
 def _counters(run: _Run, customers: int) -> dict:
@@ -643,14 +652,7 @@ def _write_scored(scored: pa.Table, metadata: bytes, output) -> object:
     table = scored.replace_schema_metadata(meta)
     if output is None:
         return table
-    import pyarrow.parquet as pq
-
-    filesystem, path = output
-    try:
-        pq.write_table(table, path, filesystem=filesystem)
-    except (pa.ArrowException, OSError) as exc:
-        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
-    return table.num_rows
+    return write_part(table, output)
 
 
 def score(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -679,24 +681,16 @@ def score(source, customer: str = "customer_id", time: str = "order_time", amoun
     from .segments import merge_coverage
 
     _require_dask()
-    if fan_in < 2:
-        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
-    if single_file and output is None:
-        raise RfmxError("single_file=True needs output= (the file to write)")
+    _check_run(fan_in, single_file, output)
     spec = ScoreSpec.resolve(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments, weights=weights,
                              tiers=tiers)
     client = connect(client)
     settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
                             delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
-    dataset = None
-    if output is not None and not single_file:
-        dataset = DatasetOutput(output)
-        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
-    try:
-        inputs = source if _is_dask_frame(source) else plan_files(
-            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
-        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+    with _folded(source, ColumnMap(customer, time, amount, order_id), settings, client, output=output,
+                 single_file=single_file, share_rows=share_rows, fan_in=fan_in, delimiter=delimiter,
+                 customer_type=customer_type) as (run, dataset):
         as_of_us = run.summary.resolve_as_of(None)
         token = uuid.uuid4().hex[:12]
         tables = _finalize(run, as_of_us, None, f"rfmx-finalize-{token}")
@@ -717,9 +711,6 @@ def score(source, customer: str = "customer_id", time: str = "order_time", amoun
         if report is not None:
             report.update(_counters(run, customers), scores=info)
         return result
-    finally:
-        if dataset is not None:
-            dataset.discard()
 
 
 def clv(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -749,10 +740,7 @@ def clv(source, customer: str = "customer_id", time: str = "order_time", amount:
                            fit_transactions, merge_patterns, summary_meta)
 
     _require_dask()
-    if fan_in < 2:
-        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
-    if single_file and output is None:
-        raise RfmxError("single_file=True needs output= (the file to write)")
+    _check_run(fan_in, single_file, output)
     models = {"bgnbd": BGNBD, "pareto": ParetoNBD}
     if model not in models:
         raise RfmxError(f"model must be one of {', '.join(models)}, got {model!r}")
@@ -764,14 +752,9 @@ def clv(source, customer: str = "customer_id", time: str = "order_time", amount:
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
                             delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
     settings = replace(settings, period=period)
-    dataset = None
-    if output is not None and not single_file:
-        dataset = DatasetOutput(output)
-        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
-    try:
-        inputs = source if _is_dask_frame(source) else plan_files(
-            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
-        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+    with _folded(source, ColumnMap(customer, time, amount, order_id), settings, client, output=output,
+                 single_file=single_file, share_rows=share_rows, fan_in=fan_in, delimiter=delimiter,
+                 customer_type=customer_type) as (run, dataset):
         as_of_us = run.summary.resolve_as_of(None)
         if as_of_us is None:
             raise RfmxError("the BTYD summary needs orders (the input is empty) or an as_of date")
@@ -800,9 +783,6 @@ def clv(source, customer: str = "customer_id", time: str = "order_time", amount:
             report.update(_counters(run, customers), model=fitted, spend_model=spend_model,
                           patterns=len(patterns[0]))
         return result
-    finally:
-        if dataset is not None:
-            dataset.discard()
 
 
 def cluster_customers(source, customer: str = "customer_id", time: str = "order_time", amount: str = "amount",
@@ -829,10 +809,7 @@ def cluster_customers(source, customer: str = "customer_id", time: str = "order_
     from .dask_kmeans import KMeansSpec, bucket_labels, bucket_moments, fit_transform, lloyd, seed_kmeans_plusplus
 
     _require_dask()
-    if fan_in < 2:
-        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
-    if single_file and output is None:
-        raise RfmxError("single_file=True needs output= (the file to write)")
+    _check_run(fan_in, single_file, output)
     spec = KMeansSpec(features or DEFAULT_FEATURES, log, scaling)
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise RfmxError(f"k must be an int >= 1, got {k!r}")
@@ -851,14 +828,9 @@ def cluster_customers(source, customer: str = "customer_id", time: str = "order_
     settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
                             delimiter=delimiter, n_buckets=buckets or _default_buckets(client))
-    dataset = None
-    if output is not None and not single_file:
-        dataset = DatasetOutput(output)
-        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
-    try:
-        inputs = source if _is_dask_frame(source) else plan_files(
-            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
-        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+    with _folded(source, ColumnMap(customer, time, amount, order_id), settings, client, output=output,
+                 single_file=single_file, share_rows=share_rows, fan_in=fan_in, delimiter=delimiter,
+                 customer_type=customer_type) as (run, dataset):
         as_of_us = run.summary.resolve_as_of(None)
         token = uuid.uuid4().hex[:12]
         tables = _finalize(run, as_of_us, None, f"rfmx-finalize-{token}")
@@ -895,9 +867,6 @@ def cluster_customers(source, customer: str = "customer_id", time: str = "order_
         if report is not None:
             report.update(_counters(run, customers), model=model, initial_centres=np.asarray(init_array))
         return result
-    finally:
-        if dataset is not None:
-            dataset.discard()
 
 
 def _bucket_timeline(part: bytes, id_type, time_zone):
@@ -977,10 +946,7 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
     from .state import to_us
 
     _require_dask()
-    if fan_in < 2:
-        raise RfmxError(f"fan_in must be >= 2, got {fan_in}")
-    if single_file and output is None:
-        raise RfmxError("single_file=True needs output= (the file to write)")
+    _check_run(fan_in, single_file, output)
     client = connect(client)
     settings, _ = _settings(customer, time, amount, order_id, as_of=as_of, since=since, amount_scale=amount_scale,
                             on_null=on_null, timezone=timezone, round=round, batch_size=batch_size,
@@ -993,14 +959,9 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
         spec = ScoreSpec.resolve(bins=bins, ties=ties, monetary=monetary, cuts=cuts, segments=segments,
                                  weights=weights, tiers=tiers)
     settings = replace(settings, period=probe.period, timeline=True, week_start=probe.week_start)
-    dataset = None
-    if output is not None and not single_file:
-        dataset = DatasetOutput(output)
-        dataset.check([] if _is_dask_frame(source) else source if isinstance(source, (list, tuple)) else [source])
-    try:
-        inputs = source if _is_dask_frame(source) else plan_files(
-            source, ColumnMap(customer, time, amount, order_id), delimiter=delimiter, customer_type=customer_type)
-        run = _fold_and_merge(inputs, settings, client, share_rows=share_rows, fan_in=fan_in)
+    with _folded(source, ColumnMap(customer, time, amount, order_id), settings, client, output=output,
+                 single_file=single_file, share_rows=share_rows, fan_in=fan_in, delimiter=delimiter,
+                 customer_type=customer_type) as (run, dataset):
         s = run.summary
         token = uuid.uuid4().hex[:12]
         if as_of_dates is None:
@@ -1028,9 +989,6 @@ def snapshots(source, customer: str = "customer_id", time: str = "order_time", a
             report.update(_counters(run, customers), boundaries=wanted)
             report["rows"] = report.pop("customers")
         return result
-    finally:
-        if dataset is not None:
-            dataset.discard()
 
 
 def _scored_snapshots(run: _Run, spec, wanted: list, dataset, token: str) -> list:

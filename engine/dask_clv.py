@@ -110,18 +110,12 @@ def bucket_clv(summary: pa.Table, model, spend_model, horizon: int, discount: fl
     """One bucket's summary with the CLV columns; written as a Parquet part (``output``:
     ``(filesystem, path)``; returns the rows) or returned."""
     from .clv.value import add_clv_columns
-    from .errors import RfmxError
 
     table = add_clv_columns(summary, model, spend_model, horizon=horizon, discount=discount,
                             horizon_unit=horizon_unit)
     if output is None:
         return table
-    import pyarrow.parquet as pq
+    from .buckets import write_part
 
-    filesystem, path = output
-    try:
-        pq.write_table(table, path, filesystem=filesystem)
-    except (pa.ArrowException, OSError) as exc:
-        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
-    return table.num_rows
+    return write_part(table, output)
 

@@ -152,14 +152,9 @@ def bucket_labels(table: pa.Table, spec: KMeansSpec, centres: np.ndarray, name: 
         table = table.append_column(name, column)
     if output is None:
         return table, inertia
-    import pyarrow.parquet as pq
+    from .buckets import write_part
 
-    filesystem, path = output
-    try:
-        pq.write_table(table, path, filesystem=filesystem)
-    except (pa.ArrowException, OSError) as exc:
-        raise RfmxError(f"{path}: cannot write parquet: {str(exc).splitlines()[0]}") from None
-    return table.num_rows, inertia
+    return write_part(table, output), inertia
 
 
 # --- on the client ------------------------------------------------------------------------------
