@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from .columns import ColumnMap, customer_ids
 from .errors import RfmxError
+from .tables import value_kind
 
 __all__ = ["GroupedState", "GroupedColumns", "GroupKeys", "GroupIndex", "group_index", "group_columns_of",
            "load_state", "check_group", "GROUPED_STATE_FORMAT"]
@@ -71,16 +72,6 @@ class GroupedColumns(ColumnMap):
 
     def order_columns(self) -> ColumnMap:
         return ColumnMap(self.customer, self.time, self.amount, self.order_id, self.cost)
-
-
-def _value_kind(t: pa.DataType) -> str:
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "string"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return "binary"
-    return str(t)
 
 
 def _plain(arr) -> pa.Array:
@@ -133,10 +124,10 @@ class GroupKeys:
         if known is None:
             self.types[j] = t
         elif known != t:
-            if _value_kind(known) != _value_kind(t):
+            if value_kind(known) != value_kind(t):
                 raise RfmxError(f"{where}: group column '{name}' has type {t} but earlier input had {known}; "
                                 f"one group column's values must all be of one kind")
-            if _value_kind(t) == "integer":
+            if value_kind(t) == "integer":
                 self.types[j] = pa.int64()  # widened; uint64 beyond int64 is decided when decoding
 
     def codes(self, columns: list, where: str, *, null_group: bool = False) -> np.ndarray:
@@ -192,7 +183,7 @@ class GroupKeys:
             try:
                 arr = pa.array(vals, type=t)
             except (pa.ArrowInvalid, OverflowError):
-                if _value_kind(t) != "integer":
+                if value_kind(t) != "integer":
                     raise
                 try:
                     arr = pa.array(vals, type=pa.uint64())
@@ -479,13 +470,10 @@ class GroupedState:
         return out.replace_schema_metadata({"rfmx.state": json.dumps(meta)})
 
     def save(self, path) -> None:
-        """Write the state as an Arrow IPC file (atomically)."""
-        from .sinks import atomic_path
+        """Write the state as an Arrow IPC file (atomically), as :meth:`RFMState.save` does."""
+        from .state import RFMState
 
-        table = self.to_table()
-        with atomic_path(path) as tmp:
-            with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-                writer.write_table(table)
+        RFMState.save(self, path)
 
     @classmethod
     def load(cls, path, *, threads: int | None = None) -> "GroupedState":

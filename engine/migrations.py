@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .errors import RfmxError
-from .tables import combined, group_codes, money_column, numeric_column, summable
+from .tables import combined, group_codes, money_column, numeric_column, summable, value_kind
 
 __all__ = ["migration", "migration_summary", "segment_changes", "rows_in_earlier", "earlier_rows_of", "segment_order",
            "NEW", "GONE", "NONE"]
@@ -49,16 +49,6 @@ def _require(table: pa.Table, columns, which: str) -> None:
                             f"(rfmx.score) with {', '.join(columns)}")
 
 
-def _id_kind(t: pa.DataType) -> str:
-    if pa.types.is_integer(t):
-        return "integer"
-    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return "string"
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
-        return "binary"
-    return str(t)
-
-
 def _ids(table: pa.Table, which: str) -> pa.Array:
     arr = combined(table.column(_ID))
     if pa.types.is_dictionary(arr.type):
@@ -72,7 +62,7 @@ def _ids(table: pa.Table, which: str) -> pa.Array:
 def _matched_ids(earlier: pa.Table, later: pa.Table) -> tuple[pa.Array, pa.Array]:
     """Both id columns in one comparable type; a one-line error if they cannot be compared."""
     a, b = _ids(earlier, "earlier"), _ids(later, "later")
-    ka, kb = _id_kind(a.type), _id_kind(b.type)
+    ka, kb = value_kind(a.type), value_kind(b.type)
     if ka != kb:
         raise RfmxError(f"customer_id has type {a.type} in the earlier snapshot but {b.type} in the later one; "
                         f"ids are matched exactly, so both must be {ka}s or both {kb}s")

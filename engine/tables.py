@@ -14,7 +14,19 @@ import pyarrow as pa
 
 from .errors import RfmxError
 
-__all__ = ["readonly", "Column", "numeric_column", "money_column", "group_codes", "summable", "combined"]
+__all__ = ["value_kind", "readonly", "Column", "numeric_column", "money_column", "group_codes", "summable", "combined"]
+
+
+def value_kind(t: pa.DataType) -> str:
+    """``integer``, ``string`` or ``binary``: the kinds of key values that compare with one
+    another (int8 and uint64 ids are both integers), else the type's name."""
+    if pa.types.is_integer(t):
+        return "integer"
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
+        return "string"
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_binary_view(t):
+        return "binary"
+    return str(t)
 
 
 def readonly(a: np.ndarray) -> np.ndarray:
