@@ -337,46 +337,35 @@ class BTYDState(RFMState):
     def load(cls, path, *, threads: int | None = None) -> "BTYDState":
         """Read a state written by :meth:`save`; refuses other formats and versions."""
         path = Path(path)
-        table = read_state_file(path)
-        meta = read_state_meta(path, table, BTYD_STATE_FORMAT, {"period": (str,)}, ("periods", "period_money"))
-        if meta["period"] not in UNIT_DAYS:
-            raise RfmxError(f"{path}: damaged state file: metadata 'period' is {meta['period']!r}")
-        for name in ("periods", "period_money"):
-            if table.schema.field(name).type != pa.large_list(pa.int64()):
-                raise RfmxError(f"{path}: damaged state file: column '{name}' is {table.schema.field(name).type}, "
-                                f"not large_list<int64>")
-        c = meta["columns"]
-        state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
-                    since=meta["since_us"], until=meta["until_us"], amount_scale=meta["amount_scale"],
-                    threads=threads, timezone=meta["timezone"])
-        ids = state._restore(meta, table, path)
-        if ids is not None:
-            plist = table.column("periods").combine_chunks()
-            mlist = table.column("period_money").combine_chunks()
-            if not plist.offsets.equals(mlist.offsets) or plist.values.null_count or mlist.values.null_count:
-                raise RfmxError(f"{path}: damaged state file: columns 'periods' and 'period_money' do not match")
-            # int64 already (no copy): every copy of a 61 M-entry list is 0.5 GB of fresh memory
-            state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64, copy=False),
-                                 np.asarray(plist.values).astype(np.int64, copy=False),
-                                 np.asarray(mlist.values).astype(np.int64, copy=False))
-        return state
+        return cls._restored(read_state_file(path), path, "damaged state file", threads)
 
     @classmethod
     def from_table(cls, table: pa.Table, *, what="<state table>", threads: int | None = None) -> "BTYDState":
         """The state whose :meth:`to_table` is ``table`` (checked as :meth:`load` checks a
         file; ``what`` names it in errors): how partial BTYD states cross process boundaries
         as Arrow data (:mod:`rfmx.dask`)."""
-        meta = read_state_meta(what, table, BTYD_STATE_FORMAT, {"period": (str,)}, ("periods", "period_money"))
+        return cls._restored(table, what, "damaged state", threads)
+
+    @classmethod
+    def _restored(cls, table: pa.Table, where, damaged: str, threads: int | None) -> "BTYDState":
+        meta = read_state_meta(where, table, BTYD_STATE_FORMAT, {"period": (str,)}, ("periods", "period_money"))
         if meta["period"] not in UNIT_DAYS:
-            raise RfmxError(f"{what}: damaged state: metadata 'period' is {meta['period']!r}")
+            raise RfmxError(f"{where}: {damaged}: metadata 'period' is {meta['period']!r}")
+        for name in ("periods", "period_money"):
+            if table.schema.field(name).type != pa.large_list(pa.int64()):
+                raise RfmxError(f"{where}: {damaged}: column '{name}' is {table.schema.field(name).type}, "
+                                f"not large_list<int64>")
         c = meta["columns"]
         state = cls(c["customer"], c["time"], c["amount"], c["order_id"], period=meta["period"],
                     since=meta["since_us"], until=meta["until_us"], amount_scale=meta["amount_scale"],
                     threads=threads, timezone=meta["timezone"])
-        ids = state._restore(meta, table, what)
+        ids = state._restore(meta, table, where)
         if ids is not None:
             plist = table.column("periods").combine_chunks()
             mlist = table.column("period_money").combine_chunks()
+            if not plist.offsets.equals(mlist.offsets) or plist.values.null_count or mlist.values.null_count:
+                raise RfmxError(f"{where}: {damaged}: columns 'periods' and 'period_money' do not match")
+            # int64 already (no copy): every copy of a 61 M-entry list is 0.5 GB of fresh memory
             state._merge_entries(ids, np.asarray(plist.offsets).astype(np.int64, copy=False),
                                  np.asarray(plist.values).astype(np.int64, copy=False),
                                  np.asarray(mlist.values).astype(np.int64, copy=False))
