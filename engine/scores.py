@@ -458,7 +458,7 @@ def dimension_columns(table: pa.Table, monetary: str = "total", cuts=None) -> tu
     if monetary == "total":
         m_name, unit = money_column(table) if "monetary" not in cuts else ("monetary_total", 1.0)
     elif monetary == "profit":
-        m_name, unit = _profit_column(table) if "monetary" not in cuts else ("profit_total", 1.0)
+        m_name, unit = money_column(table, "profit") if "monetary" not in cuts else ("profit_total", 1.0)
     else:
         m_name, unit = "avg_order_value", 1.0
     out = {}
@@ -500,18 +500,6 @@ def _score_dimensions(table: pa.Table, q: int, ties: str, monetary: str, cuts: d
     else:
         results = [one(d) for d in DIMENSIONS]
     return {d.dimension: d for d in results}, member
-
-
-def _profit_column(table: pa.Table) -> tuple[str, float]:
-    """The column of each customer's gross profit and its unit divisor (as ``money_column``):
-    exact ``profit_minor`` when the table says its scale, else ``profit_total``."""
-    raw = (table.schema.metadata or {}).get(b"rfmx.amount_scale")
-    if "profit_minor" in table.column_names and raw:
-        return "profit_minor", float(10 ** int(raw))
-    if "profit_total" not in table.column_names:
-        raise RfmxError("monetary='profit' (--monetary profit) scores M on gross profit: aggregate with a cost "
-                        "column (cost=..., --cost COLUMN) so the table has profit_total")
-    return "profit_total", 1.0
 
 
 def code_counts(table: pa.Table, q: int, *, monetary: str = "total", cuts=None,

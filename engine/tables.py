@@ -85,19 +85,28 @@ def numeric_column(table: pa.Table, name: str) -> Column:
     raise RfmxError(f"column '{name}' has type {t}; scores and rules need numbers")
 
 
-def money_column(table: pa.Table) -> tuple[str, float]:
-    """The column holding each customer's net money and its unit divisor.
+# what to do when a table lacks the money column a step reads
+_NO_MONEY = {
+    "monetary": "column 'monetary_total' not found; scoring needs the per-customer table of rfmx aggregate "
+                "(columns recency_days, n_orders, monetary_total, ...)",
+    "profit": "monetary='profit' (--monetary profit) scores M on gross profit: aggregate with a cost column "
+              "(cost=..., --cost COLUMN) so the table has profit_total",
+}
 
-    ``monetary_minor`` (exact minor units) when the table says its scale (schema metadata
-    ``rfmx.amount_scale``, lost e.g. in CSV), else ``monetary_total`` (unit 1).
+
+def money_column(table: pa.Table, what: str = "monetary") -> tuple[str, float]:
+    """The column holding each customer's net money (``what="monetary"``) or gross profit
+    (``"profit"``), and its unit divisor.
+
+    ``<what>_minor`` (exact minor units) when the table says its scale (schema metadata
+    ``rfmx.amount_scale``, lost e.g. in CSV), else ``<what>_total`` (unit 1).
     """
     raw = (table.schema.metadata or {}).get(b"rfmx.amount_scale")
-    if "monetary_minor" in table.column_names and raw:
-        return "monetary_minor", float(10 ** int(raw))
-    if "monetary_total" not in table.column_names:
-        raise RfmxError("column 'monetary_total' not found; scoring needs the per-customer table of rfmx "
-                        "aggregate (columns recency_days, n_orders, monetary_total, ...)")
-    return "monetary_total", 1.0
+    if f"{what}_minor" in table.column_names and raw:
+        return f"{what}_minor", float(10 ** int(raw))
+    if f"{what}_total" not in table.column_names:
+        raise RfmxError(_NO_MONEY[what])
+    return f"{what}_total", 1.0
 
 
 def group_codes(table: pa.Table, name: str) -> tuple[np.ndarray, list[str]]:
